@@ -1,0 +1,23 @@
+"""Stage 2, check: the meaning of a loaded policy, all errors at once.
+
+Each check is a function `PolicySet -> iterable of Diagnostic` in a module
+of its own; `check()` runs them in a fixed order and returns everything
+found. Checks that need the Mesh run only when there is exactly one.
+"""
+
+from __future__ import annotations
+
+from compiler.check.graph import check_call_cycles
+from compiler.check.ports import check_ports
+from compiler.check.references import check_references, check_structure
+from compiler.diagnostics import Diagnostic
+from compiler.policy import PolicySet
+
+CHECKS = (check_structure, check_references, check_ports, check_call_cycles)
+
+
+def check(policy: PolicySet) -> list[Diagnostic]:
+    diags: list[Diagnostic] = []
+    for run in CHECKS:
+        diags.extend(run(policy))
+    return diags

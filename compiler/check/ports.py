@@ -1,0 +1,66 @@
+"""Port clashes: on one sidecar, and between sidecars that share a host.
+
+Sidecars with a wildcard address (Kubernetes) live in their own network
+namespaces, so only sidecars with specific addresses are compared with each
+other; the apps behind one-host sidecars are included, since they bind too.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from compiler.diagnostics import Diagnostic
+from compiler.policy import PolicySet
+from compiler.policy.placement import place
+
+
+def check_ports(policy: PolicySet) -> Iterator[Diagnostic]:
+    if len(policy.meshes) != 1:
+        return
+    mesh = policy.meshes[0]
+    services = {s.name: s for s in policy.services}
+    host_binds: dict[tuple[str, int], str] = {}
+
+    for svc in policy.services:
+        p = place(mesh, svc)
+        local: list[tuple[int, str, tuple]] = [
+            (p.inbound_port, "inbound listener (port)", ("port",)),
+            (p.outbound_port, "outbound listener (sidecar.outbound_port)", ("sidecar", "outbound_port")),
+            (p.admin_port, "admin interface (sidecar.admin_port)", ("sidecar", "admin_port")),
+        ]
+        for i, dep in enumerate(svc.calls):
+            target = services.get(dep)
+            if target is not None and target.protocol == "tcp":
+                local.append((target.port, f"outbound tcp listener for '{dep}'", ("calls", i)))
+        owners: dict[int, str] = {}
+        for port, what, path in local:
+            if port in owners:
+                yield Diagnostic(
+                    "E212",
+                    f"port {port} is used twice on this sidecar: {owners[port]} and {what}",
+                    svc.where(*path),
+                    svc.subject,
+                )
+            else:
+                owners[port] = what
+
+        if not p.one_host:
+            continue
+        binds = [(p.address, port, f"sidecar of '{svc.name}' ({what})") for port, what, _ in local]
+        if p.admin_address != p.address:
+            binds = [b for b in binds if "admin" not in b[2]] + [(p.admin_address, p.admin_port, f"admin of '{svc.name}'")]
+        for version in svc.version_names:
+            for ep in svc.endpoints_of(version):
+                if ep.is_ip:
+                    binds.append((ep.host, ep.port, f"app '{svc.name}' version '{version}'"))
+        for host, port, what in binds:
+            key = (host, port)
+            if key in host_binds and host_binds[key] != what:
+                yield Diagnostic(
+                    "E213",
+                    f"{host}:{port} is bound twice on this host: by the {host_binds[key]} and by the {what}",
+                    svc.source,
+                    svc.subject,
+                )
+            else:
+                host_binds.setdefault(key, what)

@@ -1,0 +1,120 @@
+"""Structure and references: one Mesh, unique names, everything named exists."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from compiler.diagnostics import Diagnostic, Severity, did_you_mean
+from compiler.policy import PolicySet
+
+
+def check_structure(policy: PolicySet) -> Iterator[Diagnostic]:
+    meshes = policy.meshes
+    if not meshes:
+        first = policy.documents[0].source if policy.documents else None
+        yield Diagnostic("E201", "no Mesh document: a policy directory needs exactly one (kind: Mesh)", first)
+    for extra in meshes[1:]:
+        yield Diagnostic(
+            "E202", f"a second Mesh (the first is at {meshes[0].source}); exactly one is allowed", extra.source, extra.subject
+        )
+    seen: dict[str, object] = {}
+    for svc in policy.services:
+        if svc.name in seen:
+            yield Diagnostic(
+                "E203", f"duplicate service name (first defined at {seen[svc.name].source})", svc.where("name"), svc.subject
+            )
+        else:
+            seen[svc.name] = svc
+    routed: dict[str, object] = {}
+    for route in policy.routes:
+        if route.service in routed:
+            yield Diagnostic(
+                "E204",
+                f"a second Route for this service (the first is at {routed[route.service].source}); "
+                "put all rules in one Route, they run in order",
+                route.where("service"),
+                route.subject,
+            )
+        else:
+            routed[route.service] = route
+
+
+def check_references(policy: PolicySet) -> Iterator[Diagnostic]:
+    services = {s.name: s for s in policy.services}
+    names = sorted(services)
+
+    for svc in policy.services:
+        for i, dep in enumerate(svc.calls):
+            if dep == svc.name:
+                yield Diagnostic("E206", "a service cannot call itself through its own sidecar", svc.where("calls", i), svc.subject, f"calls[{i}]")
+            elif dep not in services:
+                yield Diagnostic(
+                    "E205",
+                    f"unknown service '{dep}'{did_you_mean(dep, names)}",
+                    svc.where("calls", i),
+                    svc.subject,
+                    f"calls[{i}]",
+                )
+        if svc.default_version is not None and svc.default_version not in svc.version_names:
+            yield Diagnostic(
+                "E211",
+                f"unknown version '{svc.default_version}'{did_you_mean(svc.default_version, svc.version_names)} "
+                f"(known: {', '.join(svc.version_names)})",
+                svc.where("default_version"),
+                svc.subject,
+                "default_version",
+            )
+
+    for route in policy.routes:
+        target = services.get(route.service)
+        if target is None:
+            yield Diagnostic(
+                "E207",
+                f"unknown service '{route.service}'{did_you_mean(route.service, names)}",
+                route.where("service"),
+                route.subject,
+                "service",
+            )
+            continue
+        if target.protocol == "tcp":
+            yield Diagnostic(
+                "E208",
+                "routes apply to http and grpc services; tcp traffic goes to the service's default_version",
+                route.where("service"),
+                route.subject,
+                "service",
+            )
+            continue
+        known = target.version_names
+        for i, rule in enumerate(route.rules):
+            for version in rule.to:
+                if version not in known:
+                    yield Diagnostic(
+                        "E209",
+                        f"unknown version '{version}' of service '{target.name}'{did_you_mean(version, known)} "
+                        f"(known: {', '.join(known)})",
+                        route.where("rules", i, "to", version),
+                        route.subject,
+                        f"rules[{i}].to",
+                    )
+            total = sum(rule.to.values())
+            if total != 100:
+                yield Diagnostic(
+                    "E210",
+                    f"weights add up to {total}, not 100",
+                    route.where("rules", i, "to"),
+                    route.subject,
+                    f"rules[{i}].to",
+                )
+        if not any(_matches_everything(rule) for rule in route.rules):
+            yield Diagnostic(
+                "W203",
+                "no rule matches every request; requests that match none get 404 from the caller's sidecar",
+                route.source,
+                route.subject,
+                severity=Severity.WARNING,
+            )
+
+
+def _matches_everything(rule) -> bool:
+    return rule.match.path.prefix == "/" and not rule.match.headers

@@ -1,0 +1,155 @@
+"""`meshc`: the command line.
+
+    meshc build [POLICY_DIR] [-o OUT] [--static] [--templates DIR] [--check]
+    meshc check [POLICY_DIR]
+    meshc validate [OUT]
+
+Exit codes: 0 success, 1 the policies or the output have errors, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from compiler.build import BuildOptions, build, check_policies
+from compiler.diagnostics import Diagnostic
+from compiler.ir import to_json
+from compiler.render import DEFAULT_TEMPLATES, TemplateError
+from compiler.write import WriteError, differences, write
+
+
+def _print_diags(diags: list[Diagnostic], root: str) -> None:
+    for d in sorted(diags, key=Diagnostic.sort_key):
+        print(d.render(root), file=sys.stderr)
+    errors = sum(d.is_error for d in diags)
+    warnings = len(diags) - errors
+    if errors:
+        print(f"{errors} error(s), {warnings} warning(s); nothing written", file=sys.stderr)
+
+
+def _cases(policy_dir: Path) -> list[Path]:
+    return sorted(p for p in policy_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def cmd_build(args) -> int:
+    options = BuildOptions(static=args.static, templates=Path(args.templates), config_root=args.config_root)
+    policy_dir = Path(args.policy_dir)
+    out = Path(args.output)
+    jobs = [(c, out / c.name) for c in _cases(policy_dir)] if args.cases else [(policy_dir, out)]
+    if args.cases and not jobs:
+        print(f"error: no case folders in '{policy_dir}'", file=sys.stderr)
+        return 1
+    results = []
+    failed = False
+    for src, dest in jobs:
+        try:
+            result = build(src, options)
+        except TemplateError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        _print_diags(result.diagnostics, str(src))
+        failed |= not result.ok
+        results.append((src, dest, result))
+    if failed:
+        return 1
+
+    if args.check:
+        stale = []
+        for src, dest, result in results:
+            stale += [f"{line.split(': ', 1)[0]}: {dest / line.split(': ', 1)[1]}" for line in differences(result.files, dest)]
+        for line in stale:
+            print(line)
+        if stale:
+            print(f"{len(stale)} file(s) differ from what the policies compile to; run meshc build", file=sys.stderr)
+            return 1
+        print("output is up to date", file=sys.stderr)
+        return 0
+
+    for src, dest, result in results:
+        if args.dump_ir:
+            target = Path(args.dump_ir) / f"{src.name}.json" if args.cases else Path(args.dump_ir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(to_json(result.ir))
+        try:
+            write(result.files, dest)
+        except WriteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{src}: {len(result.ir.sidecars)} sidecar(s) -> {dest}", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args) -> int:
+    diags, policy = check_policies(Path(args.policy_dir))
+    _print_diags(diags, args.policy_dir)
+    if policy is None:
+        return 1
+    print(f"{args.policy_dir}: {len(policy.services)} service(s), {len(policy.routes)} route(s): ok", file=sys.stderr)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from compiler.validate.envoy import load_yaml, validate_all
+    from compiler.validate.schema import check_sidecar_dir
+
+    out = Path(args.output)
+    sidecars = sorted(p.parent for p in out.rglob("bootstrap.yaml"))
+    if not sidecars:
+        print(f"error: no sidecar output (*/bootstrap.yaml) under '{out}'", file=sys.stderr)
+        return 1
+    bad = 0
+    if not args.envoy_only:
+        for d in sidecars:
+            for err in check_sidecar_dir(d, load_yaml):
+                print(f"schema: {d.parent / err.where}: {err.message}", file=sys.stderr)
+                bad += 1
+    if not args.schema_only:
+        for verdict, d in zip(validate_all(sidecars, args.jobs), sidecars):
+            if not verdict.ok:
+                bad += 1
+                print(f"envoy: {d}: rejected:\n{verdict.output}", file=sys.stderr)
+    checks = "schema" if args.schema_only else "envoy" if args.envoy_only else "schema + envoy"
+    if bad:
+        print(f"{bad} problem(s) in {len(sidecars)} sidecar(s)", file=sys.stderr)
+        return 1
+    print(f"{out}: {len(sidecars)} sidecar(s) valid ({checks})", file=sys.stderr)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshc", description="Compile service-mesh policies into Envoy sidecar configs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="compile a policy directory into Envoy configs")
+    b.add_argument("policy_dir", nargs="?", default="policies", help="policy directory (default: policies)")
+    b.add_argument("-o", "--output", default="out", help="output directory (default: out)")
+    b.add_argument("--static", action="store_true", help="one self-contained bootstrap.yaml per sidecar")
+    b.add_argument("--templates", default=str(DEFAULT_TEMPLATES), help="directory with bootstrap.yaml.j2")
+    b.add_argument("--check", action="store_true", help="write nothing; exit 1 if OUT differs from the compiled policies")
+    b.add_argument("--cases", action="store_true", help="POLICY_DIR holds one mesh per folder; compile each into OUT/<folder>")
+    b.add_argument("--config-root", help="sidecar S reads its files from CONFIG_ROOT/S (default: the Mesh's config_dir)")
+    b.add_argument("--dump-ir", metavar="FILE", help="also write the mesh IR as JSON (a folder with --cases)")
+    b.set_defaults(func=cmd_build)
+
+    c = sub.add_parser("check", help="load and check policies; write nothing")
+    c.add_argument("policy_dir", nargs="?", default="policies")
+    c.set_defaults(func=cmd_check)
+
+    v = sub.add_parser("validate", help="check emitted configs against Envoy's schema and the real envoy binary")
+    v.add_argument("output", nargs="?", default="out")
+    v.add_argument("--schema-only", action="store_true", help="only the offline schema check")
+    v.add_argument("--envoy-only", action="store_true", help="only `envoy --mode validate`")
+    v.add_argument("-j", "--jobs", type=int, default=2, help="envoy processes at once (default: 2)")
+    v.set_defaults(func=cmd_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Diagnostics: what every stage reports instead of raising.
+
+A user error is a `Diagnostic` value with a stable code, a position in the
+policy source and the field path it concerns. Stages collect them and return
+them all at once; only the CLI decides how to print them and what exit code
+follows. Internal bugs are ordinary Python exceptions and are never dressed up
+as diagnostics.
+
+Codes (stable, documented in the README):
+  E0xx  loading (YAML syntax, aliases, duplicate keys, Python policy files)
+  E1xx  typing (unknown kind/field, wrong type, out-of-range values)
+  E2xx  meaning (references, duplicates, weights, port clashes)
+  W2xx  warnings from the meaning checks (the build still succeeds)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+@dataclass(frozen=True, order=True)
+class Source:
+    """A position in a policy file: 1-based line and column.
+
+    `file` is relative to the policy directory (that is what provenance in the
+    output records); diagnostics prefix it with the directory the user named.
+    """
+
+    file: str
+    line: int
+    column: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+    @property
+    def short(self) -> str:
+        """`file:line`, as recorded in emitted metadata."""
+        return f"{self.file}:{self.line}"
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str
+    message: str
+    source: Source | None = None
+    subject: str = ""  # e.g. "Route 'reviews'"
+    path: str = ""  # field path inside the subject, e.g. "rules[0].to"
+    severity: Severity = Severity.ERROR
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def render(self, root: str = "") -> str:
+        where = ""
+        if self.source is not None:
+            file = f"{root.rstrip('/')}/{self.source.file}" if root else self.source.file
+            where = f"{file}:{self.source.line}:{self.source.column}: "
+        what = " ".join(p for p in (self.subject, self.path) if p)
+        what = f"{what}: " if what else ""
+        return f"{where}{self.severity.value}[{self.code}]: {what}{self.message}"
+
+    def sort_key(self) -> tuple:
+        src = self.source or Source("", 0, 0)
+        return (src.file, src.line, src.column, self.code, self.message)
+
+
+@dataclass
+class Diagnostics:
+    """An ordered collection that stages append to."""
+
+    items: list[Diagnostic] = field(default_factory=list)
+
+    def add(self, diag: Diagnostic) -> None:
+        self.items.append(diag)
+
+    def extend(self, diags) -> None:
+        self.items.extend(diags)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.is_error]
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.is_error for d in self.items)
+
+    def sorted(self) -> list[Diagnostic]:
+        return sorted(self.items, key=Diagnostic.sort_key)
+
+
+def format_path(path: tuple) -> str:
+    """('rules', 0, 'to', 'v3') -> 'rules[0].to.v3'."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def did_you_mean(word: str, candidates) -> str:
+    """' (did you mean 'x'?)' when a close candidate exists, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), sorted(map(str, candidates)), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

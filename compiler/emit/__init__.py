@@ -1,0 +1,73 @@
+"""Stage 4, emit: mesh IR -> Envoy v3 resources as plain data.
+
+For each sidecar: the bootstrap template's parameters, its clusters
+(clusters.yaml) and its route configurations (routes.yaml); with `static`,
+everything goes inline into the bootstrap instead.
+
+IR nodes shared between sidecars are emitted once and the same dict is
+reused, which keeps the build linear in the number of services and lets the
+renderer serialise each shared resource once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.emit import clusters as cluster_emit
+from compiler.emit import listeners as listener_emit
+from compiler.emit import routes as route_emit
+from compiler.emit.bootstrap import BootstrapParams, bootstrap_params
+from compiler.ir import HttpListener, MeshIR, Sidecar
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    service: str
+    bootstrap: BootstrapParams
+    clusters: list[dict]  # empty in static mode
+    route_configs: list[dict]  # empty in static mode
+
+
+@dataclass(frozen=True)
+class EnvoyMesh:
+    name: str
+    static: bool
+    sidecars: list[SidecarConfig]
+
+
+class _Once:
+    """Memoise an emitter by the identity of its IR node (IR nodes live as long as the run)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.cache: dict[int, tuple[object, dict]] = {}
+
+    def __call__(self, node) -> dict:
+        hit = self.cache.get(id(node))
+        if hit is None:
+            hit = (node, self.fn(node))
+            self.cache[id(node)] = hit
+        return hit[1]
+
+
+def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
+    cluster = _Once(cluster_emit.cluster)
+    route = _Once(route_emit.route)
+    vhost = _Once(lambda v: route_emit.virtual_host(v, route))
+
+    def sidecar(s: Sidecar) -> SidecarConfig:
+        clusters = [cluster(c) for c in s.clusters]
+        listeners, route_configs = [], []
+        for l in s.listeners:
+            if isinstance(l, HttpListener):
+                rc = route_emit.route_configuration(l.routes, vhost)
+                route_configs.append(rc)
+                listeners.append(listener_emit.http_listener(s, l, rc if static else None))
+            else:
+                listeners.append(listener_emit.tcp_listener(l))
+        params = bootstrap_params(s, listeners, clusters if static else None)
+        if static:
+            return SidecarConfig(s.service, params, [], [])
+        return SidecarConfig(s.service, params, clusters, route_configs)
+
+    return EnvoyMesh(ir.name, static, [sidecar(s) for s in ir.sidecars])

@@ -1,0 +1,42 @@
+"""The typed parameters of the bootstrap template (templates/bootstrap.yaml.j2).
+
+The template is the skeleton (node, admin, runtime, overload limits, where
+the dynamic resources come from); everything structural is built here as
+data and passed in, so the template never decides content or order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.emit import names
+from compiler.emit.common import file_source
+from compiler.ir import Sidecar
+
+
+@dataclass(frozen=True)
+class BootstrapParams:
+    node_id: str
+    node_cluster: str
+    node_metadata: dict
+    admin_address: str
+    admin_port: int
+    listeners: list[dict]
+    static_clusters: list[dict] | None  # --static: everything inline
+    cds_config: dict | None  # dynamic: clusters.yaml through a file config source
+    max_downstream_connections: int = 50_000
+
+
+def bootstrap_params(s: Sidecar, listeners: list[dict], static_clusters: list[dict] | None) -> BootstrapParams:
+    return BootstrapParams(
+        node_id=names.node_id(s),
+        node_cluster=s.service,
+        node_metadata={"mesh": s.mesh, "service": s.service, "source": s.source.short},
+        admin_address=s.admin_address,
+        admin_port=s.admin_port,
+        listeners=listeners,
+        static_clusters=static_clusters,
+        cds_config=None
+        if static_clusters is not None
+        else file_source(names.config_path(s, names.CLUSTERS_FILE), s.config_dir),
+    )

@@ -1,0 +1,46 @@
+"""IR listeners -> Envoy `config.listener.v3.Listener`."""
+
+from __future__ import annotations
+
+from compiler.emit import names
+from compiler.emit.common import file_source, socket_address, typed
+from compiler.emit.http_filters import http_filters
+from compiler.ir import HttpListener, Sidecar, TcpListener
+
+
+def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dict:
+    """`route_config` inlines the routes (static mode); None reads them from routes.yaml (RDS)."""
+    hcm = typed(
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        stat_prefix=names.stat_prefix(l),
+        codec_type="AUTO",
+        # Normalise paths before matching, so `/a/../admin` or `//admin` cannot dodge a rule.
+        normalize_path=True,
+        merge_slashes=True,
+    )
+    if route_config is not None:
+        hcm["route_config"] = route_config
+    else:
+        hcm["rds"] = {
+            "route_config_name": names.route_config(l.routes.name),
+            "config_source": file_source(names.config_path(s, names.ROUTES_FILE), s.config_dir),
+        }
+    hcm["http_filters"] = http_filters()
+    return {
+        "name": names.listener(l),
+        "address": socket_address(l.address, l.port),
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+    }
+
+
+def tcp_listener(l: TcpListener) -> dict:
+    proxy = typed(
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        stat_prefix=names.stat_prefix(l),
+        cluster=names.cluster(l.cluster),
+    )
+    return {
+        "name": names.listener(l),
+        "address": socket_address(l.address, l.port),
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}],
+    }

@@ -1,0 +1,43 @@
+"""Every Envoy name meshc makes, in one place.
+
+Names are built from DNS labels (services, versions), so they are short and
+need no escaping; the `|` separator keeps dots out of names, so Envoy's stats
+tag extraction and Prometheus labels stay unambiguous.
+"""
+
+from __future__ import annotations
+
+from compiler.ir import Cluster, HttpListener, Sidecar, TcpListener
+
+CLUSTERS_FILE = "clusters.yaml"
+ROUTES_FILE = "routes.yaml"
+BOOTSTRAP_FILE = "bootstrap.yaml"
+
+
+def cluster(c: Cluster) -> str:
+    """`outbound|reviews|v1`, `inbound|reviews|v1`."""
+    return f"{c.direction}|{c.service}|{c.version}"
+
+
+def listener(l: HttpListener | TcpListener) -> str:
+    if isinstance(l, TcpListener) and l.direction == "outbound":
+        return f"outbound|tcp|{l.port}"
+    return l.direction
+
+
+def stat_prefix(l: HttpListener | TcpListener) -> str:
+    if isinstance(l, TcpListener):
+        return f"{l.direction}_tcp_{l.port}"
+    return f"{l.direction}_http"
+
+
+def route_config(direction: str) -> str:
+    return direction
+
+
+def node_id(s: Sidecar) -> str:
+    return f"sidecar~{s.service}.{s.mesh}"
+
+
+def config_path(s: Sidecar, file: str) -> str:
+    return f"{s.config_dir.rstrip('/')}/{file}"

@@ -1,0 +1,147 @@
+"""The mesh IR: what every sidecar must do, in mesh terms, not Envoy terms.
+
+Lowering (policy -> IR) decides *what* each sidecar does; emitting (IR ->
+Envoy) decides *how Envoy says it*. The IR is plain frozen data, sorted when
+it leaves the lowering, and every node remembers the policy line it came
+from (`source`). Nodes that many sidecars share (a dependency's clusters and
+virtual host) are the same object in each sidecar, so the emitter builds
+them once. `meshc build --dump-ir FILE` writes it as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Literal, Union
+
+from compiler.diagnostics import Source
+from compiler.policy.types import Duration, Endpoint
+
+Direction = Literal["inbound", "outbound"]
+Protocol = Literal["http", "grpc", "tcp"]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A set of endpoints of one version of one service, seen from one side."""
+
+    direction: Direction
+    service: str
+    version: str
+    endpoints: tuple[Endpoint, ...]
+    protocol: Protocol
+    connect_timeout: Duration
+    source: Source
+
+    @property
+    def id(self) -> str:
+        return f"{self.direction}/{self.service}/{self.version}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One weighted destination of a route, with request headers set on the way."""
+
+    cluster: Cluster
+    weight: int
+    set_headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class PathCondition:
+    kind: Literal["prefix", "exact", "regex"]
+    value: str
+
+
+@dataclass(frozen=True)
+class HeaderCondition:
+    name: str
+    kind: Literal["exact", "prefix", "regex", "present", "absent"]
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    path: PathCondition
+    headers: tuple[HeaderCondition, ...]
+    targets: tuple[Target, ...]
+    timeout: Duration
+    remove_headers: tuple[str, ...]
+    source: Source
+
+
+@dataclass(frozen=True)
+class VirtualHost:
+    """Requests whose Host is one of `domains`; routes in order, first match wins."""
+
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[HttpRoute, ...]
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    name: Direction
+    virtual_hosts: tuple[VirtualHost, ...]
+
+
+@dataclass(frozen=True)
+class HttpListener:
+    direction: Direction
+    address: str
+    port: int
+    routes: RouteTable
+
+
+@dataclass(frozen=True)
+class TcpListener:
+    """Opaque TCP: everything arriving here goes to one cluster."""
+
+    direction: Direction
+    address: str
+    port: int
+    cluster: Cluster
+    source: Source
+
+
+Listener = Union[HttpListener, TcpListener]
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    service: str
+    mesh: str
+    protocol: Protocol
+    admin_address: str
+    admin_port: int
+    config_dir: str  # where the sidecar reads its own output folder
+    listeners: tuple[Listener, ...]  # sorted by (direction, port)
+    clusters: tuple[Cluster, ...]  # sorted by id
+    source: Source
+
+
+@dataclass(frozen=True)
+class MeshIR:
+    name: str
+    sidecars: tuple[Sidecar, ...]  # sorted by service
+
+
+def to_json(ir: MeshIR) -> str:
+    """A stable, readable JSON dump of the IR (shared nodes are written out in full)."""
+
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            if isinstance(value, Source):
+                return value.short
+            if isinstance(value, (Duration, Endpoint)):
+                return str(value)
+            out = {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            if isinstance(value, Cluster):
+                out = {"id": value.id, **out}
+            return out
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return json.dumps(plain(ir), indent=2) + "\n"

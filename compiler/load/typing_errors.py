@@ -1,0 +1,118 @@
+"""pydantic validation errors -> diagnostics that point into the policy file.
+
+pydantic reports a `loc` per error; for the tagged union of kinds it starts
+with the tag (`('Service', 'port')`). We strip that, find the position of the
+path (or its nearest ancestor) and, for unknown fields, suggest the closest
+known field of the model at that path.
+"""
+
+from __future__ import annotations
+
+import typing
+from types import UnionType
+from typing import Annotated, Any, Callable, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from compiler.diagnostics import Diagnostic, Source, did_you_mean, format_path
+from compiler.policy.models import KINDS, Mesh, Route, Service
+
+_MODELS: dict[str, type[BaseModel]] = {"Mesh": Mesh, "Service": Service, "Route": Route}
+
+
+def _unwrap(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) in (typing.Union, UnionType):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        if len(inner) == 1:
+            return _unwrap(inner[0])
+    return tp
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model class that the last element of `loc` is a field of."""
+    tp: Any = model
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            tp = field.annotation
+        elif get_origin(tp) in (list, tuple):
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def subject_of(data: Any) -> str:
+    if isinstance(data, dict):
+        kind = data.get("kind")
+        ident = data.get("name") or data.get("service")
+        if isinstance(kind, str) and isinstance(ident, str):
+            return f"{kind} '{ident}'"
+        if isinstance(kind, str):
+            return kind
+    return ""
+
+
+def diagnostics_from_validation(
+    exc: ValidationError, data: Any, where: Callable[[tuple], Source | None]
+) -> list[Diagnostic]:
+    """Turn one document's ValidationError into diagnostics, one per error."""
+    kind = data.get("kind") if isinstance(data, dict) else None
+    subject = subject_of(data)
+    out: list[Diagnostic] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        if loc and kind in KINDS and loc[0] == kind:
+            loc = loc[1:]
+        etype = err["type"]
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if etype == "union_tag_invalid":
+            out.append(
+                Diagnostic(
+                    "E101",
+                    f"unknown kind '{kind}'{did_you_mean(kind, KINDS)}; expected one of {', '.join(KINDS)}",
+                    where(("kind",)),
+                    "",
+                    "kind",
+                )
+            )
+            continue
+        if etype in ("union_tag_not_found", "model_attributes_type", "model_type") and not loc:
+            out.append(
+                Diagnostic(
+                    "E101",
+                    f"every document needs a 'kind' field; expected one of {', '.join(KINDS)}",
+                    where(()),
+                )
+            )
+            continue
+        path = format_path(loc)
+        if etype == "extra_forbidden":
+            model = _model_at(_MODELS[kind], loc[:-1]) if kind in _MODELS else None
+            hint = ""
+            if model is not None:
+                known = sorted(model.model_fields)
+                hint = did_you_mean(loc[-1], known) or f" (known: {', '.join(known)})"
+            out.append(Diagnostic("E102", f"unknown field '{loc[-1]}'{hint}", where(loc), subject, path))
+        elif etype == "missing":
+            out.append(Diagnostic("E103", "required field is missing", where(loc), subject, path))
+        else:
+            out.append(Diagnostic("E104", _describe(etype, msg, err), where(loc), subject, path))
+    return out
+
+
+def _describe(etype: str, msg: str, err: dict) -> str:
+    value = err.get("input")
+    if "input" in err and not isinstance(value, (dict, list)) and repr(value) not in msg:
+        return f"{msg} (got {err['input']!r})"
+    return msg

@@ -1,0 +1,211 @@
+"""Stage 3, lower: a checked policy -> the mesh IR.
+
+One sidecar per Service. Its inbound listener delivers to the service's
+versions; its outbound listener routes the app's calls to the services in
+`calls`, by Host. Version choice happens on the caller (Route rules); the
+caller marks its choice with the `x-meshc-version` header and the callee's
+inbound side delivers to that version's endpoints (and strips the header).
+
+Shared IR nodes (a dependency's clusters and virtual host) are built once per
+service and referenced by every caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.ir import (
+    Cluster,
+    HeaderCondition,
+    HttpListener,
+    HttpRoute,
+    MeshIR,
+    PathCondition,
+    RouteTable,
+    Sidecar,
+    Target,
+    TcpListener,
+    VirtualHost,
+)
+from compiler.policy import Mesh, PolicySet, Route, RouteRule, Service
+from compiler.policy.placement import place, reach
+
+VERSION_HEADER = "x-meshc-version"
+"""Set by the caller's sidecar to the version it chose; read and removed by the callee's sidecar."""
+
+
+@dataclass(frozen=True)
+class LowerOptions:
+    config_root: str | None = None
+    """If set, sidecar S reads its files from `<config_root>/S` instead of the Mesh's `config_dir`."""
+
+
+def lower(policy: PolicySet, options: LowerOptions = LowerOptions()) -> MeshIR:
+    mesh = policy.meshes[0]
+    services = {s.name: s for s in policy.services}
+    routes = {r.service: r for r in policy.routes}
+    shared = _Shared(mesh, services, routes)
+    sidecars = [_sidecar(mesh, svc, shared, options) for svc in sorted(services.values(), key=lambda s: s.name)]
+    return MeshIR(mesh.name, tuple(sidecars))
+
+
+class _Shared:
+    """Per-service IR nodes that every caller references (built once)."""
+
+    def __init__(self, mesh: Mesh, services: dict[str, Service], routes: dict[str, Route]):
+        self.mesh = mesh
+        self.services = services
+        self.routes = routes
+        self._outbound: dict[str, dict[str, Cluster]] = {}
+        self._vhosts: dict[str, VirtualHost] = {}
+
+    def outbound_clusters(self, name: str) -> dict[str, Cluster]:
+        if name not in self._outbound:
+            svc = self.services[name]
+            dest = reach(self.mesh, svc)
+            self._outbound[name] = {
+                v: Cluster(
+                    direction="outbound",
+                    service=svc.name,
+                    version=v,
+                    endpoints=(dest,),
+                    protocol=svc.protocol,
+                    connect_timeout=self.mesh.defaults.connect_timeout,
+                    source=svc.where("versions", v) if v in svc.versions else svc.source,
+                )
+                for v in svc.version_names
+            }
+        return self._outbound[name]
+
+    def virtual_host(self, name: str) -> VirtualHost:
+        if name not in self._vhosts:
+            svc = self.services[name]
+            clusters = self.outbound_clusters(name)
+            route = self.routes.get(name)
+            if route is None:
+                rules = [(RouteRule(to={svc.effective_default_version: 100}), svc.source)]
+            else:
+                rules = [(rule, route.where("rules", i)) for i, rule in enumerate(route.rules)]
+            http_routes = tuple(self._route(rule, src, clusters) for rule, src in rules)
+            self._vhosts[name] = VirtualHost(
+                name=svc.name, domains=(svc.name, f"{svc.name}:{svc.port}"), routes=http_routes
+            )
+        return self._vhosts[name]
+
+    def _route(self, rule: RouteRule, source, clusters: dict[str, Cluster]) -> HttpRoute:
+        targets = tuple(
+            Target(clusters[version], weight, ((VERSION_HEADER, version),))
+            for version, weight in sorted(rule.to.items())
+        )
+        return HttpRoute(
+            path=_path(rule),
+            headers=tuple(_header(h) for h in rule.match.headers),
+            targets=targets,
+            timeout=rule.timeout or self.mesh.defaults.timeout,
+            remove_headers=(),
+            source=source,
+        )
+
+
+def _path(rule: RouteRule) -> PathCondition:
+    p = rule.match.path
+    if p.exact is not None:
+        return PathCondition("exact", p.exact)
+    if p.regex is not None:
+        return PathCondition("regex", p.regex)
+    return PathCondition("prefix", p.prefix or "/")
+
+
+def _header(h) -> HeaderCondition:
+    if h.present is not None:
+        return HeaderCondition(h.name, "present" if h.present else "absent")
+    for kind in ("exact", "prefix", "regex"):
+        value = getattr(h, kind)
+        if value is not None:
+            return HeaderCondition(h.name, kind, value)
+    raise AssertionError("HeaderMatch validated to have exactly one condition")
+
+
+def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], HttpRoute | None, list[HttpRoute]]:
+    clusters = [
+        Cluster(
+            direction="inbound",
+            service=svc.name,
+            version=v,
+            endpoints=tuple(svc.endpoints_of(v)),
+            protocol=svc.protocol,
+            connect_timeout=mesh.defaults.connect_timeout,
+            source=svc.where("versions", v) if v in svc.versions else svc.source,
+        )
+        for v in svc.version_names
+    ]
+    by_version = {c.version: c for c in clusters}
+    # The callee enforces no tighter limit than any caller's route to it.
+    route = shared.routes.get(svc.name)
+    timeout = max([mesh.defaults.timeout] + [r.timeout for r in (route.rules if route else []) if r.timeout])
+    # One route per version, chosen by the caller's marker; a single version needs none.
+    versions = svc.version_names if len(svc.version_names) > 1 else []
+    routes = [
+        HttpRoute(
+            path=PathCondition("prefix", "/"),
+            headers=(HeaderCondition(VERSION_HEADER, "exact", v),),
+            targets=(Target(by_version[v], 100),),
+            timeout=timeout,
+            remove_headers=(VERSION_HEADER,),
+            source=by_version[v].source,
+        )
+        for v in versions
+    ]
+    default = by_version[svc.effective_default_version]
+    routes.append(
+        HttpRoute(
+            path=PathCondition("prefix", "/"),
+            headers=(),
+            targets=(Target(default, 100),),
+            timeout=timeout,
+            remove_headers=(VERSION_HEADER,),
+            source=default.source,
+        )
+    )
+    return clusters, default, routes
+
+
+def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -> Sidecar:
+    p = place(mesh, svc)
+    inbound_clusters, default, inbound_routes = _inbound(svc, mesh, shared)
+    listeners: list = []
+    clusters: list[Cluster] = list(inbound_clusters)
+
+    if svc.protocol == "tcp":
+        listeners.append(TcpListener("inbound", p.address, p.inbound_port, default, svc.source))
+    else:
+        table = RouteTable(
+            "inbound", (VirtualHost(name=svc.name, domains=("*",), routes=tuple(inbound_routes)),)
+        )
+        listeners.append(HttpListener("inbound", p.address, p.inbound_port, table))
+
+    vhosts = []
+    for dep_name in sorted(svc.calls):
+        dep = shared.services[dep_name]
+        dep_clusters = shared.outbound_clusters(dep_name)
+        clusters.extend(dep_clusters.values())
+        if dep.protocol == "tcp":
+            target = dep_clusters[dep.effective_default_version]
+            listeners.append(TcpListener("outbound", p.address, dep.port, target, svc.where("calls")))
+        else:
+            vhosts.append(shared.virtual_host(dep_name))
+    if vhosts:
+        listeners.append(HttpListener("outbound", p.address, p.outbound_port, RouteTable("outbound", tuple(vhosts))))
+
+    config_dir = f"{options.config_root.rstrip('/')}/{svc.name}" if options.config_root else mesh.config_dir
+    return Sidecar(
+        service=svc.name,
+        mesh=mesh.name,
+        protocol=svc.protocol,
+        admin_address=p.admin_address,
+        admin_port=p.admin_port,
+        config_dir=config_dir,
+        listeners=tuple(sorted(listeners, key=lambda l: (l.direction, l.port))),
+        clusters=tuple(sorted(clusters, key=lambda c: c.id)),
+        source=svc.source,
+    )

@@ -1,0 +1,66 @@
+"""The policy language: typed models, importable from Python policy files.
+
+    from compiler.policy import Mesh, Service, Route, RouteRule, Version
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.policy.base import Document
+from compiler.policy.models import (
+    KINDS,
+    Defaults,
+    HeaderMatch,
+    Match,
+    Mesh,
+    PathMatch,
+    PolicyDocument,
+    Route,
+    RouteRule,
+    Service,
+    SidecarDefaults,
+    SidecarSettings,
+    Version,
+)
+from compiler.policy.types import Duration, Endpoint
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Everything loaded from one policy directory, in a stable order (file, then position)."""
+
+    documents: tuple[Document, ...]
+
+    @property
+    def meshes(self) -> list[Mesh]:
+        return [d for d in self.documents if isinstance(d, Mesh)]
+
+    @property
+    def services(self) -> list[Service]:
+        return [d for d in self.documents if isinstance(d, Service)]
+
+    @property
+    def routes(self) -> list[Route]:
+        return [d for d in self.documents if isinstance(d, Route)]
+
+
+__all__ = [
+    "KINDS",
+    "Defaults",
+    "Document",
+    "Duration",
+    "Endpoint",
+    "HeaderMatch",
+    "Match",
+    "Mesh",
+    "PathMatch",
+    "PolicyDocument",
+    "PolicySet",
+    "Route",
+    "RouteRule",
+    "Service",
+    "SidecarDefaults",
+    "SidecarSettings",
+    "Version",
+]

@@ -1,0 +1,70 @@
+"""The base of every policy model: strict pydantic plus source positions.
+
+pydantic drops positions (it rebuilds plain values), so each top-level
+document carries a separate index `field path -> Source`, filled by the loader.
+`where(path)` answers with the nearest recorded ancestor, so a check can point
+at `rules[0].to.v3` even if only `rules[0]` was recorded.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextvars import ContextVar
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from compiler.diagnostics import Source
+
+# Set by the Python loader while it executes a policy file: (absolute path, relative name).
+PYTHON_POLICY_FILE: ContextVar[tuple[str, str] | None] = ContextVar("PYTHON_POLICY_FILE", default=None)
+
+
+class PolicyModel(BaseModel):
+    """Strict, closed, immutable: unknown fields are errors, values are not coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Document(PolicyModel):
+    """A top-level policy object (one YAML document or one Python object)."""
+
+    _source: Source | None = PrivateAttr(default=None)
+    _positions: dict[tuple, Source] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any) -> None:
+        current = PYTHON_POLICY_FILE.get()
+        if current is None or self._source is not None:
+            return
+        abs_path, rel = current
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_filename == abs_path:
+                self._source = Source(rel, frame.f_lineno, 1)
+                return
+            frame = frame.f_back
+
+    # -- positions ---------------------------------------------------------
+    def attach_source(self, source: Source, positions: dict[tuple, Source]) -> None:
+        self._source = source
+        self._positions = positions
+
+    @property
+    def source(self) -> Source | None:
+        return self._source
+
+    def where(self, *path: Any) -> Source | None:
+        """Position of `path` (or its nearest recorded ancestor, or the document)."""
+        parts = tuple(path)
+        while parts:
+            hit = self._positions.get(parts)
+            if hit is not None:
+                return hit
+            parts = parts[:-1]
+        return self._source
+
+    @property
+    def subject(self) -> str:
+        """How diagnostics name this object, e.g. "Route 'reviews'"."""
+        ident = getattr(self, "name", None) or getattr(self, "service", None)
+        return f"{self.kind} '{ident}'" if ident else str(self.kind)

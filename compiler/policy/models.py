@@ -1,0 +1,221 @@
+"""The policy language, v1: Mesh, Service and Route.
+
+These models are the language's reference: YAML documents and Python policy
+files both produce exactly these objects. Docstrings say what Envoy ends up
+doing with each field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from compiler.policy.base import Document, PolicyModel
+from compiler.policy.types import Duration, Endpoint, IPAddress, Name, Percent, Port
+
+# --------------------------------------------------------------------------
+# Mesh
+# --------------------------------------------------------------------------
+
+
+class Defaults(PolicyModel):
+    """Mesh-wide request defaults, used wherever a policy says nothing."""
+
+    timeout: Duration = Duration(15_000)
+    """Whole-request timeout of a route (Envoy `route.timeout`); 504 when it expires."""
+
+    connect_timeout: Duration = Duration(1_000)
+    """TCP connect timeout of every cluster (Envoy `cluster.connect_timeout`)."""
+
+
+class SidecarDefaults(PolicyModel):
+    """Where sidecars listen when a Service does not say.
+
+    The defaults suit Kubernetes, where every pod has its own network namespace
+    and all sidecars can share the same ports.
+    """
+
+    address: IPAddress = "0.0.0.0"
+    """Listen address of the inbound and outbound listeners."""
+
+    outbound_port: Port = 15001
+    """The local app sends its outbound calls here (`Host: <service>`)."""
+
+    admin_port: Port = 15000
+    """Envoy's admin interface; always bound to a loopback address."""
+
+
+class Mesh(Document):
+    """Exactly one per policy directory: the mesh's name and defaults."""
+
+    kind: Literal["Mesh"] = "Mesh"
+    name: Name
+    defaults: Defaults = Defaults()
+    sidecar: SidecarDefaults = SidecarDefaults()
+    config_dir: str = Field(default="/etc/meshc", pattern=r"^/[A-Za-z0-9._/-]*$")
+    """Where each sidecar finds its own output folder (`out/<service>/` is mounted here)."""
+
+
+# --------------------------------------------------------------------------
+# Service
+# --------------------------------------------------------------------------
+
+
+class Version(PolicyModel):
+    """A named subset of a service (Envoy: one cluster per version)."""
+
+    endpoints: list[Endpoint] = []
+    """Instances of this version (`host:port`). Default: the app on `127.0.0.1:<app_port>`."""
+
+
+class SidecarSettings(PolicyModel):
+    """Per-service overrides of the mesh's sidecar defaults.
+
+    On one host (a laptop, tests, Docker with host networking) give each
+    service its own loopback address (127.0.0.x) so that all sidecars can use
+    the same port numbers side by side.
+    """
+
+    address: IPAddress | None = None
+    outbound_port: Port | None = None
+    admin_port: Port | None = None
+
+
+class Service(Document):
+    """A workload that gets a sidecar.
+
+    The sidecar has an inbound listener on `port` that delivers to the
+    service's versions, and an outbound listener that routes the app's calls
+    to the services named in `calls`.
+    """
+
+    kind: Literal["Service"] = "Service"
+    name: Name
+    protocol: Literal["http", "grpc", "tcp"] = "http"
+    """`http` (HTTP/1.1 to the app), `grpc` (HTTP/2 to the app), `tcp` (opaque bytes)."""
+    port: Port
+    """The port callers use: the sidecar's inbound listener."""
+    app_port: Port
+    """Where the app listens on loopback behind its sidecar (default endpoint of each version)."""
+    versions: dict[Name, Version] = {}
+    """Named subsets; a service with none has one version called `default`."""
+    default_version: Name | None = None
+    """Version that receives traffic no Route sends elsewhere. Default: the first version."""
+    calls: list[Name] = []
+    """Dependencies: the sidecar gets outbound config for these services only."""
+    sidecar: SidecarSettings = SidecarSettings()
+
+    @field_validator("calls")
+    @classmethod
+    def _calls_unique(cls, calls: list[str]) -> list[str]:
+        seen = set()
+        for name in calls:
+            if name in seen:
+                raise ValueError(f"'{name}' is listed twice")
+            seen.add(name)
+        return calls
+
+    @property
+    def version_names(self) -> list[str]:
+        return list(self.versions) or ["default"]
+
+    @property
+    def effective_default_version(self) -> str:
+        return self.default_version or self.version_names[0]
+
+    def endpoints_of(self, version: str) -> list[Endpoint]:
+        spec = self.versions.get(version)
+        if spec and spec.endpoints:
+            return list(spec.endpoints)
+        return [Endpoint("127.0.0.1", self.app_port)]
+
+
+# --------------------------------------------------------------------------
+# Route
+# --------------------------------------------------------------------------
+
+
+def _check_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+class PathMatch(PolicyModel):
+    """Exactly one of `prefix`, `exact`, `regex` (RE2 syntax, whole path)."""
+
+    prefix: str | None = Field(default=None, pattern=r"^/")
+    exact: str | None = Field(default=None, pattern=r"^/")
+    regex: str | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_ok(cls, value: str | None) -> str | None:
+        return _check_regex(value)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "PathMatch":
+        given = [k for k in ("prefix", "exact", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of prefix, exact, regex")
+        return self
+
+
+class HeaderMatch(PolicyModel):
+    """Match a request header by `exact` value, `prefix`, `regex`, or `present: true|false`."""
+
+    name: str = Field(pattern=r"^:?[a-z0-9!#$%&'*+.^_`|~-]+$")
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+    present: bool | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_ok(cls, value: str | None) -> str | None:
+        return _check_regex(value)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "HeaderMatch":
+        given = [k for k in ("exact", "prefix", "regex", "present") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of exact, prefix, regex, present")
+        return self
+
+
+class Match(PolicyModel):
+    """All conditions must hold. The default matches every request."""
+
+    path: PathMatch = PathMatch(prefix="/")
+    headers: list[HeaderMatch] = []
+
+
+class RouteRule(PolicyModel):
+    """One rule: when `match` holds, split the request across versions by weight."""
+
+    match: Match = Match()
+    to: dict[Name, Percent] = Field(min_length=1)
+    """Version -> weight in percent; the weights add up to 100 (Envoy `weighted_clusters`)."""
+    timeout: Duration | None = None
+    """Overrides the mesh default request timeout for this rule."""
+
+
+class Route(Document):
+    """How callers reach a service; applied on every caller's sidecar. Rules run in order, first match wins."""
+
+    kind: Literal["Route"] = "Route"
+    service: Name
+    rules: list[RouteRule] = Field(min_length=1)
+
+    @property
+    def name(self) -> str:  # routes are named after their service
+        return self.service
+
+
+PolicyDocument = Annotated[Union[Mesh, Service, Route], Field(discriminator="kind")]
+KINDS = ("Mesh", "Service", "Route")

@@ -1,0 +1,160 @@
+"""Value types of the policy language: names, ports, durations, endpoints.
+
+Each is parsed once, at load time, into a typed value, so later stages never
+re-parse strings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import Field, GetCoreSchemaHandler
+from pydantic_core import PydanticCustomError, core_schema
+
+_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+Name = Annotated[
+    str,
+    Field(
+        strict=True,
+        pattern=_NAME_RE.pattern,
+        description="A DNS label: lowercase letters, digits and '-', starting with a letter, "
+        "at most 63 characters. Names become file paths and Envoy names, so nothing else is allowed.",
+    ),
+]
+"""A DNS-label-like name (services, versions, the mesh)."""
+
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+"""A TCP port, 1-65535."""
+
+Percent = Annotated[int, Field(strict=True, ge=0, le=100)]
+"""A whole percentage, 0-100."""
+
+
+_DURATION_RE = re.compile(r"^(\d+)(ms|s|m|h)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+@dataclass(frozen=True, order=True)
+class Duration:
+    """A duration, written `250ms`, `2s`, `1m` or `1h`; stored as milliseconds."""
+
+    ms: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Duration":
+        m = _DURATION_RE.match(text.strip()) if isinstance(text, str) else None
+        if not m:
+            raise ValueError(f"invalid duration {text!r}: write a whole number with a unit, e.g. 250ms, 2s, 1m, 1h")
+        return cls(int(m.group(1)) * _UNIT_MS[m.group(2)])
+
+    def proto(self) -> str:
+        """Protobuf JSON form, as Envoy reads it: '0.250s', '5s'."""
+        seconds, millis = divmod(self.ms, 1000)
+        return f"{seconds}s" if millis == 0 else f"{seconds}.{millis:03d}s"
+
+    def __str__(self) -> str:
+        for unit in ("h", "m", "s"):
+            if self.ms % _UNIT_MS[unit] == 0 and self.ms:
+                return f"{self.ms // _UNIT_MS[unit]}{unit}"
+        return f"{self.ms}ms"
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler):
+        def validate(value: Any) -> "Duration":
+            if isinstance(value, Duration):
+                return value
+            if not isinstance(value, str):
+                raise PydanticCustomError("duration_type", "expected a duration string such as 250ms, 2s or 1m")
+            try:
+                return cls.parse(value)
+            except ValueError as exc:
+                raise PydanticCustomError("duration_format", str(exc)) from None
+
+        return core_schema.no_info_plain_validator_function(
+            validate, serialization=core_schema.plain_serializer_function_ser_schema(str)
+        )
+
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    """`host:port` of one instance. The host is an IP address (IPv6 in brackets) or a DNS name."""
+
+    host: str
+    port: int
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+            return True
+        except ValueError:
+            return False
+
+    @classmethod
+    def parse(cls, text: str) -> "Endpoint":
+        if not isinstance(text, str):
+            raise ValueError("expected 'host:port'")
+        m = re.match(r"^\[([0-9A-Fa-f:.]+)\]:(\d+)$", text) or re.match(r"^([^:\[\]]+):(\d+)$", text)
+        if not m:
+            raise ValueError(f"invalid endpoint {text!r}: write host:port, e.g. 127.0.0.1:8080 or [::1]:8080")
+        host, port = m.group(1), int(m.group(2))
+        if not 1 <= port <= 65535:
+            raise ValueError(f"invalid endpoint {text!r}: port {port} is outside 1-65535")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if ":" in host or not _HOST_RE.match(host):
+                raise ValueError(f"invalid endpoint {text!r}: {host!r} is neither an IP address nor a DNS name") from None
+        return cls(host, port)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler):
+        def validate(value: Any) -> "Endpoint":
+            if isinstance(value, Endpoint):
+                return value
+            try:
+                return cls.parse(value)
+            except ValueError as exc:
+                raise PydanticCustomError("endpoint_format", str(exc)) from None
+
+        return core_schema.no_info_plain_validator_function(
+            validate, serialization=core_schema.plain_serializer_function_ser_schema(str)
+        )
+
+
+def _validate_ip(value: Any) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError("ip_type", "expected an IP address string")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise PydanticCustomError("ip_format", "{value!r} is not an IP address", {"value": value}) from None
+
+
+class _IP:
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler):
+        return core_schema.no_info_plain_validator_function(_validate_ip)
+
+
+IPAddress = Annotated[str, _IP]
+"""An IPv4 or IPv6 address, normalised."""
+
+
+def is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
+def is_wildcard(address: str) -> bool:
+    return ipaddress.ip_address(address).is_unspecified
+

@@ -1,0 +1,122 @@
+"""Stage 5, write: file contents -> the output directory, atomically.
+
+Nothing touches the output directory until every file of the build exists in
+memory, so a failed build leaves the previous output as it was.
+
+- A new output directory is built next to its destination and renamed into
+  place in one step.
+- An existing one is updated file by file, each file by an atomic rename
+  within its folder, in an order that keeps running sidecars consistent:
+  clusters first, then routes (which may name the new clusters), then
+  bootstraps, then the manifest. This is deliberate: a sidecar has
+  `out/<service>/` mounted (a bind mount pins the folder itself), and Envoy
+  watches for files *moved into* that folder; swapping the whole directory
+  would be invisible to it. Unchanged files are not touched, so they do not
+  trigger reloads.
+- Files that the previous build wrote (per its manifest) and this one does
+  not are removed; files meshc did not write (certificates, say) are left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+_ORDER = {"clusters.yaml": 0, "routes.yaml": 1, "bootstrap.yaml": 2}
+
+
+class WriteError(Exception):
+    pass
+
+
+def manifest_bytes(files: dict[str, bytes]) -> bytes:
+    entries = {path: hashlib.sha256(data).hexdigest() for path, data in sorted(files.items())}
+    return (json.dumps({"files": entries}, indent=2) + "\n").encode()
+
+
+def with_manifest(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {**files, MANIFEST: manifest_bytes(files)}
+
+
+def _previous_files(out: Path) -> set[str] | None:
+    try:
+        return set(json.loads((out / MANIFEST).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write(files: dict[str, bytes], out: Path) -> None:
+    """Write `files` (relative path -> bytes, without manifest) into `out`."""
+    out = Path(out)
+    everything = with_manifest(files)
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.meshc-", dir=out.parent))
+        try:
+            os.chmod(tmp, 0o755)
+            for rel, data in everything.items():
+                _put(tmp / rel, data)
+            os.rename(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return
+
+    previous = _previous_files(out)
+    if previous is None and any(out.iterdir()):
+        raise WriteError(f"refusing to write into '{out}': it is not empty and has no {MANIFEST} from an earlier build")
+    ordered = sorted(files.items(), key=lambda kv: (_ORDER.get(Path(kv[0]).name, 9), kv[0]))
+    for rel, data in ordered:
+        target = out / rel
+        if target.is_file() and target.read_bytes() == data:
+            continue
+        _replace(target, data)
+    for rel in sorted((previous or set()) - set(files)):
+        stale = out / rel
+        if stale.is_file():
+            stale.unlink()
+            try:
+                stale.parent.rmdir()  # only if now empty
+            except OSError:
+                pass
+    _replace(out / MANIFEST, everything[MANIFEST])
+
+
+def _put(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    path.write_bytes(data)
+
+
+def _replace(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def differences(files: dict[str, bytes], out: Path) -> list[str]:
+    """What `write(files, out)` would change, as 'changed: x', 'missing: x', 'extra: x' lines."""
+    out = Path(out)
+    everything = with_manifest(files)
+    lines = []
+    for rel, data in everything.items():
+        target = out / rel
+        if not target.is_file():
+            lines.append(f"missing: {rel}")
+        elif target.read_bytes() != data:
+            lines.append(f"changed: {rel}")
+    for rel in sorted((_previous_files(out) or set()) - set(everything)):
+        if (out / rel).is_file():
+            lines.append(f"extra: {rel}")
+    return lines
