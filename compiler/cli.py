@@ -68,15 +68,15 @@ def cmd_build(args) -> int:
         return 0
 
     for src, dest, result in results:
-        if args.dump_ir:
-            target = Path(args.dump_ir) / f"{src.name}.json" if args.cases else Path(args.dump_ir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(to_json(result.ir))
         try:
             write(result.files, dest)
         except WriteError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        if args.dump_ir:
+            target = Path(args.dump_ir) / src.name / "ir.json" if args.cases else Path(args.dump_ir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(to_json(result.ir))
         print(f"{src}: {len(result.ir.sidecars)} sidecar(s) -> {dest}", file=sys.stderr)
     return 0
 
@@ -130,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--check", action="store_true", help="write nothing; exit 1 if OUT differs from the compiled policies")
     b.add_argument("--cases", action="store_true", help="POLICY_DIR holds one mesh per folder; compile each into OUT/<folder>")
     b.add_argument("--config-root", help="sidecar S reads its files from CONFIG_ROOT/S (default: the Mesh's config_dir)")
-    b.add_argument("--dump-ir", metavar="FILE", help="also write the mesh IR as JSON (a folder with --cases)")
+    b.add_argument("--dump-ir", metavar="FILE", help="also write the mesh IR as JSON to FILE (with --cases: FILE/<case>/ir.json)")
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("check", help="load and check policies; write nothing")

@@ -11,7 +11,6 @@ them once. `meshc build --dump-ir FILE` writes it as JSON.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Literal, Union
 
@@ -131,6 +130,8 @@ def to_json(ir: MeshIR) -> str:
     """A stable, readable JSON dump of the IR (shared nodes are written out in full)."""
 
     def plain(value):
+        if isinstance(value, Target):  # a target names its cluster; the sidecar lists it in full
+            return {"cluster": value.cluster.id, "weight": value.weight, "set_headers": plain(value.set_headers)}
         if dataclasses.is_dataclass(value):
             if isinstance(value, Source):
                 return value.short
@@ -144,4 +145,6 @@ def to_json(ir: MeshIR) -> str:
             return [plain(v) for v in value]
         return value
 
-    return json.dumps(plain(ir), indent=2) + "\n"
+    from compiler.serialize import Serializer
+
+    return Serializer().dumps(plain(ir)) + "\n"

@@ -37,12 +37,17 @@ class Renderer:
             autoescape=False,
             keep_trailing_newline=True,
         )
-        self.env.filters["json"] = self.serializer.dumps
+        self.env.filters["json"] = self._json
         try:
             self.bootstrap = self.env.get_template("bootstrap.yaml.j2")
         except jinja2.TemplateError as exc:
             raise TemplateError(f"cannot load bootstrap.yaml.j2 from {templates}: {exc}") from None
         self._typed: dict[int, tuple[dict, dict]] = {}
+
+    def _json(self, value: object, indent: int = 0) -> str:
+        if isinstance(value, jinja2.Undefined):
+            value._fail_with_undefined_error()  # StrictUndefined: name the missing value
+        return self.serializer.dumps(value, indent)
 
     def _with_type(self, resource: dict, type_url: str) -> dict:
         hit = self._typed.get(id(resource))

@@ -21,16 +21,14 @@ PYTHON_POLICY_FILE: ContextVar[tuple[str, str] | None] = ContextVar("PYTHON_POLI
 
 
 class PolicyModel(BaseModel):
-    """Strict, closed, immutable: unknown fields are errors, values are not coerced silently."""
+    """Strict, closed, immutable: unknown fields are errors, values are not coerced silently.
+
+    Objects built in a Python policy file remember the line that built them.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
-
-class Document(PolicyModel):
-    """A top-level policy object (one YAML document or one Python object)."""
-
     _source: Source | None = PrivateAttr(default=None)
-    _positions: dict[tuple, Source] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: Any) -> None:
         current = PYTHON_POLICY_FILE.get()
@@ -44,6 +42,12 @@ class Document(PolicyModel):
                 return
             frame = frame.f_back
 
+
+class Document(PolicyModel):
+    """A top-level policy object (one YAML document or one Python object)."""
+
+    _positions: dict[tuple, Source] = PrivateAttr(default_factory=dict)
+
     # -- positions ---------------------------------------------------------
     def attach_source(self, source: Source, positions: dict[tuple, Source]) -> None:
         self._source = source
@@ -54,14 +58,23 @@ class Document(PolicyModel):
         return self._source
 
     def where(self, *path: Any) -> Source | None:
-        """Position of `path` (or its nearest recorded ancestor, or the document)."""
+        """Position of `path`: recorded (YAML), else the innermost object built on its own line (Python)."""
         parts = tuple(path)
         while parts:
             hit = self._positions.get(parts)
             if hit is not None:
                 return hit
             parts = parts[:-1]
-        return self._source
+        best = self._source
+        node: Any = self
+        for part in path:
+            try:
+                node = node[part] if isinstance(node, (dict, list, tuple)) else getattr(node, part)
+            except (KeyError, IndexError, AttributeError, TypeError):
+                break
+            if isinstance(node, PolicyModel) and node._source is not None:
+                best = node._source
+        return best
 
     @property
     def subject(self) -> str:

@@ -1,0 +1,43 @@
+# meshc: `make build` then `make test` on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+MESHC  := $(VENV)/bin/meshc
+OUT    ?= out
+
+.PHONY: build test golden validate bench check clean
+
+# The virtualenv is rebuilt when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+## build: create the virtualenv, compile every case in policies/ into out/<case>/, validate it
+build: $(VENV)/.installed
+	$(MESHC) build policies --cases -o $(OUT)
+	$(MESHC) validate $(OUT)
+
+## check: load and check every policy case, write nothing
+check: $(VENV)/.installed
+	@for d in policies/*/; do $(MESHC) check $$d || exit 1; done
+
+## validate: schema + real-Envoy validation of out/
+validate: $(VENV)/.installed
+	$(MESHC) validate $(OUT)
+
+## test: unit, golden, validation and live-Envoy tests
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+## golden: regenerate golden/ from policies/ (review the diff like code)
+golden: $(VENV)/.installed
+	rm -rf golden
+	$(MESHC) build policies --cases -o golden --dump-ir golden
+
+## bench: build-speed benchmark on synthetic meshes (figures and ratios, not a test)
+bench: $(VENV)/.installed
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf $(OUT) bench/.work .pytest_cache
