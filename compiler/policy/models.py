@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.types import Duration, Endpoint, IPAddress, Name, Percent, Port
@@ -137,55 +137,49 @@ class Service(Document):
 # --------------------------------------------------------------------------
 
 
-def _check_regex(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
+Regex = Annotated[str, AfterValidator(lambda v: _check_regex(v))]
+"""A regular expression (RE2 syntax in Envoy; checked here with Python's `re`)."""
+
+
+def _check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
     return value
 
 
-class PathMatch(PolicyModel):
-    """Exactly one of `prefix`, `exact`, `regex` (RE2 syntax, whole path)."""
+class _OneOf(PolicyModel):
+    """A matcher that takes exactly one of the fields listed in `_choices`."""
 
-    prefix: str | None = Field(default=None, pattern=r"^/")
-    exact: str | None = Field(default=None, pattern=r"^/")
-    regex: str | None = None
-
-    @field_validator("regex")
-    @classmethod
-    def _regex_ok(cls, value: str | None) -> str | None:
-        return _check_regex(value)
+    _choices: tuple[str, ...] = ()
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "PathMatch":
-        given = [k for k in ("prefix", "exact", "regex") if getattr(self, k) is not None]
+    def _exactly_one(self):
+        given = [k for k in self._choices if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of prefix, exact, regex")
+            raise ValueError(f"give exactly one of {', '.join(self._choices)}")
         return self
 
 
-class HeaderMatch(PolicyModel):
+class PathMatch(_OneOf):
+    """Exactly one of `prefix`, `exact`, `regex` (RE2 syntax, whole path)."""
+
+    _choices = ("prefix", "exact", "regex")
+    prefix: str | None = Field(default=None, pattern=r"^/")
+    exact: str | None = Field(default=None, pattern=r"^/")
+    regex: Regex | None = None
+
+
+class HeaderMatch(_OneOf):
     """Match a request header by `exact` value, `prefix`, `regex`, or `present: true|false`."""
 
+    _choices = ("exact", "prefix", "regex", "present")
     name: str = Field(pattern=r"^:?[a-z0-9!#$%&'*+.^_`|~-]+$")
     exact: str | None = None
     prefix: str | None = None
-    regex: str | None = None
+    regex: Regex | None = None
     present: bool | None = None
-
-    @field_validator("regex")
-    @classmethod
-    def _regex_ok(cls, value: str | None) -> str | None:
-        return _check_regex(value)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> "HeaderMatch":
-        given = [k for k in ("exact", "prefix", "regex", "present") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of exact, prefix, regex, present")
-        return self
 
 
 class Match(PolicyModel):

@@ -34,6 +34,24 @@ Percent = Annotated[int, Field(strict=True, ge=0, le=100)]
 """A whole percentage, 0-100."""
 
 
+def _text_value_schema(cls, what: str, type_message: str):
+    """pydantic schema for a value type written as text and parsed once by `cls.parse`."""
+
+    def validate(value: Any):
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, str):
+            raise PydanticCustomError(f"{what}_type", type_message)
+        try:
+            return cls.parse(value)
+        except ValueError as exc:
+            raise PydanticCustomError(f"{what}_format", str(exc)) from None
+
+    return core_schema.no_info_plain_validator_function(
+        validate, serialization=core_schema.plain_serializer_function_ser_schema(str)
+    )
+
+
 _DURATION_RE = re.compile(r"^(\d+)(ms|s|m|h)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 
@@ -64,19 +82,7 @@ class Duration:
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler):
-        def validate(value: Any) -> "Duration":
-            if isinstance(value, Duration):
-                return value
-            if not isinstance(value, str):
-                raise PydanticCustomError("duration_type", "expected a duration string such as 250ms, 2s or 1m")
-            try:
-                return cls.parse(value)
-            except ValueError as exc:
-                raise PydanticCustomError("duration_format", str(exc)) from None
-
-        return core_schema.no_info_plain_validator_function(
-            validate, serialization=core_schema.plain_serializer_function_ser_schema(str)
-        )
+        return _text_value_schema(cls, "duration", "expected a duration string such as 250ms, 2s or 1m")
 
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?$")
@@ -119,17 +125,7 @@ class Endpoint:
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler):
-        def validate(value: Any) -> "Endpoint":
-            if isinstance(value, Endpoint):
-                return value
-            try:
-                return cls.parse(value)
-            except ValueError as exc:
-                raise PydanticCustomError("endpoint_format", str(exc)) from None
-
-        return core_schema.no_info_plain_validator_function(
-            validate, serialization=core_schema.plain_serializer_function_ser_schema(str)
-        )
+        return _text_value_schema(cls, "endpoint", "expected 'host:port'")
 
 
 def _validate_ip(value: Any) -> str:
