@@ -21,7 +21,7 @@ from compiler.render import DEFAULT_TEMPLATES, render
 @dataclass(frozen=True)
 class BuildOptions:
     static: bool = False
-    """Everything inline in bootstrap.yaml (no clusters.yaml / routes.yaml)."""
+    """Everything inline in bootstrap.yaml (no clusters.yaml / routes-*.yaml)."""
     templates: Path = DEFAULT_TEMPLATES
     config_root: str | None = None
     """Sidecar S reads its files from `<config_root>/S` (default: the Mesh's `config_dir`)."""

@@ -53,19 +53,27 @@ class Diagnostic:
     subject: str = ""  # e.g. "Route 'reviews'"
     path: str = ""  # field path inside the subject, e.g. "rules[0].to"
     severity: Severity = Severity.ERROR
+    refs: tuple[Source | None, ...] = ()
+    """Other positions the message names, as `{0}`, `{1}`...: rendered like `source`
+    (with the same directory prefix), so both read as paths the user can open."""
 
     @property
     def is_error(self) -> bool:
         return self.severity is Severity.ERROR
 
+    @staticmethod
+    def _location(source: Source, root: str) -> str:
+        file = f"{root.rstrip('/')}/{source.file}" if root else source.file
+        return f"{file}:{source.line}:{source.column}"
+
     def render(self, root: str = "") -> str:
-        where = ""
-        if self.source is not None:
-            file = f"{root.rstrip('/')}/{self.source.file}" if root else self.source.file
-            where = f"{file}:{self.source.line}:{self.source.column}: "
+        where = f"{self._location(self.source, root)}: " if self.source is not None else ""
         what = " ".join(p for p in (self.subject, self.path) if p)
         what = f"{what}: " if what else ""
-        return f"{where}{self.severity.value}[{self.code}]: {what}{self.message}"
+        message = self.message
+        for i, ref in enumerate(self.refs):
+            message = message.replace(f"{{{i}}}", self._location(ref, root) if ref is not None else "?")
+        return f"{where}{self.severity.value}[{self.code}]: {what}{message}"
 
     def sort_key(self) -> tuple:
         src = self.source or Source("", 0, 0)

@@ -2,8 +2,9 @@
 
 The bootstrap goes through the Jinja2 template, then is parsed back and
 checked: a template that mangles a value fails the build, not the sidecar.
-clusters.yaml and routes.yaml are file-based xDS responses
-(`DiscoveryResponse`: version_info + typed resources).
+clusters.yaml and routes-<name>.yaml are file-based xDS responses
+(`DiscoveryResponse`: version_info + typed resources; one route
+configuration per file, as Envoy's file-based RDS requires).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class Renderer:
         files = {f"{sc.service}/{names.BOOTSTRAP_FILE}": self.render_bootstrap(sc)}
         if not static:
             files[f"{sc.service}/{names.CLUSTERS_FILE}"] = self.discovery_response(sc.clusters, _CLUSTER_TYPE)
-            files[f"{sc.service}/{names.ROUTES_FILE}"] = self.discovery_response(sc.route_configs, _ROUTE_TYPE)
+            for rc in sc.route_configs:
+                files[f"{sc.service}/{names.routes_file(rc['name'])}"] = self.discovery_response([rc], _ROUTE_TYPE)
         return files
 
 

@@ -27,7 +27,14 @@ import tempfile
 from pathlib import Path
 
 MANIFEST = "manifest.json"
-_ORDER = {"clusters.yaml": 0, "routes.yaml": 1, "bootstrap.yaml": 2}
+def _rank(rel: str) -> int:
+    """clusters, then routes (which may name new clusters), then bootstraps, then anything else."""
+    name = Path(rel).name
+    if name == "clusters.yaml":
+        return 0
+    if name.startswith("routes-"):
+        return 1
+    return 2 if name == "bootstrap.yaml" else 3
 
 
 class WriteError(Exception):
@@ -70,7 +77,7 @@ def write(files: dict[str, bytes], out: Path) -> None:
     previous = _previous_files(out)
     if previous is None and any(out.iterdir()):
         raise WriteError(f"refusing to write into '{out}': it is not empty and has no {MANIFEST} from an earlier build")
-    ordered = sorted(files.items(), key=lambda kv: (_ORDER.get(Path(kv[0]).name, 9), kv[0]))
+    ordered = sorted(files.items(), key=lambda kv: (_rank(kv[0]), kv[0]))
     for rel, data in ordered:
         target = out / rel
         if target.is_file() and target.read_bytes() == data:

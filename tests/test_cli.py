@@ -26,8 +26,9 @@ def test_build_writes_one_folder_per_service_and_a_manifest(tmp_path: Path) -> N
     assert main(["build", str(BASIC), "-o", str(out)]) == 0
     tree = _tree(out)
     for svc in ("productpage", "reviews", "ratings"):
-        for f in ("bootstrap.yaml", "clusters.yaml", "routes.yaml"):
+        for f in ("bootstrap.yaml", "clusters.yaml", "routes-inbound.yaml"):
             assert f"{svc}/{f}" in tree
+    assert "productpage/routes-outbound.yaml" in tree and "ratings/routes-outbound.yaml" not in tree
     manifest = json.loads(tree["manifest.json"])["files"]
     assert set(manifest) == set(tree) - {"manifest.json"}
     for rel, digest in manifest.items():
@@ -48,12 +49,12 @@ def test_check_flag_reports_stale_output(tmp_path: Path, capsys) -> None:
     assert main(["build", str(BASIC), "-o", str(out), "--check"]) == 0
     before = _tree(out)
     (out / "reviews" / "clusters.yaml").write_text("{}")
-    (out / "ratings" / "routes.yaml").unlink()
+    (out / "ratings" / "routes-inbound.yaml").unlink()
     capsys.readouterr()
     assert main(["build", str(BASIC), "-o", str(out), "--check"]) == 1
     printed = capsys.readouterr().out
     assert f"changed: {out / 'reviews/clusters.yaml'}" in printed
-    assert f"missing: {out / 'ratings/routes.yaml'}" in printed
+    assert f"missing: {out / 'ratings/routes-inbound.yaml'}" in printed
     assert "productpage" not in printed
     # --check writes nothing
     assert (out / "reviews" / "clusters.yaml").read_text() == "{}"
@@ -149,7 +150,7 @@ def test_validate_reports_what_envoy_rejects(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     assert main(["build", str(BASIC), "-o", str(out)]) == 0
     # Semantically wrong but schema-valid: a route to a cluster that does not exist.
-    routes = out / "productpage" / "routes.yaml"
+    routes = out / "productpage" / "routes-outbound.yaml"
     routes.write_text(routes.read_text().replace('"name": "outbound|reviews|v1"', '"name": "outbound|nowhere|v1"'))
     capsys.readouterr()
     assert main(["validate", str(out), "--envoy-only"]) == 1

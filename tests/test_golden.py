@@ -74,8 +74,8 @@ def test_python_twin_compiles_to_the_same_config() -> None:
     for rel in yaml_build.files:
         assert _normalise(yaml_build.files[rel]) == _normalise(py_build.files[rel]), rel
     # Provenance differs and points at the right file.
-    assert b'"source": "routes.yaml:' in yaml_build.files["productpage/routes.yaml"]
-    assert b'"source": "shop.py:' in py_build.files["productpage/routes.yaml"]
+    assert b'"source": "routes.yaml:' in yaml_build.files["productpage/routes-outbound.yaml"]
+    assert b'"source": "shop.py:' in py_build.files["productpage/routes-outbound.yaml"]
 
 
 def test_output_is_deterministic_across_processes_and_hash_seeds(tmp_path: Path) -> None:

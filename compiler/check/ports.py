@@ -32,35 +32,51 @@ def check_ports(policy: PolicySet) -> Iterator[Diagnostic]:
             target = services.get(dep)
             if target is not None and target.protocol == "tcp":
                 local.append((target.port, f"outbound tcp listener for '{dep}'", ("calls", i)))
-        owners: dict[int, str] = {}
+        owners: dict[int, tuple[str, tuple]] = {}
         for port, what, path in local:
             if port in owners:
+                first, first_path = owners[port]
+                # point at whichever of the two the policy spells out (the other may be a default)
+                at = svc.where(*path)
+                if at == svc.source:
+                    at = svc.where(*first_path)
                 yield Diagnostic(
                     "E212",
-                    f"port {port} is used twice on this sidecar: {owners[port]} and {what}",
-                    svc.where(*path),
+                    f"port {port} is used twice on this sidecar: {first} and {what}",
+                    at,
                     svc.subject,
                 )
             else:
-                owners[port] = what
+                owners[port] = (what, path)
 
         if not p.one_host:
             continue
-        binds = [(p.address, port, f"sidecar of '{svc.name}' ({what})") for port, what, _ in local]
+        binds = [
+            (p.address, port, f"{what} of the '{svc.name}' sidecar", path)
+            for port, what, path in local
+            if p.admin_address == p.address or path != ("sidecar", "admin_port")
+        ]
         if p.admin_address != p.address:
-            binds = [b for b in binds if "admin" not in b[2]] + [(p.admin_address, p.admin_port, f"admin of '{svc.name}'")]
+            binds.append(
+                (p.admin_address, p.admin_port, f"admin interface of the '{svc.name}' sidecar", ("sidecar", "admin_port"))
+            )
         for version in svc.version_names:
             for ep in svc.endpoints_of(version):
                 if ep.is_ip:
-                    binds.append((ep.host, ep.port, f"app '{svc.name}' version '{version}'"))
-        for host, port, what in binds:
+                    path = ("versions", version) if version in svc.versions else ("app_port",)
+                    binds.append((ep.host, ep.port, f"app '{svc.name}' version '{version}'", path))
+        for host, port, what, path in binds:
             key = (host, port)
             if key in host_binds and host_binds[key] != what:
                 yield Diagnostic(
                     "E213",
-                    f"{host}:{port} is bound twice on this host: by the {host_binds[key]} and by the {what}",
-                    svc.source,
+                    f"{_address(host, port)} is bound twice on this host: by the {host_binds[key]} and by the {what}",
+                    svc.where(*path),
                     svc.subject,
                 )
             else:
                 host_binds.setdefault(key, what)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

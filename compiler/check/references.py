@@ -15,13 +15,21 @@ def check_structure(policy: PolicySet) -> Iterator[Diagnostic]:
         yield Diagnostic("E201", "no Mesh document: a policy directory needs exactly one (kind: Mesh)", first)
     for extra in meshes[1:]:
         yield Diagnostic(
-            "E202", f"a second Mesh (the first is at {meshes[0].source}); exactly one is allowed", extra.source, extra.subject
+            "E202",
+            "a second Mesh (the first is at {0}); exactly one is allowed",
+            extra.source,
+            extra.subject,
+            refs=(meshes[0].source,),
         )
     seen: dict[str, object] = {}
     for svc in policy.services:
         if svc.name in seen:
             yield Diagnostic(
-                "E203", f"duplicate service name (first defined at {seen[svc.name].source})", svc.where("name"), svc.subject
+                "E203",
+                "duplicate service name (first defined at {0})",
+                svc.where("name"),
+                svc.subject,
+                refs=(seen[svc.name].where("name"),),
             )
         else:
             seen[svc.name] = svc
@@ -30,10 +38,10 @@ def check_structure(policy: PolicySet) -> Iterator[Diagnostic]:
         if route.service in routed:
             yield Diagnostic(
                 "E204",
-                f"a second Route for this service (the first is at {routed[route.service].source}); "
-                "put all rules in one Route, they run in order",
+                "a second Route for this service (the first is at {0}); put all rules in one Route, they run in order",
                 route.where("service"),
                 route.subject,
+                refs=(routed[route.service].where("service"),),
             )
         else:
             routed[route.service] = route

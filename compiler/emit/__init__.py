@@ -1,7 +1,7 @@
 """Stage 4, emit: mesh IR -> Envoy v3 resources as plain data.
 
 For each sidecar: the bootstrap template's parameters, its clusters
-(clusters.yaml) and its route configurations (routes.yaml); with `static`,
+(clusters.yaml) and its route configurations (routes-<name>.yaml); with `static`,
 everything goes inline into the bootstrap instead.
 
 IR nodes shared between sidecars are emitted once and the same dict is

@@ -9,7 +9,7 @@ from compiler.ir import HttpListener, Sidecar, TcpListener
 
 
 def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dict:
-    """`route_config` inlines the routes (static mode); None reads them from routes.yaml (RDS)."""
+    """`route_config` inlines the routes (static mode); None reads them from routes-<name>.yaml (RDS)."""
     hcm = typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix=names.stat_prefix(l),
@@ -21,9 +21,10 @@ def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dic
     if route_config is not None:
         hcm["route_config"] = route_config
     else:
+        name = names.route_config(l.routes.name)
         hcm["rds"] = {
-            "route_config_name": names.route_config(l.routes.name),
-            "config_source": file_source(names.config_path(s, names.ROUTES_FILE), s.config_dir),
+            "route_config_name": name,
+            "config_source": file_source(names.config_path(s, names.routes_file(name)), s.config_dir),
         }
     hcm["http_filters"] = http_filters()
     return {

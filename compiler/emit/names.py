@@ -10,8 +10,12 @@ from __future__ import annotations
 from compiler.ir import Cluster, HttpListener, Sidecar, TcpListener
 
 CLUSTERS_FILE = "clusters.yaml"
-ROUTES_FILE = "routes.yaml"
 BOOTSTRAP_FILE = "bootstrap.yaml"
+
+
+def routes_file(route_config_name: str) -> str:
+    """One file per route configuration: Envoy's file-based RDS accepts exactly one resource per file."""
+    return f"routes-{route_config_name}.yaml"
 
 
 def cluster(c: Cluster) -> str:

@@ -74,7 +74,10 @@ def _load_yaml_file(path: Path, rel: str) -> tuple[list[Document], list[Diagnost
     raw_docs, diags = parse_yaml(text, rel)
     documents: list[Document] = []
     for raw in raw_docs:
-        def where(loc: tuple, raw=raw) -> Source:
+        def where(loc: tuple, value: bool = False, raw=raw) -> Source:
+            """Where `loc` is named (its key), or with `value` where its value starts."""
+            if value and loc in raw.values:
+                return raw.values[loc]
             parts = loc
             while parts:
                 if parts in raw.positions:

@@ -10,32 +10,44 @@ Python policies are code: only load files you would run.
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 import sys
 import traceback
+import types
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from compiler.diagnostics import Diagnostic, Source
-from compiler.load.typing_errors import diagnostics_from_validation
+from compiler.load.typing_errors import MODELS, diagnostics_from_validation
 from compiler.policy.base import PYTHON_POLICY_FILE, Document
 
 
 def load_python(path: Path, rel: str) -> tuple[list[Document], list[Diagnostic]]:
     abs_path = str(path.resolve())
     module_name = f"_meshc_policy_{abs(hash(abs_path))}"
-    spec = importlib.util.spec_from_file_location(module_name, abs_path)
-    if spec is None or spec.loader is None:
-        return [], [Diagnostic("E010", "cannot load this Python file", Source(rel, 1, 1))]
-    module = importlib.util.module_from_spec(spec)
+    try:
+        text = path.read_bytes()
+        # compiled here rather than imported: an import would leave __pycache__/ in the policy directory
+        code = compile(text, abs_path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = Source(rel, exc.lineno or 1, exc.offset or 1)
+        return [], [Diagnostic("E010", f"invalid Python: {exc.msg}", where)]
+    except (OSError, ValueError) as exc:
+        return [], [Diagnostic("E010", f"cannot load this Python file: {exc}", Source(rel, 1, 1))]
+    module = types.ModuleType(module_name)
+    module.__file__ = abs_path
+    sys.modules[module_name] = module
     token = PYTHON_POLICY_FILE.set((abs_path, rel))
     try:
-        spec.loader.exec_module(module)
+        exec(code, module.__dict__)
     except ValidationError as exc:
-        where = _failing_line(exc, abs_path, rel)
-        data = {"kind": exc.title} if exc.title in ("Mesh", "Service", "Route") else {}
-        return [], diagnostics_from_validation(exc, data, lambda loc: where)
+        call = _failing_call(exc, abs_path, text)
+        data: dict = {"kind": exc.title} if exc.title in MODELS else {}
+        if call is not None and data:
+            data.update(_constant_names(call))
+        line = _failing_line(exc, abs_path, rel)
+        return [], diagnostics_from_validation(exc, data, lambda loc, value=False: _argument_at(call, loc, value, rel) or line)
     except Exception as exc:  # noqa: BLE001 - any failure of user code is a diagnostic
         where = _failing_line(exc, abs_path, rel)
         return [], [Diagnostic("E010", f"the policy file raised {type(exc).__name__}: {exc}", where)]
@@ -59,3 +71,51 @@ def _failing_line(exc: BaseException, abs_path: str, rel: str) -> Source:
         if frame.filename == abs_path and frame.lineno:
             line = frame.lineno
     return Source(rel, line, 1)
+
+
+def _failing_call(exc: BaseException, abs_path: str, text: bytes) -> ast.Call | None:
+    """The call expression in the policy file that raised (`Service(...)`), if it can be found."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == abs_path]
+    if not frames:
+        return None
+    frame = frames[-1]
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:  # pragma: no cover - it compiled a moment ago
+        return None
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.lineno == frame.lineno]
+    exact = [n for n in calls if n.col_offset == getattr(frame, "colno", None)]
+    if exact:
+        return exact[0]
+    return calls[0] if len(calls) == 1 else None
+
+
+def _constant_names(call: ast.Call) -> dict:
+    """`name=`/`service=` given as literals, so diagnostics can say "Service 'reviews'"."""
+    return {
+        kw.arg: kw.value.value
+        for kw in call.keywords
+        if kw.arg in ("name", "service") and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str)
+    }
+
+
+def _argument_at(call: ast.Call | None, loc: tuple, value: bool, rel: str) -> Source | None:
+    """Position of `loc` in the failing call: its keyword argument, followed into literal lists and dicts."""
+    if call is None or not loc:
+        return None
+    kw = next((k for k in call.keywords if k.arg == loc[0]), None)
+    if kw is None:
+        return None
+    node: ast.AST = kw.value if value or len(loc) > 1 else kw
+    for i, part in enumerate(loc[1:], start=1):
+        last = i == len(loc) - 1
+        if isinstance(part, int) and isinstance(node, (ast.List, ast.Tuple)) and 0 <= part < len(node.elts):
+            node = node.elts[part]
+        elif isinstance(node, ast.Dict):
+            pairs = [(k, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant) and k.value == part]
+            if not pairs:
+                break
+            node = pairs[0][0] if last and not value else pairs[0][1]
+        else:
+            break
+    return Source(rel, node.lineno, node.col_offset + 1)

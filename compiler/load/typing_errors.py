@@ -15,9 +15,17 @@ from typing import Annotated, Any, Callable, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from compiler.diagnostics import Diagnostic, Source, did_you_mean, format_path
-from compiler.policy.models import KINDS, Mesh, Route, Service
+from compiler.policy import models
+from compiler.policy.base import PolicyModel
+from compiler.policy.models import KINDS
+from compiler.policy.types import _NAME_RE
 
-_MODELS: dict[str, type[BaseModel]] = {"Mesh": Mesh, "Service": Service, "Route": Route}
+# every model of the language by name: Python policy files construct nested ones (Version, RouteRule...) directly
+MODELS: dict[str, type[BaseModel]] = {
+    name: obj
+    for name, obj in vars(models).items()
+    if isinstance(obj, type) and issubclass(obj, PolicyModel) and obj.__module__ == models.__name__
+}
 
 
 def _unwrap(tp: Any) -> Any:
@@ -62,16 +70,31 @@ def subject_of(data: Any) -> str:
 
 
 def diagnostics_from_validation(
-    exc: ValidationError, data: Any, where: Callable[[tuple], Source | None]
+    exc: ValidationError, data: Any, where: Callable[..., Source | None]
 ) -> list[Diagnostic]:
-    """Turn one document's ValidationError into diagnostics, one per error."""
+    """Turn one document's ValidationError into diagnostics, one per error.
+
+    `where(loc)` is the position that names `loc` (its key); `where(loc, value=True)`
+    the position of its value, for errors about the value.
+    """
     kind = data.get("kind") if isinstance(data, dict) else None
     subject = subject_of(data)
     out: list[Diagnostic] = []
+    errors = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         if loc and kind in KINDS and loc[0] == kind:
             loc = loc[1:]
+        errors.append((loc, err))
+    # A misspelt field also makes the real one "missing"; the unknown-field
+    # error already says "did you mean", so the missing one is only noise.
+    suggested: set[tuple] = set()
+    for loc, err in errors:
+        if err["type"] == "extra_forbidden" and loc:
+            suggestion = _suggest(kind, loc)
+            if suggestion:
+                suggested.add(loc[:-1] + (suggestion,))
+    for loc, err in errors:
         etype = err["type"]
         msg = err["msg"]
         if msg.startswith("Value error, "):
@@ -81,7 +104,7 @@ def diagnostics_from_validation(
                 Diagnostic(
                     "E101",
                     f"unknown kind '{kind}'{did_you_mean(kind, KINDS)}; expected one of {', '.join(KINDS)}",
-                    where(("kind",)),
+                    where(("kind",), value=True),
                     "",
                     "kind",
                 )
@@ -98,21 +121,55 @@ def diagnostics_from_validation(
             continue
         path = format_path(loc)
         if etype == "extra_forbidden":
-            model = _model_at(_MODELS[kind], loc[:-1]) if kind in _MODELS else None
+            known = _known_fields(kind, loc)
             hint = ""
-            if model is not None:
-                known = sorted(model.model_fields)
+            if known is not None:
                 hint = did_you_mean(loc[-1], known) or f" (known: {', '.join(known)})"
             out.append(Diagnostic("E102", f"unknown field '{loc[-1]}'{hint}", where(loc), subject, path))
         elif etype == "missing":
-            out.append(Diagnostic("E103", "required field is missing", where(loc), subject, path))
+            if loc not in suggested:
+                out.append(Diagnostic("E103", "required field is missing", where(loc), subject, path))
         else:
-            out.append(Diagnostic("E104", _describe(etype, msg, err), where(loc), subject, path))
+            is_key = bool(loc) and loc[-1] == "[key]"  # pydantic's marker for a bad mapping key (a version name)
+            if is_key:
+                loc = loc[:-1]
+                path = format_path(loc)
+            out.append(Diagnostic("E104", _describe(etype, msg, err), where(loc, value=not is_key), subject, path))
     return out
+
+
+def _known_fields(kind: Any, loc: tuple) -> list[str] | None:
+    model = _model_at(MODELS[kind], loc[:-1]) if kind in MODELS else None
+    return sorted(model.model_fields) if model is not None else None
+
+
+def _suggest(kind: Any, loc: tuple) -> str | None:
+    import difflib
+
+    known = _known_fields(kind, loc)
+    close = difflib.get_close_matches(str(loc[-1]), known or [], n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+_NUMBER_TYPES = {"int_type": int, "float_type": float}
 
 
 def _describe(etype: str, msg: str, err: dict) -> str:
     value = err.get("input")
+    if etype == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == _NAME_RE.pattern:
+        return (
+            f"invalid name {value!r}: names become file paths and Envoy names, so use lowercase letters, "
+            "digits and '-', starting with a letter (at most 63 characters)"
+        )
+    if etype == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == "^/":
+        return f"a path must start with '/' (got {value!r})"
+    if etype in _NUMBER_TYPES and isinstance(value, str):
+        try:
+            _NUMBER_TYPES[etype](value)
+        except ValueError:
+            pass
+        else:
+            return f"{msg}, not the string {value!r} (write the number without quotes)"
     if "input" in err and not isinstance(value, (dict, list)) and repr(value) not in msg:
         return f"{msg} (got {err['input']!r})"
     return msg

@@ -12,7 +12,7 @@ rules live:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -39,11 +39,17 @@ _constructor = SafeConstructor()
 
 @dataclass
 class RawDocument:
-    """One YAML document as plain data, with where each field came from."""
+    """One YAML document as plain data, with where each field came from.
+
+    `positions` records where each path is *named* (the mapping key, or the
+    item of a sequence); `values` where its value starts, for errors about
+    the value itself (a wrong type can sit on the line after its key).
+    """
 
     data: object
     source: Source
     positions: dict[tuple, Source]
+    values: dict[tuple, Source] = field(default_factory=dict)
 
 
 class _Refused(Exception):
@@ -56,25 +62,49 @@ def _src(file: str, node) -> Source:
     return Source(file, mark.line + 1, mark.column + 1)
 
 
+# libyaml's wording for the most common slips, with what usually causes them
+_HINTS = {
+    "mapping values are not allowed in this context": "check the indentation of this line, "
+    "or quote a value that contains ': '",
+}
+_ALIAS_MESSAGE = "anchors and aliases (&name / *name) are not allowed in policies; write the value out"
+
+
+def _first_alias(text: str, file: str) -> Source | None:
+    """Where the first alias (`*name`) of `text` is; the parser stops right there."""
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.AliasEvent):
+                return _src(file, event)
+    except yaml.YAMLError:
+        pass
+    return None
+
+
 class _Builder:
-    def __init__(self, file: str):
+    def __init__(self, file: str, text: str):
         self.file = file
+        self.text = text
         self.seen: set[int] = set()
         self.positions: dict[tuple, Source] = {}
+        self.values: dict[tuple, Source] = {}
+
+    def _visit(self, node) -> None:
+        """Refuse a node met twice: that is an alias, so refuse it before anything is expanded."""
+        if id(node) in self.seen:
+            # The composer hands back the anchored node itself; report the alias, which
+            # is the first reuse in document order (no earlier document had one).
+            at = _first_alias(self.text, self.file) or _src(self.file, node)
+            raise _Refused(Diagnostic("E002", _ALIAS_MESSAGE, at))
+        self.seen.add(id(node))
 
     def build(self, node, path: tuple):
-        if id(node) in self.seen:
-            raise _Refused(
-                Diagnostic(
-                    "E002",
-                    "anchors and aliases (&name / *name) are not allowed in policies; write the value out",
-                    _src(self.file, node),
-                )
-            )
-        self.seen.add(id(node))
+        self._visit(node)
+        self.values[path] = _src(self.file, node)
         if isinstance(node, MappingNode):
             out: dict = {}
             for key_node, value_node in node.value:
+                self._visit(key_node)  # an anchored key can be aliased as a value
                 if not isinstance(key_node, ScalarNode) or key_node.tag != _STR:
                     raise _Refused(Diagnostic("E004", "mapping keys must be plain strings", _src(self.file, key_node)))
                 key = key_node.value
@@ -110,18 +140,27 @@ def parse_yaml(text: str, file: str) -> tuple[list[RawDocument], list[Diagnostic
         for node in yaml.compose_all(text, Loader=_Loader):
             if node is None:
                 continue
-            builder = _Builder(file)
+            builder = _Builder(file, text)
             try:
                 data = builder.build(node, ())
             except _Refused as refused:
                 return docs, [refused.diag]
             if data is None:
                 continue
-            docs.append(RawDocument(data, _src(file, node), builder.positions))
+            docs.append(RawDocument(data, _src(file, node), builder.positions, builder.values))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Source(file, mark.line + 1, mark.column + 1) if mark else Source(file, 1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
+        if problem in _HINTS:
+            problem += f" ({_HINTS[problem]})"
+        elif exc.problem and exc.context:
+            # e.g. an unclosed '[' is only noticed lines later: say where it was opened
+            problem += f" ({exc.context}"
+            ctx = exc.context_mark
+            if ctx is not None and (ctx.line, ctx.column) != (mark.line, mark.column):
+                problem += f" that starts at line {ctx.line + 1}, column {ctx.column + 1}"
+            problem += ")"
         return docs, [Diagnostic("E001", f"invalid YAML: {problem}", where)]
     except yaml.YAMLError as exc:  # reader errors (bad encoding, control characters)
         return docs, [Diagnostic("E001", f"invalid YAML: {exc}", Source(file, 1, 1))]

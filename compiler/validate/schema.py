@@ -111,27 +111,25 @@ def check_discovery_response(data: dict, where: str, expected_type: str) -> list
 
 
 def check_sidecar_dir(sidecar_dir, load_yaml) -> list[SchemaError]:
-    """Schema-check one sidecar's output folder (bootstrap, clusters, routes)."""
+    """Schema-check one sidecar's output folder (bootstrap, clusters, route files)."""
     name = sidecar_dir.name
+    files = [("bootstrap.yaml", "envoy.config.bootstrap.v3.Bootstrap", False)]
+    if (sidecar_dir / "clusters.yaml").exists():
+        files.append(("clusters.yaml", "envoy.config.cluster.v3.Cluster", True))
+    for path in sorted(sidecar_dir.glob("routes-*.yaml")):
+        files.append((path.name, "envoy.config.route.v3.RouteConfiguration", True))
     errors: list[SchemaError] = []
-    checks = (
-        ("bootstrap.yaml", None, "envoy.config.bootstrap.v3.Bootstrap"),
-        ("clusters.yaml", "envoy.config.cluster.v3.Cluster", None),
-        ("routes.yaml", "envoy.config.route.v3.RouteConfiguration", None),
-    )
-    for file, resource_type, message_type in checks:
-        path = sidecar_dir / file
-        if not path.exists():
-            if file == "bootstrap.yaml":
-                errors.append(SchemaError(f"{name}/{file}", "missing"))
-            continue
+    for file, type_name, is_response in files:
+        where = f"{name}/{file}"
         try:
-            data = load_yaml(path)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a finding
-            errors.append(SchemaError(f"{name}/{file}", f"does not parse: {exc}"))
+            data = load_yaml(sidecar_dir / file)
+        except Exception as exc:  # noqa: BLE001 - a missing or unparsable file is a finding
+            errors.append(SchemaError(where, f"cannot read: {exc}"))
             continue
-        if message_type:
-            errors.extend(check_message(message_type, data, f"{name}/{file}"))
-        else:
-            errors.extend(check_discovery_response(data, f"{name}/{file}", resource_type))
+        if not is_response:
+            errors.extend(check_message(type_name, data, where))
+            continue
+        errors.extend(check_discovery_response(data, where, type_name))
+        if file.startswith("routes-") and len(data.get("resources") or []) != 1:
+            errors.append(SchemaError(where, "file-based RDS needs exactly one route configuration per file"))
     return errors
