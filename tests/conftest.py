@@ -1,4 +1,4 @@
-"""Fixtures for the live-Envoy tests (see tests/harness.py for the building blocks).
+"""Fixtures for the live-Envoy tests (see tests/harness/ for the building blocks).
 
     live_mesh      LiveMesh in tmp_path; stops every sidecar and upstream at teardown
                    and prints the sidecars' log tails when the test failed.

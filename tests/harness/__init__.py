@@ -1,0 +1,50 @@
+"""Live-Envoy test harness: real sidecars, real upstream apps, loopback only.
+
+Everything here talks to 127.0.0.0/8 and nothing else. Every wait is bounded
+(a deadline and a poll interval, never a fixed sleep that "should be enough"),
+and everything that is started is stopped again by its owner (`LiveMesh.close`,
+called by the `live_mesh` fixture in conftest.py).
+
+Building blocks (usable on their own), by module:
+
+- util      `HarnessError`, `wait_until` (bounded polling), `envoy_binary`,
+            `Loopback` (fresh loopback addresses 127.a.b.c and free ports on
+            them), and the timeouts (READY_, STOP_, REQUEST_TIMEOUT, POLL_INTERVAL).
+- upstream  `Upstream`: a threaded HTTP app that answers every method with JSON
+            `{"service", "version", "instance", "method", "path", "headers"}`,
+            records every request (`RecordedRequest`), and has behaviour knobs
+            (`status`, `delay`, `script`, `handler` returning a `Reply`).
+- client    `send_many` -> [`Response`]: a tiny http.client wrapper.
+- policy    `policy_yaml`, `write_policy`, `compile_policy`: policy documents ->
+            files -> `OUT/`; `load_json_yaml`, `resource_names` to read `OUT/`.
+- sidecar   `EnvoySidecar`: one `envoy` process for `OUT/<service>/bootstrap.yaml`,
+            with readiness, admin helpers (stats, clusters, config_dump,
+            server_info) and a check that file-based xDS updates were accepted.
+- mesh      `LiveMesh`: all of the above for one test, in one temporary directory.
+"""
+
+from .client import Response, send_many
+from .mesh import LiveMesh
+from .policy import compile_policy, load_json_yaml, policy_yaml, resource_names, write_policy
+from .sidecar import EnvoySidecar
+from .upstream import RecordedRequest, Reply, Upstream
+from .util import HarnessError, Loopback, envoy_binary, wait_until
+
+__all__ = [
+    "EnvoySidecar",
+    "HarnessError",
+    "LiveMesh",
+    "Loopback",
+    "RecordedRequest",
+    "Reply",
+    "Response",
+    "Upstream",
+    "compile_policy",
+    "envoy_binary",
+    "load_json_yaml",
+    "policy_yaml",
+    "resource_names",
+    "send_many",
+    "wait_until",
+    "write_policy",
+]

@@ -1,0 +1,84 @@
+"""HTTP client: a tiny http.client wrapper for sending bounded bursts of requests."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .util import REQUEST_TIMEOUT, HarnessError
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+def send_many(
+    host: str,
+    port: int,
+    n: int,
+    path: str = "/",
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    host_header: str | None = None,
+    body: bytes | str | None = None,
+    timeout: float = REQUEST_TIMEOUT,
+    max_seconds: float = 20.0,
+) -> list[Response]:
+    """`n` requests over one keep-alive connection (reopened if the server closes it).
+
+    Bounded in count (`n`) and time (`timeout` per request, `max_seconds` in all).
+    A request that fails on a *reused* connection before any response arrives is
+    sent once more on a fresh one (the usual keep-alive race); any other error raises.
+    """
+    if n > 10_000:
+        raise ValueError("send_many: n is bounded to 10000")
+    hdrs = dict(headers or {})
+    if host_header is not None:
+        hdrs["Host"] = host_header
+    if isinstance(body, str):
+        body = body.encode()
+    out: list[Response] = []
+    deadline = time.monotonic() + max_seconds
+    conn: http.client.HTTPConnection | None = None
+    reused = False
+    try:
+        while len(out) < n:
+            if time.monotonic() > deadline:
+                raise HarnessError(f"send_many: {len(out)}/{n} responses after {max_seconds}s")
+            if conn is None:
+                conn = http.client.HTTPConnection(host, port, timeout=timeout)
+                reused = False
+            try:
+                conn.request(method, path, body=body, headers=hdrs)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()
+                conn = None
+                if reused:
+                    continue
+                raise
+            out.append(Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data))
+            if resp.will_close:
+                conn.close()
+                conn = None
+            else:
+                reused = True
+    finally:
+        if conn is not None:
+            conn.close()
+    return out

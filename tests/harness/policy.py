@@ -1,0 +1,59 @@
+"""Policies -> output directory: write policy documents as YAML, compile them, read the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from compiler.build import BuildOptions, BuildResult, build
+from compiler.write import write
+
+from .util import HarnessError
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def policy_yaml(documents: Iterable[Any]) -> str:
+    """Policy documents (models or plain dicts) as one multi-document YAML text."""
+    docs = []
+    for d in documents:
+        data = d if isinstance(d, dict) else d.model_dump(mode="json", exclude_none=True)
+        docs.append(data)
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def write_policy(policy_dir: Path, documents: Iterable[Any] | str, filename: str = "mesh.yaml") -> Path:
+    """Write the policy (documents, or YAML text) as `policy_dir/filename`; returns the file."""
+    policy_dir = Path(policy_dir)
+    policy_dir.mkdir(parents=True, exist_ok=True)
+    text = documents if isinstance(documents, str) else policy_yaml(documents)
+    path = policy_dir / filename
+    path.write_text(text)
+    return path
+
+
+def compile_policy(policy_dir: Path, out: Path, *, static: bool = False) -> BuildResult:
+    """`meshc build POLICY_DIR -o OUT --config-root OUT [--static]`, in process.
+
+    Fails the test with the rendered diagnostics if the build has errors.
+    Writing into an existing OUT updates it file by file (what a hot reload sees).
+    """
+    out = Path(out)
+    result = build(Path(policy_dir), BuildOptions(static=static, config_root=str(out)))
+    if not result.ok:
+        text = "\n".join(d.render(str(policy_dir)) for d in result.diagnostics)
+        raise HarnessError(f"the test policy does not compile:\n{text}")
+    write(result.files, out)
+    return result
+
+
+def load_json_yaml(path: Path) -> Any:
+    return yaml.load(Path(path).read_text(), Loader=_Loader)
+
+
+def resource_names(path: Path) -> list[str]:
+    """Names of the resources in a file-based xDS response (clusters.yaml, routes.yaml)."""
+    return [r["name"] for r in (load_json_yaml(path) or {}).get("resources", [])]
