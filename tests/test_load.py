@@ -184,10 +184,12 @@ def test_python_objects_record_the_constructing_line(tmp_path):
     assert reviews.where("versions", "v2") == Source("policies.py", 5, 1)
 
 
-def test_objects_made_outside_a_policy_file_have_no_source():
+def test_objects_made_outside_a_policy_file_say_so():
+    from compiler.policy.base import IN_MEMORY
+
     svc = Service(name="reviews", port=9080, app_port=19081)
-    assert svc.source is None
-    assert svc.where("port") is None
+    assert svc.source == IN_MEMORY
+    assert svc.where("port") == IN_MEMORY
 
 
 def test_python_validation_error_points_at_the_argument(tmp_path):

@@ -191,11 +191,13 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
         clusters.extend(dep_clusters.values())
         if dep.protocol == "tcp":
             target = dep_clusters[dep.effective_default_version]
-            listeners.append(TcpListener("outbound", p.address, dep.port, target, svc.where("calls")))
+            listeners.append(TcpListener("outbound", p.outbound_address, dep.port, target, svc.where("calls")))
         else:
             vhosts.append(shared.virtual_host(dep_name))
     if vhosts:
-        listeners.append(HttpListener("outbound", p.address, p.outbound_port, RouteTable("outbound", tuple(vhosts))))
+        listeners.append(
+            HttpListener("outbound", p.outbound_address, p.outbound_port, RouteTable("outbound", tuple(vhosts)))
+        )
 
     config_dir = f"{options.config_root.rstrip('/')}/{svc.name}" if options.config_root else mesh.config_dir
     return Sidecar(

@@ -20,6 +20,10 @@ from compiler.diagnostics import Source
 PYTHON_POLICY_FILE: ContextVar[tuple[str, str] | None] = ContextVar("PYTHON_POLICY_FILE", default=None)
 
 
+IN_MEMORY = Source("<in-memory>", 0, 0)
+"""The source of policy objects that were not loaded from a file (built by a program or a test)."""
+
+
 class PolicyModel(BaseModel):
     """Strict, closed, immutable: unknown fields are errors, values are not coerced silently.
 
@@ -54,10 +58,11 @@ class Document(PolicyModel):
         self._positions = positions
 
     @property
-    def source(self) -> Source | None:
-        return self._source
+    def source(self) -> Source:
+        """Where this object was written; objects built in memory (not from a policy file) say so."""
+        return self._source or IN_MEMORY
 
-    def where(self, *path: Any) -> Source | None:
+    def where(self, *path: Any) -> Source:
         """Position of `path`: recorded (YAML), else the innermost object built on its own line (Python)."""
         parts = tuple(path)
         while parts:
@@ -65,7 +70,7 @@ class Document(PolicyModel):
             if hit is not None:
                 return hit
             parts = parts[:-1]
-        best = self._source
+        best = self.source
         node: Any = self
         for part in path:
             try:

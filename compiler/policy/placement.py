@@ -14,8 +14,9 @@ from compiler.policy.types import Endpoint, is_loopback, is_wildcard
 
 @dataclass(frozen=True)
 class Placement:
-    address: str  # inbound and outbound listeners bind here
+    address: str  # the inbound listener binds here
     inbound_port: int
+    outbound_address: str  # the outbound listeners bind here: only the local app may use them
     outbound_port: int
     admin_address: str  # always loopback
     admin_port: int
@@ -30,9 +31,13 @@ def place(mesh: Mesh, service: Service) -> Placement:
     own = service.sidecar
     address = own.address or mesh.sidecar.address
     admin_address = address if is_loopback(address) else ("::1" if ":" in address else "127.0.0.1")
+    # With a wildcard address (Kubernetes) the app reaches its sidecar on loopback; binding the
+    # outbound listener to every interface would make the sidecar an open proxy into the mesh.
+    outbound_address = address if not is_wildcard(address) else ("::1" if ":" in address else "127.0.0.1")
     return Placement(
         address=address,
         inbound_port=service.port,
+        outbound_address=outbound_address,
         outbound_port=own.outbound_port or mesh.sidecar.outbound_port,
         admin_address=admin_address,
         admin_port=own.admin_port or mesh.sidecar.admin_port,
