@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from compiler.build import BuildOptions, build, check_policies
+from compiler.build import BuildOptions, build, check_policies, paused_gc
 from compiler.diagnostics import Diagnostic
 from compiler.ir import to_json
 from compiler.render import DEFAULT_TEMPLATES, TemplateError
@@ -148,7 +148,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.func(args)
+    with paused_gc():  # one short-lived process: see compiler.build.paused_gc
+        return args.func(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,9 +24,12 @@ import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from itertools import groupby
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+WRITERS = 8  # creating a file costs ~0.6 ms here, mostly waiting on the file system (the GIL is released)
 def _rank(rel: str) -> int:
     """clusters, then routes (which may name new clusters), then bootstraps, then anything else."""
     name = Path(rel).name
@@ -66,8 +69,10 @@ def write(files: dict[str, bytes], out: Path) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.meshc-", dir=out.parent))
         try:
             os.chmod(tmp, 0o755)
-            for rel, data in everything.items():
-                _put(tmp / rel, data)
+            for folder in sorted({(tmp / rel).parent for rel in everything}):
+                folder.mkdir(parents=True, exist_ok=True, mode=0o755)
+            with ThreadPoolExecutor(WRITERS) as pool:
+                list(pool.map(lambda item: (tmp / item[0]).write_bytes(item[1]), everything.items()))
             os.rename(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -78,11 +83,9 @@ def write(files: dict[str, bytes], out: Path) -> None:
     if previous is None and any(out.iterdir()):
         raise WriteError(f"refusing to write into '{out}': it is not empty and has no {MANIFEST} from an earlier build")
     ordered = sorted(files.items(), key=lambda kv: (_rank(kv[0]), kv[0]))
-    for rel, data in ordered:
-        target = out / rel
-        if target.is_file() and target.read_bytes() == data:
-            continue
-        _replace(target, data)
+    with ThreadPoolExecutor(WRITERS) as pool:
+        for _, group in groupby(ordered, key=lambda kv: _rank(kv[0])):  # each rank completes before the next
+            list(pool.map(lambda item: _update(out / item[0], item[1]), group))
     for rel in sorted((previous or set()) - set(files)):
         stale = out / rel
         if stale.is_file():
@@ -94,9 +97,10 @@ def write(files: dict[str, bytes], out: Path) -> None:
     _replace(out / MANIFEST, everything[MANIFEST])
 
 
-def _put(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    path.write_bytes(data)
+def _update(target: Path, data: bytes) -> None:
+    """Replace `target` unless it already holds `data` (an unchanged file must not trigger a reload)."""
+    if not (target.is_file() and target.read_bytes() == data):
+        _replace(target, data)
 
 
 def _replace(target: Path, data: bytes) -> None:

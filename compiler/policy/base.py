@@ -30,7 +30,7 @@ class PolicyModel(BaseModel):
     Objects built in a Python policy file remember the line that built them.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     _source: Source | None = PrivateAttr(default=None)
 
