@@ -22,6 +22,12 @@ Protocol = Literal["http", "grpc", "tcp"]
 
 
 @dataclass(frozen=True)
+class RetryBudget:
+    percent: int
+    min_concurrency: int
+
+
+@dataclass(frozen=True)
 class Cluster:
     """A set of endpoints of one version of one service, seen from one side."""
 
@@ -32,6 +38,7 @@ class Cluster:
     protocol: Protocol
     connect_timeout: Duration
     source: Source
+    retry_budget: RetryBudget | None = None
 
     @property
     def id(self) -> str:
@@ -61,13 +68,105 @@ class HeaderCondition:
 
 
 @dataclass(frozen=True)
+class QueryCondition:
+    name: str
+    kind: Literal["exact", "prefix", "regex", "present"]
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Copy `percent` of the requests to `cluster`; the answer is dropped."""
+
+    cluster: Cluster
+    percent: int
+    set_headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int
+    per_try_timeout: Duration | None
+    conditions: tuple[str, ...]
+    status_codes: tuple[int, ...]
+    backoff_base: Duration
+    backoff_max: Duration
+
+
+@dataclass(frozen=True)
+class Fault:
+    delay: Duration | None
+    delay_percent: int
+    abort_status: int | None
+    abort_grpc_status: int | None
+    abort_percent: int
+    headers: tuple[HeaderCondition, ...]
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    prefix: str | None = None
+    regex: tuple[str, str] | None = None  # (pattern, substitution)
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class HeaderOps:
+    add: tuple[tuple[str, str], ...] = ()
+    set: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.set or self.remove)
+
+
+@dataclass(frozen=True)
+class Cors:
+    origins_exact: tuple[str, ...]
+    origins_regex: tuple[str, ...]
+    methods: tuple[str, ...]
+    headers: tuple[str, ...]
+    expose_headers: tuple[str, ...]
+    max_age: Duration | None
+    credentials: bool
+
+
+@dataclass(frozen=True)
+class Redirect:
+    scheme: str | None
+    host: str | None
+    port: int | None
+    path: str | None
+    prefix: str | None
+    code: int
+
+
+@dataclass(frozen=True)
+class Respond:
+    status: int
+    body: str
+
+
+@dataclass(frozen=True)
 class HttpRoute:
+    """One route: conditions, then exactly one of forward (targets), redirect or respond."""
+
     path: PathCondition
     headers: tuple[HeaderCondition, ...]
-    targets: tuple[Target, ...]
-    timeout: Duration
-    remove_headers: tuple[str, ...]
     source: Source
+    query: tuple[QueryCondition, ...] = ()
+    targets: tuple[Target, ...] = ()
+    timeout: Duration | None = None
+    idle_timeout: Duration | None = None
+    retry: Retry | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    fault: Fault | None = None
+    rewrite: Rewrite | None = None
+    request_headers: HeaderOps = HeaderOps()
+    response_headers: HeaderOps = HeaderOps()
+    cors: Cors | None = None
+    redirect: Redirect | None = None
+    respond: Respond | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +236,11 @@ def to_json(ir: MeshIR) -> str:
                 return value.short
             if isinstance(value, (Duration, Endpoint)):
                 return str(value)
-            out = {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            out = {
+                f.name: plain(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if f.default is dataclasses.MISSING or getattr(value, f.name) != f.default  # defaults left out
+            }
             if isinstance(value, Cluster):
                 out = {"id": value.id, **out}
             return out

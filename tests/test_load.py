@@ -265,8 +265,15 @@ def test_syntax_error_says_where_the_construct_started():
     assert "flow sequence that starts at line 2, column 8" in diag.message
 
 
-def test_non_string_keys_are_refused():
-    _, diags = parse_yaml("kind: Service\n80: http\n", "f.yaml")
+def test_plain_keys_are_names_not_yaml_11_booleans():
+    """`on:` (a retry field) would be the boolean True in YAML 1.1; keys are names, so it stays 'on'."""
+    docs, diags = parse_yaml("kind: Route\non: [5xx]\nyes: 1\n80: http\n", "f.yaml")
+    assert not diags
+    assert docs[0].data == {"kind": "Route", "on": ["5xx"], "yes": 1, "80": "http"}
+
+
+def test_structured_keys_are_refused():
+    _, diags = parse_yaml("kind: Service\n[a, b]: http\n", "f.yaml")
     assert [(d.code, d.source) for d in diags] == [("E004", Source("f.yaml", 2, 1))]
 
 

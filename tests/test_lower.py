@@ -84,7 +84,7 @@ def test_inbound_side_delivers_by_version_marker_and_strips_it():
         ("v2", "v2"),
         (None, "v2"),  # no marker (outside the mesh): default_version
     ]
-    assert all(r.remove_headers == (VERSION_HEADER,) for r in routes)
+    assert all(r.request_headers.remove == (VERSION_HEADER,) for r in routes)
     assert all(r.timeout.ms == 30_000 for r in routes), "the callee is no stricter than its callers' routes"
 
 

@@ -1,10 +1,10 @@
-"""Structure and references: one Mesh, unique names, everything named exists."""
+"""Structure and references: one Mesh, unique names, services and versions named exist."""
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from compiler.diagnostics import Diagnostic, Severity, did_you_mean
+from compiler.diagnostics import Diagnostic, did_you_mean
 from compiler.policy import PolicySet
 
 
@@ -72,57 +72,3 @@ def check_references(policy: PolicySet) -> Iterator[Diagnostic]:
                 svc.subject,
                 "default_version",
             )
-
-    for route in policy.routes:
-        target = services.get(route.service)
-        if target is None:
-            yield Diagnostic(
-                "E207",
-                f"unknown service '{route.service}'{did_you_mean(route.service, names)}",
-                route.where("service"),
-                route.subject,
-                "service",
-            )
-            continue
-        if target.protocol == "tcp":
-            yield Diagnostic(
-                "E208",
-                "routes apply to http and grpc services; tcp traffic goes to the service's default_version",
-                route.where("service"),
-                route.subject,
-                "service",
-            )
-            continue
-        known = target.version_names
-        for i, rule in enumerate(route.rules):
-            for version in rule.to:
-                if version not in known:
-                    yield Diagnostic(
-                        "E209",
-                        f"unknown version '{version}' of service '{target.name}'{did_you_mean(version, known)} "
-                        f"(known: {', '.join(known)})",
-                        route.where("rules", i, "to", version),
-                        route.subject,
-                        f"rules[{i}].to",
-                    )
-            total = sum(rule.to.values())
-            if total != 100:
-                yield Diagnostic(
-                    "E210",
-                    f"weights add up to {total}, not 100",
-                    route.where("rules", i, "to"),
-                    route.subject,
-                    f"rules[{i}].to",
-                )
-        if not any(_matches_everything(rule) for rule in route.rules):
-            yield Diagnostic(
-                "W203",
-                "no rule matches every request; requests that match none get 404 from the caller's sidecar",
-                route.source,
-                route.subject,
-                severity=Severity.WARNING,
-            )
-
-
-def _matches_everything(rule) -> bool:
-    return rule.match.path.prefix == "/" and not rule.match.headers

@@ -29,6 +29,19 @@ def cluster(c: Cluster) -> dict:
         },
         "metadata": provenance(c.source, service=c.service, version=c.version, direction=c.direction),
     }
+    if c.retry_budget is not None:
+        # Retries may be at most this share of the requests in flight, so they cannot multiply load in an outage.
+        out["circuit_breakers"] = {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "retry_budget": {
+                        "budget_percent": {"value": float(c.retry_budget.percent)},
+                        "min_retry_concurrency": c.retry_budget.min_concurrency,
+                    },
+                }
+            ]
+        }
     if c.protocol == "grpc":
         out["typed_extension_protocol_options"] = _HTTP2
     return out

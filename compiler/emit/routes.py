@@ -4,50 +4,28 @@ from __future__ import annotations
 
 from compiler.emit import names
 from compiler.emit.common import provenance
-from compiler.ir import HeaderCondition, HttpRoute, PathCondition, RouteTable, VirtualHost
+from compiler.emit.http_filters import per_filter_config
+from compiler.emit.route_action import action, set_headers
+from compiler.emit.route_match import route_match
+from compiler.ir import HeaderOps, HttpRoute, RouteTable, VirtualHost
 
 
-def _path(p: PathCondition) -> dict:
-    if p.kind == "prefix":
-        return {"prefix": p.value}
-    if p.kind == "exact":
-        return {"path": p.value}
-    return {"safe_regex": {"regex": p.value}}
-
-
-def _header(h: HeaderCondition) -> dict:
-    if h.kind == "present":
-        return {"name": h.name, "present_match": True}
-    if h.kind == "absent":
-        return {"name": h.name, "present_match": False}
-    if h.kind == "regex":
-        return {"name": h.name, "string_match": {"safe_regex": {"regex": h.value}}}
-    return {"name": h.name, "string_match": {h.kind: h.value}}
-
-
-def _set_headers(pairs) -> list[dict]:
-    return [{"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in pairs]
+def _header_ops(out: dict, ops: HeaderOps, direction: str) -> None:
+    to_add = set_headers(ops.add, "APPEND_IF_EXISTS_OR_ADD") + set_headers(ops.set)
+    if to_add:
+        out[f"{direction}_headers_to_add"] = to_add
+    if ops.remove:
+        out[f"{direction}_headers_to_remove"] = list(ops.remove)
 
 
 def route(r: HttpRoute) -> dict:
-    match = _path(r.path)
-    if r.headers:
-        match["headers"] = [_header(h) for h in r.headers]
-    action: dict
-    if len(r.targets) == 1 and not r.targets[0].set_headers:
-        action = {"cluster": names.cluster(r.targets[0].cluster)}
-    else:
-        clusters = []
-        for t in r.targets:
-            entry = {"name": names.cluster(t.cluster), "weight": t.weight}
-            if t.set_headers:
-                entry["request_headers_to_add"] = _set_headers(t.set_headers)
-            clusters.append(entry)
-        action = {"weighted_clusters": {"clusters": clusters}}
-    action["timeout"] = r.timeout.proto()
-    out = {"match": match, "route": action, "metadata": provenance(r.source)}
-    if r.remove_headers:
-        out["request_headers_to_remove"] = list(r.remove_headers)
+    kind, value = action(r)
+    out = {"match": route_match(r), kind: value, "metadata": provenance(r.source)}
+    _header_ops(out, r.request_headers, "request")
+    _header_ops(out, r.response_headers, "response")
+    filters = per_filter_config(r)
+    if filters:
+        out["typed_per_filter_config"] = filters
     return out
 
 

@@ -105,7 +105,8 @@ class _Builder:
             out: dict = {}
             for key_node, value_node in node.value:
                 self._visit(key_node)  # an anchored key can be aliased as a value
-                if not isinstance(key_node, ScalarNode) or key_node.tag != _STR:
+                # Keys are names, so a plain key is its text: `on:` and `yes:` are keys, not YAML 1.1 booleans.
+                if not isinstance(key_node, ScalarNode) or key_node.tag not in _SCALAR_TAGS:
                     raise _Refused(Diagnostic("E004", "mapping keys must be plain strings", _src(self.file, key_node)))
                 key = key_node.value
                 if key in out:

@@ -17,21 +17,23 @@ from dataclasses import dataclass
 from compiler.ir import (
     Cluster,
     HeaderCondition,
+    HeaderOps,
     HttpListener,
     HttpRoute,
     MeshIR,
     PathCondition,
+    RetryBudget,
     RouteTable,
     Sidecar,
     Target,
     TcpListener,
     VirtualHost,
 )
+from compiler.lower.routes import VERSION_HEADER, lower_rule
 from compiler.policy import Mesh, PolicySet, Route, RouteRule, Service
 from compiler.policy.placement import place, reach
 
-VERSION_HEADER = "x-meshc-version"
-"""Set by the caller's sidecar to the version it chose; read and removed by the callee's sidecar."""
+__all__ = ["VERSION_HEADER", "LowerOptions", "lower"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,10 @@ class _Shared:
         if name not in self._outbound:
             svc = self.services[name]
             dest = reach(self.mesh, svc)
+            route = self.routes.get(name)
+            budget = None
+            if route is not None and any(rule.retries for rule in route.rules):
+                budget = RetryBudget(route.retry_budget.percent, route.retry_budget.min_concurrency)
             self._outbound[name] = {
                 v: Cluster(
                     direction="outbound",
@@ -72,6 +78,7 @@ class _Shared:
                     protocol=svc.protocol,
                     connect_timeout=self.mesh.defaults.connect_timeout,
                     source=svc.where("versions", v) if v in svc.versions else svc.source,
+                    retry_budget=budget,
                 )
                 for v in svc.version_names
             }
@@ -80,50 +87,18 @@ class _Shared:
     def virtual_host(self, name: str) -> VirtualHost:
         if name not in self._vhosts:
             svc = self.services[name]
-            clusters = self.outbound_clusters(name)
             route = self.routes.get(name)
             if route is None:
                 rules = [(RouteRule(to={svc.effective_default_version: 100}), svc.source)]
             else:
                 rules = [(rule, route.where("rules", i)) for i, rule in enumerate(route.rules)]
-            http_routes = tuple(self._route(rule, src, clusters) for rule, src in rules)
+            http_routes = tuple(
+                lower_rule(rule, src, name, self.outbound_clusters, self.mesh.defaults.timeout) for rule, src in rules
+            )
             self._vhosts[name] = VirtualHost(
                 name=svc.name, domains=(svc.name, f"{svc.name}:{svc.port}"), routes=http_routes
             )
         return self._vhosts[name]
-
-    def _route(self, rule: RouteRule, source, clusters: dict[str, Cluster]) -> HttpRoute:
-        targets = tuple(
-            Target(clusters[version], weight, ((VERSION_HEADER, version),))
-            for version, weight in sorted(rule.to.items())
-        )
-        return HttpRoute(
-            path=_path(rule),
-            headers=tuple(_header(h) for h in rule.match.headers),
-            targets=targets,
-            timeout=rule.timeout or self.mesh.defaults.timeout,
-            remove_headers=(),
-            source=source,
-        )
-
-
-def _path(rule: RouteRule) -> PathCondition:
-    p = rule.match.path
-    if p.exact is not None:
-        return PathCondition("exact", p.exact)
-    if p.regex is not None:
-        return PathCondition("regex", p.regex)
-    return PathCondition("prefix", p.prefix or "/")
-
-
-def _header(h) -> HeaderCondition:
-    if h.present is not None:
-        return HeaderCondition(h.name, "present" if h.present else "absent")
-    for kind in ("exact", "prefix", "regex"):
-        value = getattr(h, kind)
-        if value is not None:
-            return HeaderCondition(h.name, kind, value)
-    raise AssertionError("HeaderMatch validated to have exactly one condition")
 
 
 def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], HttpRoute | None, list[HttpRoute]]:
@@ -151,7 +126,7 @@ def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], 
             headers=(HeaderCondition(VERSION_HEADER, "exact", v),),
             targets=(Target(by_version[v], 100),),
             timeout=timeout,
-            remove_headers=(VERSION_HEADER,),
+            request_headers=HeaderOps(remove=(VERSION_HEADER,)),
             source=by_version[v].source,
         )
         for v in versions
@@ -163,7 +138,7 @@ def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], 
             headers=(),
             targets=(Target(default, 100),),
             timeout=timeout,
-            remove_headers=(VERSION_HEADER,),
+            request_headers=HeaderOps(remove=(VERSION_HEADER,)),
             source=default.source,
         )
     )
@@ -194,6 +169,14 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
             listeners.append(TcpListener("outbound", p.outbound_address, dep.port, target, svc.where("calls")))
         else:
             vhosts.append(shared.virtual_host(dep_name))
+    # Mirrors may copy traffic to services the app does not call itself.
+    known = {id(c) for c in clusters}
+    for vhost in vhosts:
+        for route in vhost.routes:
+            for mirror in route.mirrors:
+                if id(mirror.cluster) not in known:
+                    known.add(id(mirror.cluster))
+                    clusters.append(mirror.cluster)
     if vhosts:
         listeners.append(
             HttpListener("outbound", p.outbound_address, p.outbound_port, RouteTable("outbound", tuple(vhosts)))

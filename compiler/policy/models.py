@@ -1,4 +1,4 @@
-"""The policy language, v1: Mesh, Service and Route.
+"""The policy language: Mesh and Service (Route lives in route.py).
 
 These models are the language's reference: YAML documents and Python policy
 files both produce exactly these objects. Docstrings say what Envoy ends up
@@ -7,13 +7,13 @@ doing with each field.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from compiler.policy.base import Document, PolicyModel
-from compiler.policy.types import Duration, Endpoint, IPAddress, Name, Percent, Port
+from compiler.policy.route import Route
+from compiler.policy.types import Duration, Endpoint, IPAddress, Name, Port
 
 # --------------------------------------------------------------------------
 # Mesh
@@ -130,85 +130,6 @@ class Service(Document):
         if spec and spec.endpoints:
             return list(spec.endpoints)
         return [Endpoint("127.0.0.1", self.app_port)]
-
-
-# --------------------------------------------------------------------------
-# Route
-# --------------------------------------------------------------------------
-
-
-Regex = Annotated[str, AfterValidator(lambda v: _check_regex(v))]
-"""A regular expression (RE2 syntax in Envoy; checked here with Python's `re`)."""
-
-
-def _check_regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
-    return value
-
-
-class _OneOf(PolicyModel):
-    """A matcher that takes exactly one of the fields listed in `_choices`."""
-
-    _choices: tuple[str, ...] = ()
-
-    @model_validator(mode="after")
-    def _exactly_one(self):
-        given = [k for k in self._choices if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of {', '.join(self._choices)}")
-        return self
-
-
-class PathMatch(_OneOf):
-    """Exactly one of `prefix`, `exact`, `regex` (RE2 syntax, whole path)."""
-
-    _choices = ("prefix", "exact", "regex")
-    prefix: str | None = Field(default=None, pattern=r"^/")
-    exact: str | None = Field(default=None, pattern=r"^/")
-    regex: Regex | None = None
-
-
-class HeaderMatch(_OneOf):
-    """Match a request header by `exact` value, `prefix`, `regex`, or `present: true|false`."""
-
-    _choices = ("exact", "prefix", "regex", "present")
-    name: str = Field(pattern=r"^:?[a-z0-9!#$%&'*+.^_`|~-]+$")
-    exact: str | None = None
-    prefix: str | None = None
-    regex: Regex | None = None
-    present: bool | None = None
-
-
-class Match(PolicyModel):
-    """All conditions must hold. The default matches every request."""
-
-    path: PathMatch = PathMatch(prefix="/")
-    headers: list[HeaderMatch] = []
-
-
-class RouteRule(PolicyModel):
-    """One rule: when `match` holds, split the request across versions by weight."""
-
-    match: Match = Match()
-    to: dict[Name, Percent] = Field(min_length=1)
-    """Version -> weight in percent; the weights add up to 100 (Envoy `weighted_clusters`)."""
-    timeout: Duration | None = None
-    """Overrides the mesh default request timeout for this rule."""
-
-
-class Route(Document):
-    """How callers reach a service; applied on every caller's sidecar. Rules run in order, first match wins."""
-
-    kind: Literal["Route"] = "Route"
-    service: Name
-    rules: list[RouteRule] = Field(min_length=1)
-
-    @property
-    def name(self) -> str:  # routes are named after their service
-        return self.service
 
 
 PolicyDocument = Annotated[Union[Mesh, Service, Route], Field(discriminator="kind")]

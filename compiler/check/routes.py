@@ -1,0 +1,139 @@
+"""Route meaning: targets exist, weights add up, retries are bounded, rewrites fit their match."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from compiler.diagnostics import Diagnostic, Severity, did_you_mean
+from compiler.policy import PolicySet, Route, RouteRule, Service
+from compiler.policy.route import IDEMPOTENT_METHODS
+
+
+def check_routes(policy: PolicySet) -> Iterator[Diagnostic]:
+    services = {s.name: s for s in policy.services}
+    for route in policy.routes:
+        target = services.get(route.service)
+        if target is None:
+            yield Diagnostic(
+                "E207",
+                f"unknown service '{route.service}'{did_you_mean(route.service, sorted(services))}",
+                route.where("service"),
+                route.subject,
+                "service",
+            )
+            continue
+        if target.protocol == "tcp":
+            yield Diagnostic(
+                "E208",
+                "routes apply to http and grpc services; tcp traffic goes to the service's default_version",
+                route.where("service"),
+                route.subject,
+                "service",
+            )
+            continue
+        for i, rule in enumerate(route.rules):
+            yield from _targets(route, i, rule, target)
+            yield from _mirrors(route, i, rule, target, services)
+            yield from _retries(route, i, rule, policy)
+            yield from _shaping(route, i, rule)
+        if not any(matches_everything(rule) for rule in route.rules):
+            yield Diagnostic(
+                "W203",
+                "no rule matches every request; requests that match none get 404 from the caller's sidecar",
+                route.source,
+                route.subject,
+                severity=Severity.WARNING,
+            )
+
+
+def matches_everything(rule: RouteRule) -> bool:
+    m = rule.match
+    return m.path.prefix == "/" and not (m.headers or m.methods or m.cookies or m.query)
+
+
+def _unknown_version(version: str, svc: Service) -> str:
+    known = svc.version_names
+    return f"unknown version '{version}' of service '{svc.name}'{did_you_mean(version, known)} (known: {', '.join(known)})"
+
+
+def _targets(route: Route, i: int, rule: RouteRule, target: Service) -> Iterator[Diagnostic]:
+    if rule.to is None:
+        return
+    for version in rule.to:
+        if version not in target.version_names:
+            yield Diagnostic("E209", _unknown_version(version, target), route.where("rules", i, "to", version), route.subject, f"rules[{i}].to")
+    total = sum(rule.to.values())
+    if total != 100:
+        yield Diagnostic("E210", f"weights add up to {total}, not 100", route.where("rules", i, "to"), route.subject, f"rules[{i}].to")
+
+
+def _mirrors(route: Route, i: int, rule: RouteRule, target: Service, services: dict[str, Service]) -> Iterator[Diagnostic]:
+    for j, mirror in enumerate(rule.mirror):
+        path = f"rules[{i}].mirror[{j}]"
+        where = route.where("rules", i, "mirror", j)
+        dest = target if mirror.service is None else services.get(mirror.service)
+        if dest is None:
+            yield Diagnostic(
+                "E214", f"unknown service '{mirror.service}'{did_you_mean(mirror.service, sorted(services))}", where, route.subject, path
+            )
+        elif dest.protocol == "tcp":
+            yield Diagnostic("E214", f"cannot mirror HTTP requests to tcp service '{dest.name}'", where, route.subject, path)
+        elif mirror.to not in dest.version_names:
+            yield Diagnostic("E214", _unknown_version(mirror.to, dest), where, route.subject, path)
+
+
+def _retries(route: Route, i: int, rule: RouteRule, policy: PolicySet) -> Iterator[Diagnostic]:
+    r = rule.retries
+    if r is None:
+        return
+    path = f"rules[{i}].retries"
+    where = route.where("rules", i, "retries")
+    if "retriable-status-codes" in r.on and not r.status_codes:
+        yield Diagnostic(
+            "E219", "retriable-status-codes needs the codes: on: [{retriable-status-codes: [503]}]", where, route.subject, path
+        )
+    timeout = rule.timeout or (policy.meshes[0].defaults.timeout if len(policy.meshes) == 1 else None)
+    if r.per_try_timeout is not None and timeout is not None:
+        worst = r.per_try_timeout.ms * (r.attempts + 1)
+        if worst > timeout.ms:
+            yield Diagnostic(
+                "W301",
+                f"per_try_timeout {r.per_try_timeout} × {r.attempts + 1} tries = {worst / 1000:g}s exceeds the route timeout "
+                f"{timeout}: the last tries are cut off",
+                where,
+                route.subject,
+                path,
+                severity=Severity.WARNING,
+            )
+    methods = set(rule.match.methods)
+    risky = sorted(methods - IDEMPOTENT_METHODS) if methods else ["POST", "PATCH"]
+    if risky and not r.non_idempotent:
+        yield Diagnostic(
+            "W302",
+            f"retries would repeat non-idempotent requests ({', '.join(risky)}): limit the rule with "
+            "match.methods, or set retries.non_idempotent: true if repeating them is safe",
+            where,
+            route.subject,
+            path,
+            severity=Severity.WARNING,
+        )
+
+
+def _shaping(route: Route, i: int, rule: RouteRule) -> Iterator[Diagnostic]:
+    kind = "prefix" if rule.match.path.prefix is not None else "exact" if rule.match.path.exact is not None else "regex"
+    if rule.redirect is not None and rule.redirect.prefix is not None and kind != "prefix":
+        yield Diagnostic(
+            "E216",
+            "redirect.prefix replaces the matched prefix: the rule must match a path prefix",
+            route.where("rules", i, "redirect", "prefix"),
+            route.subject,
+            f"rules[{i}].redirect.prefix",
+        )
+    if rule.rewrite is not None and rule.rewrite.prefix is not None and kind == "regex":
+        yield Diagnostic(
+            "E217",
+            "rewrite.prefix replaces the matched prefix or path; with a regex match use rewrite.regex",
+            route.where("rules", i, "rewrite", "prefix"),
+            route.subject,
+            f"rules[{i}].rewrite.prefix",
+        )

@@ -1,0 +1,334 @@
+"""The Route kind: how callers reach a service (applied on every caller's sidecar).
+
+A Route is a list of rules; the first rule whose `match` holds decides. A rule
+either forwards (`to`, with optional mirrors, timeouts, retries, faults,
+rewrites and header changes), redirects (`redirect`) or answers itself
+(`respond`). Like Istio's VirtualService, but only what Envoy can do on the
+caller's side.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from compiler.policy.base import Document, PolicyModel
+from compiler.policy.types import Duration, Name, Percent
+
+
+def _check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_check_regex)]
+"""A regular expression (RE2 syntax in Envoy; checked here with Python's `re`). It must match the whole value."""
+
+HeaderName = Annotated[str, Field(pattern=r"^:?[a-z0-9!#$%&'*+.^_`|~-]+$")]
+"""A lowercase HTTP header name (HTTP/2 and Envoy compare them in lowercase)."""
+
+Method = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+
+
+class _OneOf(PolicyModel):
+    """A model that takes exactly one of the fields listed in `_choices`."""
+
+    _choices: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [k for k in self._choices if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(self._choices)}")
+        return self
+
+
+# --------------------------------------------------------------------------
+# match
+# --------------------------------------------------------------------------
+
+
+class PathMatch(_OneOf):
+    """Exactly one of `prefix`, `exact`, `regex` (the regex must match the whole path)."""
+
+    _choices = ("prefix", "exact", "regex")
+    prefix: str | None = Field(default=None, pattern=r"^/", description="a path must start with '/'")
+    exact: str | None = Field(default=None, pattern=r"^/")
+    regex: Regex | None = None
+
+
+class HeaderMatch(_OneOf):
+    """A request header by `exact` value, `prefix`, `regex`, or `present: true|false` (false: absent)."""
+
+    _choices = ("exact", "prefix", "regex", "present")
+    name: HeaderName
+    exact: str | None = None
+    prefix: str | None = None
+    regex: Regex | None = None
+    present: bool | None = None
+
+
+class QueryMatch(_OneOf):
+    """A query parameter by `exact` value, `prefix`, `regex`, or `present: true`."""
+
+    _choices = ("exact", "prefix", "regex", "present")
+    name: str = Field(min_length=1)
+    exact: str | None = None
+    prefix: str | None = None
+    regex: Regex | None = None
+    present: Literal[True] | None = None
+
+
+class CookieMatch(_OneOf):
+    """A cookie by `exact` value or `regex` (Envoy matches the Cookie header)."""
+
+    _choices = ("exact", "regex")
+    name: str = Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+    exact: str | None = Field(default=None, pattern=r"^[^;,\s]*$")
+    regex: Regex | None = None
+
+
+class Match(PolicyModel):
+    """All given conditions must hold. The default matches every request."""
+
+    path: PathMatch = PathMatch(prefix="/")
+    methods: list[Method] = []
+    """Any of these methods (empty: any method)."""
+    headers: list[HeaderMatch] = []
+    cookies: list[CookieMatch] = []
+    query: list[QueryMatch] = []
+
+
+# --------------------------------------------------------------------------
+# forwarding controls
+# --------------------------------------------------------------------------
+
+
+class Mirror(PolicyModel):
+    """Send a copy of `percent` of the matching requests to another version or service.
+
+    Envoy: `request_mirror_policies`. The caller never sees the copy's answer or
+    waits for it; the copy's Host gets a `-shadow` suffix.
+    """
+
+    to: Name
+    """A version: of this Route's service, or of `service` when given."""
+    service: Name | None = None
+    percent: Percent = 100
+
+
+RetryOn = Literal[
+    "5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "refused-stream", "retriable-status-codes"
+]
+
+
+class RetryStatusCodes(PolicyModel):
+    """`retriable-status-codes: [503, 429]` inside `on`."""
+
+    retriable_status_codes: list[Annotated[int, Field(strict=True, ge=100, le=599)]] = Field(
+        alias="retriable-status-codes", min_length=1
+    )
+
+
+class Backoff(PolicyModel):
+    """Jittered exponential back-off between tries (Envoy `retry_back_off`)."""
+
+    base: Duration = Duration(25)
+    max: Duration | None = None
+    """Default: 10 × base."""
+
+
+class Retries(PolicyModel):
+    """Retry failed tries (Envoy `retry_policy`), each try on a host not tried before."""
+
+    attempts: Annotated[int, Field(strict=True, ge=1, le=10)]
+    """Retries after the first try: the upstream sees at most 1 + attempts tries per request."""
+    per_try_timeout: Duration | None = None
+    on: list[Union[RetryOn, RetryStatusCodes]] = ["5xx", "connect-failure", "refused-stream", "reset"]
+    backoff: Backoff = Backoff()
+    non_idempotent: bool = False
+    """Allow retrying POST/PATCH/CONNECT (not safe in general: the first try may have had an effect)."""
+
+    @property
+    def conditions(self) -> list[str]:
+        out = [c for c in self.on if isinstance(c, str)]
+        if self.status_codes and "retriable-status-codes" not in out:
+            out.append("retriable-status-codes")
+        return out
+
+    @property
+    def status_codes(self) -> list[int]:
+        return [code for c in self.on if isinstance(c, RetryStatusCodes) for code in c.retriable_status_codes]
+
+
+class RetryBudget(PolicyModel):
+    """Cap on concurrent retries to the service (Envoy cluster `retry_budget`), so retries cannot multiply load in an outage."""
+
+    percent: Annotated[int, Field(strict=True, ge=1, le=100)] = 20
+    """Retries may be at most this share of the requests in flight."""
+    min_concurrency: Annotated[int, Field(strict=True, ge=1)] = 3
+    """Retries always allowed in flight, however little traffic there is."""
+
+
+class Delay(PolicyModel):
+    fixed: Duration
+    percent: Percent = 100
+
+
+class Abort(_OneOf):
+    """Fail requests without calling the upstream: an HTTP `status` or a `grpc_status`."""
+
+    _choices = ("status", "grpc_status")
+    status: Annotated[int, Field(strict=True, ge=200, le=599)] | None = None
+    grpc_status: Annotated[int, Field(strict=True, ge=0, le=16)] | None = None
+    percent: Percent = 100
+
+
+class Fault(PolicyModel):
+    """Chaos from policy (Envoy `envoy.filters.http.fault`): delay and/or abort a share of requests."""
+
+    delay: Delay | None = None
+    abort: Abort | None = None
+    headers: list[HeaderMatch] = []
+    """Only requests with these headers (e.g. `x-chaos: on`) get the fault."""
+
+    @model_validator(mode="after")
+    def _something(self) -> "Fault":
+        if self.delay is None and self.abort is None:
+            raise ValueError("give a delay, an abort or both")
+        return self
+
+
+class RegexRewrite(PolicyModel):
+    pattern: Regex
+    substitution: str
+
+
+class Rewrite(PolicyModel):
+    """Change the request before forwarding: the path (`prefix` replaces the matched prefix, or `regex`) and/or the Host."""
+
+    prefix: str | None = Field(default=None, pattern=r"^/")
+    regex: RegexRewrite | None = None
+    host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+
+    @model_validator(mode="after")
+    def _one_path_rewrite(self) -> "Rewrite":
+        if self.prefix is not None and self.regex is not None:
+            raise ValueError("give prefix or regex, not both")
+        if self.prefix is None and self.regex is None and self.host is None:
+            raise ValueError("give prefix, regex or host")
+        return self
+
+
+class HeaderChanges(PolicyModel):
+    """`add` appends a value, `set` replaces any value, `remove` drops the header."""
+
+    add: dict[HeaderName, str] = {}
+    set: dict[HeaderName, str] = {}
+    remove: list[HeaderName] = []
+
+
+class Cors(PolicyModel):
+    """Answer CORS preflights and add CORS headers (Envoy `envoy.filters.http.cors`)."""
+
+    allow_origins: list[str] = Field(min_length=1)
+    """Exact origins (`https://shop.example`), `*`, or `regex:<pattern>`."""
+    allow_methods: list[Method] = []
+    allow_headers: list[HeaderName] = []
+    expose_headers: list[HeaderName] = []
+    max_age: Duration | None = None
+    allow_credentials: bool = False
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin.startswith("regex:"):
+                _check_regex(origin[len("regex:"):])
+        return origins
+
+
+class Redirect(PolicyModel):
+    """Answer with a redirect instead of forwarding."""
+
+    scheme: Literal["http", "https"] | None = None
+    host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+$")
+    port: Annotated[int, Field(strict=True, ge=1, le=65535)] | None = None
+    path: str | None = Field(default=None, pattern=r"^/")
+    prefix: str | None = Field(default=None, pattern=r"^/")
+    """Replaces the matched prefix (the rule must match a path prefix)."""
+    code: Literal[301, 302, 303, 307, 308] = 301
+
+    @model_validator(mode="after")
+    def _something(self) -> "Redirect":
+        if self.path is not None and self.prefix is not None:
+            raise ValueError("give path or prefix, not both")
+        if all(getattr(self, k) is None for k in ("scheme", "host", "port", "path", "prefix")):
+            raise ValueError("a redirect changes at least one of scheme, host, port, path, prefix")
+        return self
+
+
+class Respond(PolicyModel):
+    """Answer directly (Envoy `direct_response`), e.g. a maintenance page or a stub."""
+
+    status: Annotated[int, Field(strict=True, ge=200, le=599)]
+    body: str = ""
+
+
+# --------------------------------------------------------------------------
+# rules
+# --------------------------------------------------------------------------
+
+
+class RouteRule(PolicyModel):
+    """When `match` holds: forward (`to`), `redirect` or `respond`; exactly one of them."""
+
+    match: Match = Match()
+    to: dict[Name, Percent] | None = None
+    """Version -> weight in percent, adding up to 100 (Envoy `weighted_clusters`)."""
+    mirror: list[Mirror] = []
+    timeout: Duration | None = None
+    """Whole request, all tries included (default: the Mesh's `defaults.timeout`); 504 when it expires."""
+    idle_timeout: Duration | None = None
+    """Reset the stream when nothing is sent or received for this long."""
+    retries: Retries | None = None
+    fault: Fault | None = None
+    rewrite: Rewrite | None = None
+    request_headers: HeaderChanges | None = None
+    response_headers: HeaderChanges | None = None
+    cors: Cors | None = None
+    redirect: Redirect | None = None
+    respond: Respond | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> "RouteRule":
+        actions = [k for k in ("to", "redirect", "respond") if getattr(self, k) is not None]
+        if len(actions) != 1:
+            raise ValueError("give exactly one of to, redirect, respond")
+        if self.to is None:
+            forwarding = [k for k in ("mirror", "retries", "rewrite", "timeout", "idle_timeout") if getattr(self, k)]
+            if forwarding:
+                raise ValueError(f"{', '.join(forwarding)} only apply to rules that forward (to)")
+        if self.to is not None and not self.to:
+            raise ValueError("to: name at least one version")
+        return self
+
+
+class Route(Document):
+    """How callers reach a service; applied on every caller's sidecar. Rules run in order, first match wins."""
+
+    kind: Literal["Route"] = "Route"
+    service: Name
+    rules: list[RouteRule] = Field(min_length=1)
+    retry_budget: RetryBudget = RetryBudget()
+    """Applies to the service's clusters on every caller when any rule retries."""
+
+    @property
+    def name(self) -> str:  # routes are named after their service
+        return self.service
