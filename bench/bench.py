@@ -273,11 +273,8 @@ class _GCTimer:
             self.collections[info["generation"]] += 1
 
 
-def _profile_stages(policy_dir: Path, out: Path, top: int) -> str:
-    import cProfile
-    import io
-    import pstats
-
+def stage_steps(policy_dir: Path, out_dir) -> tuple[dict, dict]:
+    """The pipeline split into its stages, each a no-argument call that keeps its result (in `state`) for the next."""
     from compiler.check import check
     from compiler.emit import emit
     from compiler.load import load
@@ -286,14 +283,22 @@ def _profile_stages(policy_dir: Path, out: Path, top: int) -> str:
     from compiler.write import write
 
     state: dict = {}
-    steps = {
+    return state, {
         "load": lambda: state.__setitem__("loaded", load(policy_dir)),
         "check": lambda: state.__setitem__("diags", check(state["loaded"].policy)),
         "lower": lambda: state.__setitem__("ir", lower(state["loaded"].policy)),
         "emit": lambda: state.__setitem__("mesh", emit(state["ir"])),
         "render": lambda: state.__setitem__("files", render(state["mesh"])),
-        "write": lambda: write(state["files"], _fresh(out)),
+        "write": lambda: write(state["files"], out_dir()),
     }
+
+
+def _profile_stages(policy_dir: Path, out: Path, top: int) -> str:
+    import cProfile
+    import io
+    import pstats
+
+    _, steps = stage_steps(policy_dir, lambda: _fresh(out))
     report = io.StringIO()
     for stage in STAGES:
         gc.collect()
@@ -323,12 +328,12 @@ def child(args) -> int:
     work = policy_dir.parent
     rss_start = _maxrss_mib()
 
+    import compiler.emit  # noqa: F401  (imported before "after imports" RSS is read)
+    import compiler.lower  # noqa: F401
+    import compiler.render  # noqa: F401
     from compiler.build import build, paused_gc
     from compiler.check import check
-    from compiler.emit import emit
     from compiler.load import load
-    from compiler.lower import lower
-    from compiler.render import render
     from compiler.write import write
 
     rss_imported = _maxrss_mib()
@@ -388,15 +393,7 @@ def child(args) -> int:
         # --- the stages, one at a time -----------------------------------
         out = _fresh(work / "out-stages")
         gc.collect()
-        state: dict = {}
-        steps = {
-            "load": lambda: state.__setitem__("loaded", load(policy_dir)),
-            "check": lambda: state.__setitem__("diags", check(state["loaded"].policy)),
-            "lower": lambda: state.__setitem__("ir", lower(state["loaded"].policy)),
-            "emit": lambda: state.__setitem__("mesh", emit(state["ir"])),
-            "render": lambda: state.__setitem__("files", render(state["mesh"])),
-            "write": lambda: write(state["files"], out),
-        }
+        state, steps = stage_steps(policy_dir, lambda: out)
         for stage in STAGES:
             g0 = gc_timer.seconds
             t = time.perf_counter()
