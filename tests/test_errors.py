@@ -55,6 +55,11 @@ REQUIRED = {
     "same_address_port",
     "python_validation_error",
     "several_errors",
+    "mirror_unknown_target",
+    "redirect_prefix_exact_match",
+    "rewrite_prefix_regex_match",
+    "shadowed_rules",
+    "retry_status_codes_missing",
 }
 
 

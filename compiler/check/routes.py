@@ -90,7 +90,7 @@ def _retries(route: Route, i: int, rule: RouteRule, policy: PolicySet) -> Iterat
     where = route.where("rules", i, "retries")
     if "retriable-status-codes" in r.on and not r.status_codes:
         yield Diagnostic(
-            "E219", "retriable-status-codes needs the codes: on: [{retriable-status-codes: [503]}]", where, route.subject, path
+            "E219", "retriable-status-codes needs the codes, e.g. on: [{retriable-status-codes: [503]}]", where, route.subject, path
         )
     timeout = rule.timeout or (policy.meshes[0].defaults.timeout if len(policy.meshes) == 1 else None)
     if r.per_try_timeout is not None and timeout is not None:
@@ -124,7 +124,7 @@ def _shaping(route: Route, i: int, rule: RouteRule) -> Iterator[Diagnostic]:
     if rule.redirect is not None and rule.redirect.prefix is not None and kind != "prefix":
         yield Diagnostic(
             "E216",
-            "redirect.prefix replaces the matched prefix: the rule must match a path prefix",
+            "replaces the matched prefix, so the rule must match a path prefix (for an exact match use redirect.path)",
             route.where("rules", i, "redirect", "prefix"),
             route.subject,
             f"rules[{i}].redirect.prefix",

@@ -1,0 +1,116 @@
+"""Shadowed rules: a rule that can never match because an earlier rule of its Route matches everything it does.
+
+Envoy tries a Route's rules in order and the first match decides, so a rule
+after one that matches a superset of its requests is dead configuration, and
+almost always a mistake in the order (a catch-all written first) or in a
+condition. `covers()` proves the superset from the conditions as written;
+when it cannot prove it, nothing is reported (no false positives).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from compiler.diagnostics import Diagnostic
+from compiler.policy import PolicySet
+from compiler.policy.route import CookieMatch, HeaderMatch, Match, PathMatch, QueryMatch
+
+
+def check_shadowed_rules(policy: PolicySet) -> Iterator[Diagnostic]:
+    """E218 for every rule that an earlier rule of the same Route covers (the first such rule is named)."""
+    for route in policy.routes:
+        for i, later in enumerate(route.rules):
+            for j in range(i):
+                if covers(route.rules[j].match, later.match):
+                    yield Diagnostic(
+                        "E218",
+                        f"never matches: rules[{j}] (at {{0}}) already matches every request it matches",
+                        route.where("rules", i),
+                        route.subject,
+                        f"rules[{i}]",
+                        refs=(route.where("rules", j),),
+                    )
+                    break
+
+
+def covers(a: Match, b: Match) -> bool:
+    """True only when every request that `b` matches is provably matched by `a` too.
+
+    `a` covers `b` when its path covers `b`'s path and each of its other
+    conditions is implied by one of `b`'s conditions. Detected:
+
+    path (Envoy `prefix` is a case-sensitive plain string prefix of `:path`, no
+    segment boundary; `path` and `safe_regex` compare the path without the
+    query string; routing only sees paths starting with '/'):
+      - prefix "/" covers every path, regexes included;
+      - prefix p covers prefix q when q starts with p (so /api covers /apis),
+        and exact v when v starts with p;
+      - exact v covers exact v; regex r covers regex r (the same text).
+    methods: `a` without methods allows all; else `b` must name methods, all
+      of them among `a`'s.
+    headers (by name; `present: false` is absence):
+      - present covers exact, prefix, regex or present on that header;
+      - exact v covers exact v;
+      - prefix p covers exact v when v starts with p, and prefix q when q starts with p;
+      - regex r covers regex r only; absent covers absent only.
+    query parameters: as headers (no absence).
+    cookies: the same cookie with the same `exact` value or the same `regex`.
+
+    Deliberately not detected (reported as not covering, even when it does):
+    regex subsumption in general (a regex against a different regex, a prefix
+    or an exact path or value; regexes are only compared as text), an exact
+    path against a prefix, and implications across fields (a `:method` or
+    `cookie` header condition against `methods` or `cookies`).
+    Conditions that do not take part in matching (fault headers, actions)
+    are ignored: they never change which rule a request takes.
+    """
+    return (
+        _path_covers(a.path, b.path)
+        and _methods_cover(a.methods, b.methods)
+        and all(any(_value_covers(x, y) for y in b.headers if y.name == x.name) for x in a.headers)
+        and all(any(_value_covers(x, y) for y in b.query if y.name == x.name) for x in a.query)
+        and all(any(_cookie_covers(x, y) for y in b.cookies) for x in a.cookies)
+    )
+
+
+def _path_covers(a: PathMatch, b: PathMatch) -> bool:
+    if a.prefix is not None:
+        if a.prefix == "/":
+            return True  # every path that reaches routing starts with '/'
+        if b.prefix is not None:
+            return b.prefix.startswith(a.prefix)
+        if b.exact is not None:
+            return b.exact.startswith(a.prefix)
+        return False
+    if a.exact is not None:
+        return b.exact == a.exact
+    return b.regex is not None and b.regex == a.regex
+
+
+def _methods_cover(a: list[str], b: list[str]) -> bool:
+    if not a:
+        return True
+    return bool(b) and set(b) <= set(a)
+
+
+def _value_covers(a: HeaderMatch | QueryMatch, b: HeaderMatch | QueryMatch) -> bool:
+    """Whether condition `b` on a header (or query parameter) implies `a` on the same one."""
+    if a.present is True:
+        return b.present is True or any(v is not None for v in (b.exact, b.prefix, b.regex))
+    if a.present is False:
+        return b.present is False
+    if a.exact is not None:
+        return b.exact == a.exact
+    if a.prefix is not None:
+        return (b.exact is not None and b.exact.startswith(a.prefix)) or (
+            b.prefix is not None and b.prefix.startswith(a.prefix)
+        )
+    return b.regex is not None and b.regex == a.regex
+
+
+def _cookie_covers(a: CookieMatch, b: CookieMatch) -> bool:
+    if a.name != b.name:
+        return False
+    if a.exact is not None:
+        return b.exact == a.exact
+    return b.regex is not None and b.regex == a.regex
