@@ -59,6 +59,7 @@ REQUIRED = {
     "redirect_prefix_exact_match",
     "rewrite_prefix_regex_match",
     "shadowed_rules",
+    "rewrite_regex_query",
     "retry_status_codes_missing",
 }
 

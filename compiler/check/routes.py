@@ -129,6 +129,15 @@ def _shaping(route: Route, i: int, rule: RouteRule) -> Iterator[Diagnostic]:
             route.subject,
             f"rules[{i}].redirect.prefix",
         )
+    if rule.rewrite is not None and rule.rewrite.regex is not None and "?" in rule.rewrite.regex.substitution:
+        yield Diagnostic(
+            "E220",
+            "the substitution rewrites the path only; Envoy keeps the request's query string, so a '?' here "
+            "would give two of them",
+            route.where("rules", i, "rewrite", "regex", "substitution"),
+            route.subject,
+            f"rules[{i}].rewrite.regex.substitution",
+        )
     if rule.rewrite is not None and rule.rewrite.prefix is not None and kind == "regex":
         yield Diagnostic(
             "E217",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from compiler.emit import names
 from compiler.emit.common import file_source, socket_address, typed
 from compiler.emit.http_filters import http_filters
-from compiler.ir import HttpListener, Sidecar, TcpListener
+from compiler.ir import HttpListener, RouteTable, Sidecar, TcpListener
 
 
 def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dict:
@@ -18,6 +18,9 @@ def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dic
         normalize_path=True,
         merge_slashes=True,
     )
+    if _changes_server_header(l.routes):
+        # By default Envoy writes its own `server` header after the routes ran, undoing their change.
+        hcm["server_header_transformation"] = "PASS_THROUGH"
     if route_config is not None:
         hcm["route_config"] = route_config
     else:
@@ -32,6 +35,15 @@ def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dic
         "address": socket_address(l.address, l.port),
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
     }
+
+
+def _changes_server_header(table: RouteTable) -> bool:
+    for vhost in table.virtual_hosts:
+        for r in vhost.routes:
+            ops = r.response_headers
+            if "server" in ops.remove or any(k == "server" for k, _ in ops.add + ops.set):
+                return True
+    return False
 
 
 def tcp_listener(l: TcpListener) -> dict:
