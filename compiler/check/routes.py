@@ -106,12 +106,12 @@ def _retries(route: Route, i: int, rule: RouteRule, policy: PolicySet) -> Iterat
                 severity=Severity.WARNING,
             )
     methods = set(rule.match.methods)
-    risky = sorted(methods - IDEMPOTENT_METHODS) if methods else ["POST", "PATCH"]
+    risky = sorted(methods - IDEMPOTENT_METHODS) if methods else ["CONNECT", "PATCH", "POST"]
     if risky and not r.non_idempotent:
         yield Diagnostic(
             "W302",
-            f"retries would repeat non-idempotent requests ({', '.join(risky)}): limit the rule with "
-            "match.methods, or set retries.non_idempotent: true if repeating them is safe",
+            f"{', '.join(risky)} requests of this rule will not be retried (repeating them may repeat their effect); "
+            "set retries.non_idempotent: true if that is safe, or limit the rule with match.methods",
             where,
             route.subject,
             path,

@@ -93,7 +93,9 @@ class _Shared:
             else:
                 rules = [(rule, route.where("rules", i)) for i, rule in enumerate(route.rules)]
             http_routes = tuple(
-                lower_rule(rule, src, name, self.outbound_clusters, self.mesh.defaults.timeout) for rule, src in rules
+                route
+                for rule, src in rules
+                for route in lower_rule(rule, src, name, self.outbound_clusters, self.mesh.defaults.timeout)
             )
             self._vhosts[name] = VirtualHost(
                 name=svc.name, domains=(svc.name, f"{svc.name}:{svc.port}"), routes=http_routes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Callable
 
 from compiler.diagnostics import Source
@@ -31,7 +32,31 @@ VERSION_HEADER = "x-meshc-version"
 ClustersOf = Callable[[str], dict[str, Cluster]]
 
 
-def lower_rule(rule: RouteRule, source: Source, service: str, clusters_of: ClustersOf, default_timeout: Duration) -> HttpRoute:
+NON_IDEMPOTENT = ("CONNECT", "PATCH", "POST")
+
+
+def lower_rule(
+    rule: RouteRule, source: Source, service: str, clusters_of: ClustersOf, default_timeout: Duration
+) -> list[HttpRoute]:
+    """One Envoy route per rule, or two when retries must spare non-idempotent methods.
+
+    Envoy's retry policy does not look at the method, so unless the rule says
+    `retries.non_idempotent: true`, its POST/PATCH/CONNECT requests go through
+    a twin route placed first: the same match limited to those methods, the
+    same action, no retries.
+    """
+    route = _lower(rule, source, service, clusters_of, default_timeout)
+    if route.retry is None or rule.retries.non_idempotent:
+        return [route]
+    risky = sorted(set(rule.match.methods) & set(NON_IDEMPOTENT)) if rule.match.methods else list(NON_IDEMPOTENT)
+    if not risky:
+        return [route]
+    others = tuple(h for h in route.headers if h.name != ":method")
+    twin = replace(route, headers=tuple(_method(risky)) + others, retry=None)
+    return [twin, route]
+
+
+def _lower(rule: RouteRule, source: Source, service: str, clusters_of: ClustersOf, default_timeout: Duration) -> HttpRoute:
     m = rule.match
     common = dict(
         path=_path(rule),
@@ -120,14 +145,21 @@ def _retry(r) -> Retry:
     )
 
 
+GRPC_REQUEST = HeaderCondition("content-type", "prefix", "application/grpc")
+
+
 def _fault(f) -> Fault:
+    headers = tuple(header_condition(h) for h in f.headers)
+    if f.abort is not None and f.abort.grpc_status is not None:
+        # Envoy answers a gRPC abort with HTTP 200: a plain HTTP caller would read it as success.
+        headers += (GRPC_REQUEST,)
     return Fault(
         delay=f.delay.fixed if f.delay else None,
         delay_percent=f.delay.percent if f.delay else 0,
         abort_status=f.abort.status if f.abort else None,
         abort_grpc_status=f.abort.grpc_status if f.abort else None,
         abort_percent=f.abort.percent if f.abort else 0,
-        headers=tuple(header_condition(h) for h in f.headers),
+        headers=headers,
     )
 
 

@@ -153,7 +153,8 @@ class Retries(PolicyModel):
     on: list[Union[RetryOn, RetryStatusCodes]] = ["5xx", "connect-failure", "refused-stream", "reset"]
     backoff: Backoff = Backoff()
     non_idempotent: bool = False
-    """Allow retrying POST/PATCH/CONNECT (not safe in general: the first try may have had an effect)."""
+    """Also retry POST/PATCH/CONNECT (not safe in general: the first try may have had an effect).
+    Without it those methods are forwarded without retries."""
 
     @property
     def conditions(self) -> list[str]:
@@ -182,7 +183,8 @@ class Delay(PolicyModel):
 
 
 class Abort(_OneOf):
-    """Fail requests without calling the upstream: an HTTP `status` or a `grpc_status`."""
+    """Fail requests without calling the upstream: an HTTP `status`, or a `grpc_status` (applied to gRPC
+    requests only: Envoy sends it as HTTP 200, which a plain HTTP caller would take for success)."""
 
     _choices = ("status", "grpc_status")
     status: Annotated[int, Field(strict=True, ge=200, le=599)] | None = None
