@@ -28,6 +28,53 @@ class RetryBudget:
 
 
 @dataclass(frozen=True)
+class Outlier:
+    consecutive_5xx: int
+    consecutive_gateway_errors: int
+    success_rate: tuple[int, int, int] | None  # (min_hosts, request_volume, stdev_factor)
+    interval: Duration
+    base_ejection_time: Duration
+    max_ejection_percent: int
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    path: str
+    interval: Duration
+    timeout: Duration
+    healthy_threshold: int
+    unhealthy_threshold: int
+
+
+@dataclass(frozen=True)
+class HashKey:
+    """What a hashing load balancer keys on: header, cookie or source_ip."""
+
+    kind: Literal["header", "cookie", "source_ip"]
+    name: str = ""
+    ttl: Duration | None = None
+
+
+@dataclass(frozen=True)
+class Protection:
+    """How a cluster protects itself and its endpoints: limits, ejection, balancing, health checks."""
+
+    max_connections: int
+    max_pending_requests: int
+    max_requests: int
+    max_retries: int
+    outlier: Outlier | None
+    lb_policy: Literal["round_robin", "least_request", "random", "ring_hash", "maglev"] = "round_robin"
+    health_check: HealthCheck | None = None
+
+
+@dataclass(frozen=True)
+class TokenBucket:
+    requests: int
+    per: Duration
+
+
+@dataclass(frozen=True)
 class Cluster:
     """A set of endpoints of one version of one service, seen from one side."""
 
@@ -39,6 +86,7 @@ class Cluster:
     connect_timeout: Duration
     source: Source
     retry_budget: RetryBudget | None = None
+    protection: Protection | None = None
 
     @property
     def id(self) -> str:
@@ -167,6 +215,8 @@ class HttpRoute:
     cors: Cors | None = None
     redirect: Redirect | None = None
     respond: Respond | None = None
+    hash_key: HashKey | None = None
+    rate_limit: TokenBucket | None = None
 
 
 @dataclass(frozen=True)
@@ -185,11 +235,22 @@ class RouteTable:
 
 
 @dataclass(frozen=True)
+class GlobalRateLimit:
+    cluster: Cluster  # the rate-limit service (gRPC)
+    domain: str
+    descriptors: tuple[str, ...]
+    failure_mode_deny: bool
+    timeout: Duration
+
+
+@dataclass(frozen=True)
 class HttpListener:
     direction: Direction
     address: str
     port: int
     routes: RouteTable
+    rate_limit: TokenBucket | None = None  # one bucket for everything arriving here
+    global_rate_limit: GlobalRateLimit | None = None
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,20 @@ from compiler.check.graph import check_call_cycles
 from compiler.check.ports import check_ports
 from compiler.check.references import check_references, check_structure
 from compiler.check.routes import check_routes
+from compiler.check.traffic import check_traffic_policies
 from compiler.check.shadowing import check_shadowed_rules
 from compiler.diagnostics import Diagnostic
 from compiler.policy import PolicySet
 
-CHECKS = (check_structure, check_references, check_routes, check_shadowed_rules, check_ports, check_call_cycles)
+CHECKS = (
+    check_structure,
+    check_references,
+    check_routes,
+    check_shadowed_rules,
+    check_traffic_policies,
+    check_ports,
+    check_call_cycles,
+)
 
 
 def check(policy: PolicySet) -> list[Diagnostic]:

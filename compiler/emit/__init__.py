@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from compiler.emit import clusters as cluster_emit
 from compiler.emit import listeners as listener_emit
+from compiler.emit import ratelimit
 from compiler.emit import routes as route_emit
 from compiler.emit.bootstrap import BootstrapParams, bootstrap_params
 from compiler.ir import HttpListener, MeshIR, Sidecar
@@ -60,7 +61,9 @@ def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
         listeners, route_configs = [], []
         for l in s.listeners:
             if isinstance(l, HttpListener):
-                rc = route_emit.route_configuration(l.routes, vhost)
+                limits = ratelimit.virtual_host_rate_limits(l, s.service)
+                build_vhost = (lambda v, limits=limits: {**vhost(v), "rate_limits": limits}) if limits else vhost
+                rc = route_emit.route_configuration(l.routes, build_vhost)
                 route_configs.append(rc)
                 listeners.append(listener_emit.http_listener(s, l, rc if static else None))
             else:

@@ -4,7 +4,42 @@ from __future__ import annotations
 
 from compiler.emit import names
 from compiler.emit.common import provenance, socket_address, typed
-from compiler.ir import Cluster
+from compiler.ir import Cluster, HealthCheck, Outlier
+
+_LB = {
+    "round_robin": "ROUND_ROBIN",
+    "least_request": "LEAST_REQUEST",
+    "random": "RANDOM",
+    "ring_hash": "RING_HASH",
+    "maglev": "MAGLEV",
+}
+
+
+def _outlier(o: Outlier) -> dict:
+    out = {
+        "consecutive_5xx": o.consecutive_5xx,
+        "consecutive_gateway_failure": o.consecutive_gateway_errors,
+        "enforcing_consecutive_5xx": 100 if o.consecutive_5xx else 0,
+        "enforcing_consecutive_gateway_failure": 100 if o.consecutive_gateway_errors else 0,
+        "enforcing_success_rate": 100 if o.success_rate else 0,
+        "interval": o.interval.proto(),
+        "base_ejection_time": o.base_ejection_time.proto(),
+        "max_ejection_percent": o.max_ejection_percent,
+    }
+    if o.success_rate is not None:
+        min_hosts, volume, stdev = o.success_rate
+        out.update(success_rate_minimum_hosts=min_hosts, success_rate_request_volume=volume, success_rate_stdev_factor=stdev)
+    return out
+
+
+def _health_check(h: HealthCheck) -> dict:
+    return {
+        "timeout": h.timeout.proto(),
+        "interval": h.interval.proto(),
+        "healthy_threshold": h.healthy_threshold,
+        "unhealthy_threshold": h.unhealthy_threshold,
+        "http_health_check": {"path": h.path},
+    }
 
 _HTTP2 = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
@@ -29,19 +64,28 @@ def cluster(c: Cluster) -> dict:
         },
         "metadata": provenance(c.source, service=c.service, version=c.version, direction=c.direction),
     }
+    thresholds: dict = {"priority": "DEFAULT"}
+    if c.protection is not None:
+        p = c.protection
+        thresholds.update(
+            max_connections=p.max_connections,
+            max_pending_requests=p.max_pending_requests,
+            max_requests=p.max_requests,
+            max_retries=p.max_retries,
+        )
+        out["lb_policy"] = _LB[p.lb_policy]
+        if p.outlier is not None:
+            out["outlier_detection"] = _outlier(p.outlier)
+        if p.health_check is not None:
+            out["health_checks"] = [_health_check(p.health_check)]
     if c.retry_budget is not None:
         # Retries may be at most this share of the requests in flight, so they cannot multiply load in an outage.
-        out["circuit_breakers"] = {
-            "thresholds": [
-                {
-                    "priority": "DEFAULT",
-                    "retry_budget": {
-                        "budget_percent": {"value": float(c.retry_budget.percent)},
-                        "min_retry_concurrency": c.retry_budget.min_concurrency,
-                    },
-                }
-            ]
+        thresholds["retry_budget"] = {
+            "budget_percent": {"value": float(c.retry_budget.percent)},
+            "min_retry_concurrency": c.retry_budget.min_concurrency,
         }
+    if len(thresholds) > 1:
+        out["circuit_breakers"] = {"thresholds": [thresholds]}
     if c.protocol == "grpc":
         out["typed_extension_protocol_options"] = _HTTP2
     return out

@@ -1,48 +1,61 @@
 """The HTTP filter chain of every HTTP connection manager, in order.
 
 Order matters: Envoy runs decoders top to bottom, and the router must be
-last. A filter is added to a listener only when one of its routes uses it,
-and configured per route through `typed_per_filter_config`. Features add
-their filter to this table (with the reason for its place); nothing else
-decides filter order.
+last. A filter is added to a listener only when the listener or one of its
+routes uses it; per-route settings go through `typed_per_filter_config`.
+Features add their filter to this table (with the reason for its place);
+nothing else decides filter order.
 """
 
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from compiler.emit import cors, fault
+from compiler.emit import cors, fault, ratelimit
 from compiler.emit.common import typed
-from compiler.ir import HttpRoute, RouteTable
+from compiler.ir import HttpListener, HttpRoute
 
 
 class HttpFilter(NamedTuple):
     name: str
-    listener_config: Callable[[], dict]
-    route_config: Callable[[HttpRoute], dict | None] | None  # None: always present, nothing per route
+    listener_config: Callable[[HttpListener], dict | None]  # needed by the listener itself, or None
+    route_config: Callable[[HttpRoute], dict | None] | None  # per-route config, or None
+    base_config: Callable[[], dict] | None = None  # listener config when only routes need the filter
+
+
+def _never(_: HttpListener) -> None:
+    return None
 
 
 HTTP_FILTERS: tuple[HttpFilter, ...] = (
-    # CORS first: preflights are answered here, before faults or routing can touch them.
-    HttpFilter(cors.FILTER, cors.listener_config, cors.route_config),
+    # CORS first: preflights are answered here, before limits, faults or routing can touch them.
+    HttpFilter(cors.FILTER, _never, cors.route_config, cors.listener_config),
+    # Local rate limits next: excess requests are refused (429) before anything costs more.
+    HttpFilter(ratelimit.LOCAL, ratelimit.local_listener_config, ratelimit.local_route_config, ratelimit.local_base_config),
+    # The global rate-limit service after the local buckets, which are cheaper and shed load first.
+    HttpFilter(ratelimit.GLOBAL, ratelimit.global_listener_config, None),
     # Faults before the router, so an abort never reaches the upstream and a delay precedes it.
-    HttpFilter(fault.FILTER, fault.listener_config, fault.route_config),
+    HttpFilter(fault.FILTER, _never, fault.route_config, fault.listener_config),
     # Terminal: forwards the request to the route's cluster.
-    HttpFilter("envoy.filters.http.router", lambda: typed("envoy.extensions.filters.http.router.v3.Router"), None),
+    HttpFilter("envoy.filters.http.router", lambda _: typed("envoy.extensions.filters.http.router.v3.Router"), None),
 )
 
 
-def _routes(table: RouteTable):
-    for vhost in table.virtual_hosts:
+def _routes(listener: HttpListener):
+    for vhost in listener.routes.virtual_hosts:
         yield from vhost.routes
 
 
-def http_filters(table: RouteTable) -> list[dict]:
+def http_filters(listener: HttpListener) -> list[dict]:
     """The filters this listener needs, in table order."""
     used = []
     for f in HTTP_FILTERS:
-        if f.route_config is None or any(f.route_config(r) is not None for r in _routes(table)):
-            used.append({"name": f.name, "typed_config": f.listener_config()})
+        config = f.listener_config(listener)
+        if config is None and f.route_config is not None and f.base_config is not None:
+            if any(f.route_config(r) is not None for r in _routes(listener)):
+                config = f.base_config()
+        if config is not None:
+            used.append({"name": f.name, "typed_config": config})
     return used
 
 

@@ -29,7 +29,7 @@ def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dic
             "route_config_name": name,
             "config_source": file_source(names.config_path(s, names.routes_file(name)), s.config_dir),
         }
-    hcm["http_filters"] = http_filters(l.routes)
+    hcm["http_filters"] = http_filters(l)
     return {
         "name": names.listener(l),
         "address": socket_address(l.address, l.port),

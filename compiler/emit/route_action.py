@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compiler.emit import names
-from compiler.ir import HttpRoute, Mirror, Redirect, Retry
+from compiler.ir import HashKey, HttpRoute, Mirror, Redirect, Retry
 
 _REDIRECT_CODES = {
     301: "MOVED_PERMANENTLY",
@@ -52,6 +52,17 @@ def _retry(r: Retry) -> dict:
     return out
 
 
+def _hash_policy(k: HashKey) -> dict:
+    if k.kind == "header":
+        return {"header": {"header_name": k.name}}
+    if k.kind == "cookie":
+        cookie = {"name": k.name}
+        if k.ttl is not None:
+            cookie["ttl"] = k.ttl.proto()
+        return {"cookie": cookie}
+    return {"connection_properties": {"source_ip": True}}
+
+
 def forward(r: HttpRoute) -> dict:
     if len(r.targets) == 1 and not r.targets[0].set_headers:
         action: dict = {"cluster": names.cluster(r.targets[0].cluster)}
@@ -63,6 +74,8 @@ def forward(r: HttpRoute) -> dict:
                 entry["request_headers_to_add"] = set_headers(t.set_headers)
             clusters.append(entry)
         action = {"weighted_clusters": {"clusters": clusters}}
+    if r.hash_key is not None:
+        action["hash_policy"] = [_hash_policy(r.hash_key)]
     if r.timeout is not None:
         action["timeout"] = r.timeout.proto()
     if r.idle_timeout is not None:

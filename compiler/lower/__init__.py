@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from compiler.ir import (
     Cluster,
+    GlobalRateLimit,
     HeaderCondition,
     HeaderOps,
     HttpListener,
@@ -29,8 +30,9 @@ from compiler.ir import (
     TcpListener,
     VirtualHost,
 )
+from compiler.lower.protection import bucket, hash_key, protection
 from compiler.lower.routes import VERSION_HEADER, lower_rule
-from compiler.policy import Mesh, PolicySet, Route, RouteRule, Service
+from compiler.policy import Mesh, PolicySet, Route, RouteRule, Service, TrafficPolicy
 from compiler.policy.placement import place, reach
 
 __all__ = ["VERSION_HEADER", "LowerOptions", "lower"]
@@ -46,7 +48,8 @@ def lower(policy: PolicySet, options: LowerOptions = LowerOptions()) -> MeshIR:
     mesh = policy.meshes[0]
     services = {s.name: s for s in policy.services}
     routes = {r.service: r for r in policy.routes}
-    shared = _Shared(mesh, services, routes)
+    traffic = {t.service: t for t in policy.traffic_policies}
+    shared = _Shared(mesh, services, routes, traffic)
     sidecars = [_sidecar(mesh, svc, shared, options) for svc in sorted(services.values(), key=lambda s: s.name)]
     return MeshIR(mesh.name, tuple(sidecars))
 
@@ -54,10 +57,13 @@ def lower(policy: PolicySet, options: LowerOptions = LowerOptions()) -> MeshIR:
 class _Shared:
     """Per-service IR nodes that every caller references (built once)."""
 
-    def __init__(self, mesh: Mesh, services: dict[str, Service], routes: dict[str, Route]):
+    def __init__(
+        self, mesh: Mesh, services: dict[str, Service], routes: dict[str, Route], traffic: dict[str, TrafficPolicy]
+    ):
         self.mesh = mesh
         self.services = services
         self.routes = routes
+        self.traffic = traffic
         self._outbound: dict[str, dict[str, Cluster]] = {}
         self._vhosts: dict[str, VirtualHost] = {}
 
@@ -79,6 +85,7 @@ class _Shared:
                     connect_timeout=self.mesh.defaults.connect_timeout,
                     source=svc.where("versions", v) if v in svc.versions else svc.source,
                     retry_budget=budget,
+                    protection=protection(self.mesh, self.traffic.get(name)),
                 )
                 for v in svc.version_names
             }
@@ -95,7 +102,9 @@ class _Shared:
             http_routes = tuple(
                 route
                 for rule, src in rules
-                for route in lower_rule(rule, src, name, self.outbound_clusters, self.mesh.defaults.timeout)
+                for route in lower_rule(
+                    rule, src, name, self.outbound_clusters, self.mesh.defaults.timeout, hash_key(self.traffic.get(name))
+                )
             )
             self._vhosts[name] = VirtualHost(
                 name=svc.name, domains=(svc.name, f"{svc.name}:{svc.port}"), routes=http_routes
@@ -113,6 +122,7 @@ def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], 
             protocol=svc.protocol,
             connect_timeout=mesh.defaults.connect_timeout,
             source=svc.where("versions", v) if v in svc.versions else svc.source,
+            protection=protection(mesh, shared.traffic.get(svc.name)),
         )
         for v in svc.version_names
     ]
@@ -130,6 +140,7 @@ def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], 
             timeout=timeout,
             request_headers=HeaderOps(remove=(VERSION_HEADER,)),
             source=by_version[v].source,
+            hash_key=hash_key(shared.traffic.get(svc.name)),
         )
         for v in versions
     ]
@@ -142,6 +153,7 @@ def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], 
             timeout=timeout,
             request_headers=HeaderOps(remove=(VERSION_HEADER,)),
             source=default.source,
+            hash_key=hash_key(shared.traffic.get(svc.name)),
         )
     )
     return clusters, default, routes
@@ -159,7 +171,24 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
         table = RouteTable(
             "inbound", (VirtualHost(name=svc.name, domains=("*",), routes=tuple(inbound_routes)),)
         )
-        listeners.append(HttpListener("inbound", p.address, p.inbound_port, table))
+        tp = shared.traffic.get(svc.name)
+        global_limit = None
+        if tp is not None and tp.global_rate_limit is not None:
+            g = tp.global_rate_limit
+            limiter = shared.services[g.service]
+            limiter_cluster = shared.outbound_clusters(g.service)[limiter.effective_default_version]
+            clusters.append(limiter_cluster)
+            global_limit = GlobalRateLimit(limiter_cluster, g.domain, tuple(g.descriptors), g.failure_mode_deny, g.timeout)
+        listeners.append(
+            HttpListener(
+                "inbound",
+                p.address,
+                p.inbound_port,
+                table,
+                rate_limit=bucket(tp.rate_limit) if tp else None,
+                global_rate_limit=global_limit,
+            )
+        )
 
     vhosts = []
     for dep_name in sorted(svc.calls):

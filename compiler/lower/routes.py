@@ -9,6 +9,7 @@ from typing import Callable
 from compiler.diagnostics import Source
 from compiler.ir import (
     Cluster,
+    HashKey,
     Cors,
     Fault,
     HeaderCondition,
@@ -23,6 +24,7 @@ from compiler.ir import (
     Rewrite,
     Target,
 )
+from compiler.lower.protection import bucket
 from compiler.policy import RouteRule
 from compiler.policy.types import Duration
 
@@ -36,7 +38,12 @@ NON_IDEMPOTENT = ("CONNECT", "PATCH", "POST")
 
 
 def lower_rule(
-    rule: RouteRule, source: Source, service: str, clusters_of: ClustersOf, default_timeout: Duration
+    rule: RouteRule,
+    source: Source,
+    service: str,
+    clusters_of: ClustersOf,
+    default_timeout: Duration,
+    hash_key: HashKey | None = None,
 ) -> list[HttpRoute]:
     """One Envoy route per rule, or two when retries must spare non-idempotent methods.
 
@@ -45,7 +52,7 @@ def lower_rule(
     a twin route placed first: the same match limited to those methods, the
     same action, no retries.
     """
-    route = _lower(rule, source, service, clusters_of, default_timeout)
+    route = _lower(rule, source, service, clusters_of, default_timeout, hash_key)
     if route.retry is None or rule.retries.non_idempotent:
         return [route]
     risky = sorted(set(rule.match.methods) & set(NON_IDEMPOTENT)) if rule.match.methods else list(NON_IDEMPOTENT)
@@ -56,7 +63,9 @@ def lower_rule(
     return [twin, route]
 
 
-def _lower(rule: RouteRule, source: Source, service: str, clusters_of: ClustersOf, default_timeout: Duration) -> HttpRoute:
+def _lower(
+    rule: RouteRule, source: Source, service: str, clusters_of: ClustersOf, default_timeout: Duration, hash_key
+) -> HttpRoute:
     m = rule.match
     common = dict(
         path=_path(rule),
@@ -67,6 +76,7 @@ def _lower(rule: RouteRule, source: Source, service: str, clusters_of: ClustersO
         request_headers=_header_ops(rule.request_headers),
         response_headers=_header_ops(rule.response_headers),
         cors=_cors(rule.cors) if rule.cors else None,
+        rate_limit=bucket(rule.rate_limit),
     )
     if rule.redirect is not None:
         r = rule.redirect
@@ -87,6 +97,7 @@ def _lower(rule: RouteRule, source: Source, service: str, clusters_of: ClustersO
             Mirror(clusters_of(m.service or service)[m.to], m.percent, ((VERSION_HEADER, m.to),)) for m in rule.mirror
         ),
         rewrite=_rewrite(rule.rewrite) if rule.rewrite else None,
+        hash_key=hash_key,
     )
 
 

@@ -41,6 +41,17 @@ from compiler.policy.route import (
     Route,
     RouteRule,
 )
+from compiler.policy.traffic import (
+    ConnectionPool,
+    GlobalRateLimit,
+    HashOn,
+    HealthCheck,
+    LoadBalancer,
+    OutlierDetection,
+    RateLimit,
+    SuccessRate,
+    TrafficPolicy,
+)
 from compiler.policy.types import Duration, Endpoint
 
 
@@ -62,9 +73,22 @@ class PolicySet:
     def routes(self) -> list[Route]:
         return [d for d in self.documents if isinstance(d, Route)]
 
+    @property
+    def traffic_policies(self) -> list[TrafficPolicy]:
+        return [d for d in self.documents if isinstance(d, TrafficPolicy)]
+
 
 __all__ = [
     "KINDS",
+    "ConnectionPool",
+    "GlobalRateLimit",
+    "HashOn",
+    "HealthCheck",
+    "LoadBalancer",
+    "OutlierDetection",
+    "RateLimit",
+    "SuccessRate",
+    "TrafficPolicy",
     "Abort",
     "Backoff",
     "CookieMatch",

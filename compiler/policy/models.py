@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.route import Route
+from compiler.policy.traffic import ConnectionPool, OutlierDetection, TrafficPolicy
 from compiler.policy.types import Duration, Endpoint, IPAddress, Name, Port
 
 # --------------------------------------------------------------------------
@@ -28,6 +29,12 @@ class Defaults(PolicyModel):
 
     connect_timeout: Duration = Duration(1_000)
     """TCP connect timeout of every cluster (Envoy `cluster.connect_timeout`)."""
+
+    connection_pool: ConnectionPool = ConnectionPool()
+    """Limits of every cluster unless its TrafficPolicy says otherwise (see README: safe defaults)."""
+
+    outlier_detection: OutlierDetection = OutlierDetection()
+    """Every cluster ejects failing instances unless its TrafficPolicy says otherwise."""
 
 
 class SidecarDefaults(PolicyModel):
@@ -132,5 +139,5 @@ class Service(Document):
         return [Endpoint("127.0.0.1", self.app_port)]
 
 
-PolicyDocument = Annotated[Union[Mesh, Service, Route], Field(discriminator="kind")]
-KINDS = ("Mesh", "Service", "Route")
+PolicyDocument = Annotated[Union[Mesh, Service, Route, TrafficPolicy], Field(discriminator="kind")]
+KINDS = ("Mesh", "Service", "Route", "TrafficPolicy")

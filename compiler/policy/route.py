@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Union
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from compiler.policy.base import Document, PolicyModel
+from compiler.policy.traffic import RateLimit
 from compiler.policy.types import Duration, Name, Percent
 
 
@@ -305,6 +306,8 @@ class RouteRule(PolicyModel):
     request_headers: HeaderChanges | None = None
     response_headers: HeaderChanges | None = None
     cors: Cors | None = None
+    rate_limit: "RateLimit | None" = None
+    """A token bucket for this rule on each caller's sidecar (Envoy `local_ratelimit` per route); 429 when empty."""
     redirect: Redirect | None = None
     respond: Respond | None = None
 

@@ -1,0 +1,65 @@
+"""TrafficPolicy meaning: one per known service, hashing only with a hashing balancer, checks that fit."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from compiler.diagnostics import Diagnostic, Severity, did_you_mean
+from compiler.policy import PolicySet
+
+_HASHING = ("ring_hash", "maglev")
+
+
+def check_traffic_policies(policy: PolicySet) -> Iterator[Diagnostic]:
+    services = {s.name: s for s in policy.services}
+    seen: dict[str, object] = {}
+    for tp in policy.traffic_policies:
+        subject = tp.subject
+        if tp.service in seen:
+            yield Diagnostic(
+                "E230", "a second TrafficPolicy for this service (the first is at {0})", tp.where("service"), subject,
+                refs=(seen[tp.service].where("service"),),
+            )
+        seen.setdefault(tp.service, tp)
+        svc = services.get(tp.service)
+        if svc is None:
+            yield Diagnostic(
+                "E231", f"unknown service '{tp.service}'{did_you_mean(tp.service, sorted(services))}",
+                tp.where("service"), subject, "service",
+            )
+            continue
+        lb = tp.load_balancer
+        if lb.hash_on is not None and lb.policy not in _HASHING:
+            yield Diagnostic(
+                "E232", f"hash_on needs a hashing load balancer (policy: ring_hash or maglev), not {lb.policy}",
+                tp.where("load_balancer", "hash_on"), subject, "load_balancer.hash_on",
+            )
+        if lb.policy in _HASHING and lb.hash_on is None:
+            yield Diagnostic(
+                "W233", f"{lb.policy} without hash_on has no key to hash: requests spread at random",
+                tp.where("load_balancer"), subject, "load_balancer", severity=Severity.WARNING,
+            )
+        if svc.protocol == "tcp" and (tp.health_check or tp.rate_limit or tp.global_rate_limit or lb.hash_on):
+            yield Diagnostic(
+                "E234", "HTTP health checks, rate limits and HTTP hashing need an http or grpc service",
+                tp.source, subject,
+            )
+        hc = tp.health_check
+        if hc is not None and hc.timeout >= hc.interval:
+            yield Diagnostic(
+                "E236", f"health_check.timeout {hc.timeout} must be shorter than its interval {hc.interval}",
+                tp.where("health_check", "timeout"), subject, "health_check.timeout",
+            )
+        g = tp.global_rate_limit
+        if g is not None:
+            limiter = services.get(g.service)
+            if limiter is None:
+                yield Diagnostic(
+                    "E235", f"unknown rate-limit service '{g.service}'{did_you_mean(g.service, sorted(services))}",
+                    tp.where("global_rate_limit", "service"), subject, "global_rate_limit.service",
+                )
+            elif limiter.protocol != "grpc":
+                yield Diagnostic(
+                    "E235", f"the rate-limit service '{g.service}' must speak grpc (protocol: grpc)",
+                    tp.where("global_rate_limit", "service"), subject, "global_rate_limit.service",
+                )

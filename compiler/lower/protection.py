@@ -1,0 +1,50 @@
+"""TrafficPolicy (policy) -> cluster protection, hash keys and rate limits (IR)."""
+
+from __future__ import annotations
+
+from compiler.ir import HashKey, HealthCheck, Outlier, Protection, TokenBucket
+from compiler.policy import Mesh, TrafficPolicy
+
+
+def protection(mesh: Mesh, tp: TrafficPolicy | None) -> Protection:
+    pool = (tp.connection_pool if tp and tp.connection_pool else None) or mesh.defaults.connection_pool
+    od = (tp.outlier_detection if tp and tp.outlier_detection else None) or mesh.defaults.outlier_detection
+    outlier = None
+    if od.consecutive_5xx or od.consecutive_gateway_errors or od.success_rate:
+        outlier = Outlier(
+            consecutive_5xx=od.consecutive_5xx,
+            consecutive_gateway_errors=od.consecutive_gateway_errors,
+            success_rate=(od.success_rate.min_hosts, od.success_rate.request_volume, od.success_rate.stdev_factor)
+            if od.success_rate
+            else None,
+            interval=od.interval,
+            base_ejection_time=od.base_ejection_time,
+            max_ejection_percent=od.max_ejection_percent,
+        )
+    hc = tp.health_check if tp else None
+    return Protection(
+        max_connections=pool.max_connections,
+        max_pending_requests=pool.max_pending_requests,
+        max_requests=pool.max_requests,
+        max_retries=pool.max_retries,
+        outlier=outlier,
+        lb_policy=tp.load_balancer.policy if tp else "round_robin",
+        health_check=HealthCheck(hc.path, hc.interval, hc.timeout, hc.healthy_threshold, hc.unhealthy_threshold)
+        if hc
+        else None,
+    )
+
+
+def hash_key(tp: TrafficPolicy | None) -> HashKey | None:
+    h = tp.load_balancer.hash_on if tp else None
+    if h is None:
+        return None
+    if h.header:
+        return HashKey("header", h.header)
+    if h.cookie:
+        return HashKey("cookie", h.cookie, h.cookie_ttl)
+    return HashKey("source_ip")
+
+
+def bucket(limit) -> TokenBucket | None:
+    return TokenBucket(limit.requests, limit.per) if limit is not None else None

@@ -1,0 +1,134 @@
+"""The TrafficPolicy kind: how a service protects itself and is protected by its callers.
+
+Like Istio's DestinationRule, it lives with the destination service. Its
+connection limits, outlier detection, load balancing and health checks apply
+to the service's clusters on every caller's sidecar *and* on the service's own
+inbound side (where its instances are); rate limits apply on its inbound side.
+Mesh `defaults` give every cluster a connection pool and an outlier detector
+even when no TrafficPolicy says anything.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from compiler.policy.base import Document, PolicyModel
+from compiler.policy.types import Duration, Name, Percent
+
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
+
+
+class ConnectionPool(PolicyModel):
+    """Bounds on what one sidecar sends to the service (Envoy `circuit_breakers.thresholds`).
+
+    Past a bound, Envoy fails fast with 503 (`x-envoy-overloaded`) instead of queueing:
+    a slow service then slows its callers down by at most this much.
+    """
+
+    max_connections: PositiveInt = 1024
+    max_pending_requests: PositiveInt = 1024
+    """Requests waiting for a connection (HTTP/1.1)."""
+    max_requests: PositiveInt = 1024
+    """Requests in flight (HTTP/2 streams)."""
+    max_retries: PositiveInt = 3
+    """Retries in flight at once, over all requests."""
+
+
+class SuccessRate(PolicyModel):
+    """Eject hosts whose success rate is `stdev_factor`/1000 standard deviations below the mean."""
+
+    min_hosts: PositiveInt = 5
+    request_volume: PositiveInt = 100
+    stdev_factor: PositiveInt = 1900
+
+
+class OutlierDetection(PolicyModel):
+    """Stop sending to a failing instance for a while (Envoy `outlier_detection`).
+
+    Closed → open: after `consecutive_5xx` (or gateway errors) the host is ejected;
+    half-open: after `base_ejection_time` × times ejected it gets traffic again, and a
+    new failure ejects it for longer.
+    """
+
+    consecutive_5xx: NonNegativeInt = 5
+    """0 turns this trigger off."""
+    consecutive_gateway_errors: NonNegativeInt = 0
+    """502, 503, 504 and connection failures only; 0 turns this trigger off."""
+    success_rate: SuccessRate | None = None
+    interval: Duration = Duration(10_000)
+    """How often ejections are decided and expire."""
+    base_ejection_time: Duration = Duration(30_000)
+    max_ejection_percent: Percent = 10
+
+
+class HashOn(PolicyModel):
+    """What a hashing load balancer keys on (sticky sessions): exactly one."""
+
+    header: str | None = Field(default=None, pattern=r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+    cookie: str | None = Field(default=None, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+    cookie_ttl: Duration | None = None
+    """With a cookie: Envoy sets it (for this long) when the request has none."""
+    source_ip: bool | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "HashOn":
+        given = [k for k in ("header", "cookie", "source_ip") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of header, cookie, source_ip: true")
+        return self
+
+
+class LoadBalancer(PolicyModel):
+    policy: Literal["round_robin", "least_request", "random", "ring_hash", "maglev"] = "round_robin"
+    hash_on: HashOn | None = None
+    """Only with ring_hash or maglev."""
+
+
+class HealthCheck(PolicyModel):
+    """Active HTTP health checks of each instance (Envoy `health_checks`)."""
+
+    path: str = Field(pattern=r"^/")
+    interval: Duration = Duration(5_000)
+    timeout: Duration = Duration(1_000)
+    healthy_threshold: PositiveInt = 2
+    unhealthy_threshold: PositiveInt = 3
+
+
+class RateLimit(PolicyModel):
+    """A token bucket: `requests` per `per`, refilled in full every `per`; 429 when empty."""
+
+    requests: PositiveInt
+    per: Duration = Duration(1_000)
+
+
+class GlobalRateLimit(PolicyModel):
+    """Ask a rate-limit service (Envoy `envoy.filters.http.ratelimit`) about each request."""
+
+    service: Name
+    """The rate-limit service, a Service of this mesh speaking gRPC."""
+    domain: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    descriptors: list[Literal["remote_address", "path", "method", "destination"]] = ["destination"]
+    failure_mode_deny: bool = False
+    """When the rate-limit service is down: allow (default) or deny."""
+    timeout: Duration = Duration(20)
+
+
+class TrafficPolicy(Document):
+    """Protection for one service, applied wherever its clusters are."""
+
+    kind: Literal["TrafficPolicy"] = "TrafficPolicy"
+    service: Name
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+    load_balancer: LoadBalancer = LoadBalancer()
+    health_check: HealthCheck | None = None
+    rate_limit: RateLimit | None = None
+    """Local rate limit of the service's inbound side (each sidecar has its own bucket)."""
+    global_rate_limit: GlobalRateLimit | None = None
+
+    @property
+    def name(self) -> str:
+        return self.service
