@@ -60,6 +60,7 @@ REQUIRED = {
     "rewrite_prefix_regex_match",
     "shadowed_rules",
     "rewrite_regex_query",
+    "traffic_policy_errors",
     "retry_status_codes_missing",
 }
 
