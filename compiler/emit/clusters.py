@@ -36,6 +36,8 @@ def _health_check(h: HealthCheck) -> dict:
     return {
         "timeout": h.timeout.proto(),
         "interval": h.interval.proto(),
+        # Envoy's default for a cluster without traffic yet is one check a minute: check at the set pace from the start.
+        "no_traffic_interval": h.interval.proto(),
         "healthy_threshold": h.healthy_threshold,
         "unhealthy_threshold": h.unhealthy_threshold,
         "http_health_check": {"path": h.path},

@@ -85,7 +85,7 @@ class _Shared:
                     connect_timeout=self.mesh.defaults.connect_timeout,
                     source=svc.where("versions", v) if v in svc.versions else svc.source,
                     retry_budget=budget,
-                    protection=protection(self.mesh, self.traffic.get(name)),
+                    protection=protection(self.mesh, self.traffic.get(name), instances=False),
                 )
                 for v in svc.version_names
             }

@@ -6,7 +6,9 @@ from compiler.ir import HashKey, HealthCheck, Outlier, Protection, TokenBucket
 from compiler.policy import Mesh, TrafficPolicy
 
 
-def protection(mesh: Mesh, tp: TrafficPolicy | None) -> Protection:
+def protection(mesh: Mesh, tp: TrafficPolicy | None, instances: bool = True) -> Protection:
+    """`instances`: the cluster lists the service's instances (its inbound side). Health checks go only
+    there: a caller's cluster reaches the service's sidecar, whose answer would stand for a random instance."""
     pool = (tp.connection_pool if tp and tp.connection_pool else None) or mesh.defaults.connection_pool
     od = (tp.outlier_detection if tp and tp.outlier_detection else None) or mesh.defaults.outlier_detection
     outlier = None
@@ -21,7 +23,7 @@ def protection(mesh: Mesh, tp: TrafficPolicy | None) -> Protection:
             base_ejection_time=od.base_ejection_time,
             max_ejection_percent=od.max_ejection_percent,
         )
-    hc = tp.health_check if tp else None
+    hc = tp.health_check if tp and instances else None
     return Protection(
         max_connections=pool.max_connections,
         max_pending_requests=pool.max_pending_requests,
