@@ -23,22 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness import Reply, send_many, wait_until
+from harness import Reply, report, send_many, wait_until
 
 pytestmark = pytest.mark.envoy
-
-
-def report(test: str, **figures) -> None:
-    """Observed figures (shown with `pytest -s`)."""
-
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.3f}"
-        if isinstance(v, list):
-            return "[" + ", ".join(fmt(x) for x in v) + "]"
-        return str(v)
-
-    print(f"\n[{test}] " + ", ".join(f"{k}={fmt(v)}" for k, v in figures.items()))
 
 
 def cluster_stats(sidecar, cluster: str) -> dict[str, int]:

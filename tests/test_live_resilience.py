@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from compiler.build import build
-from harness import Reply, Response, send_many
+from harness import Reply, Response, report, send_many
 
 pytestmark = pytest.mark.envoy
 
@@ -79,18 +79,6 @@ def timed(mesh, path: str, **kwargs) -> tuple[Response, float]:
     t0 = time.monotonic()
     response = mesh.call_one(CALLER, CALLEE, path, **kwargs)
     return response, time.monotonic() - t0
-
-
-def report(test: str, **figures) -> None:
-    """Observed figures (shown with `pytest -s`)."""
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.3f}"
-        if isinstance(v, list):
-            return "[" + ", ".join(fmt(x) for x in v) + "]"
-        return str(v)
-
-    print(f"\n[{test}] " + ", ".join(f"{k}={fmt(v)}" for k, v in figures.items()))
 
 
 def statuses(responses) -> list[int]:

@@ -7,7 +7,7 @@ called by the `live_mesh` fixture in conftest.py).
 
 Building blocks (usable on their own), by module:
 
-- util      `HarnessError`, `wait_until` (bounded polling), `envoy_binary`,
+- util      `HarnessError`, `wait_until` (bounded polling), `report` (print figures), `envoy_binary`,
             `Loopback` (fresh loopback addresses 127.a.b.c and free ports on
             them), and the timeouts (READY_, STOP_, REQUEST_TIMEOUT, POLL_INTERVAL).
 - upstream  `Upstream`: a threaded HTTP app that answers every method with JSON
@@ -28,7 +28,7 @@ from .mesh import LiveMesh
 from .policy import compile_policy, load_json_yaml, policy_yaml, resource_names, write_policy
 from .sidecar import EnvoySidecar
 from .upstream import RecordedRequest, Reply, Upstream
-from .util import HarnessError, Loopback, envoy_binary, wait_until
+from .util import HarnessError, Loopback, envoy_binary, report, wait_until
 
 __all__ = [
     "EnvoySidecar",
@@ -45,6 +45,7 @@ __all__ = [
     "policy_yaml",
     "resource_names",
     "send_many",
+    "report",
     "wait_until",
     "write_policy",
 ]

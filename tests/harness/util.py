@@ -107,3 +107,16 @@ def _can_bind(host: str) -> bool:
         if exc.errno in (errno.EADDRNOTAVAIL, errno.EINVAL):
             return False
         raise
+
+
+def report(test: str, **figures) -> None:
+    """Print a test's observed figures on one line (shown with `pytest -s`)."""
+
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return str(v)
+
+    print(f"\n[{test}] " + ", ".join(f"{k}={fmt(v)}" for k, v in figures.items()))
