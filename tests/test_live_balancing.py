@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from compiler.cli import main as meshc_main
-from harness import Reply, send_many, wait_until
+from harness import wait_until
 
 pytestmark = pytest.mark.envoy
 

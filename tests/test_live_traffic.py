@@ -42,6 +42,21 @@ def policy(mesh, services: list, route: str) -> str:
     return policy_yaml([mesh.mesh_doc(), *services]) + "---\n" + textwrap.dedent(route).strip() + "\n"
 
 
+def reviews_mesh(mesh, route: str) -> dict:
+    """frontend -> reviews (v1, v2, v3, one upstream each) with `route`, both sidecars started; returns the upstreams."""
+    ups = {v: mesh.upstream("reviews", v) for v in ("v1", "v2", "v3")}
+    mesh.build(
+        policy(
+            mesh,
+            [mesh.service("frontend", calls=["reviews"]), mesh.service("reviews", versions=dict(ups))],
+            route,
+        )
+    )
+    mesh.start("frontend")
+    mesh.start("reviews")
+    return ups
+
+
 def ok(response) -> dict:
     assert response.status == 200, (response.status, response.headers, response.text[:300])
     return response.json()
@@ -82,24 +97,16 @@ def test_canary_split_is_weighted(live_mesh):
     that ignores the weights (50/50, 100/0, 0/100) is far outside it. A 0-weight
     version must receive exactly nothing.
     """
-    ups = {v: live_mesh.upstream("reviews", v) for v in ("v1", "v2", "v3")}
-    live_mesh.build(
-        policy(
-            live_mesh,
-            [
-                live_mesh.service("frontend", calls=["reviews"]),
-                live_mesh.service("reviews", versions={v: u for v, u in ups.items()}),
-            ],
-            """
-            kind: Route
-            service: reviews
-            rules:
-              - to: {v1: 90, v2: 10, v3: 0}
-            """,
-        )
+    ups = reviews_mesh(
+        live_mesh,
+        """
+        kind: Route
+        service: reviews
+        rules:
+          - to: {v1: 90, v2: 10, v3: 0}
+        """,
     )
-    front = live_mesh.start("frontend")
-    live_mesh.start("reviews")
+    front = live_mesh["frontend"]
 
     responses = live_mesh.call("frontend", "reviews", "/reviews/1", CANARY_N, max_seconds=30)
     seen = versions_of(responses)  # all 200
@@ -156,19 +163,7 @@ rules:
 
 @pytest.fixture
 def ab_mesh(live_mesh):
-    ups = {v: live_mesh.upstream("reviews", v) for v in ("v1", "v2", "v3")}
-    live_mesh.build(
-        policy(
-            live_mesh,
-            [
-                live_mesh.service("frontend", calls=["reviews"]),
-                live_mesh.service("reviews", versions={v: u for v, u in ups.items()}),
-            ],
-            AB_ROUTE,
-        )
-    )
-    live_mesh.start("frontend")
-    live_mesh.start("reviews")
+    ups = reviews_mesh(live_mesh, AB_ROUTE)
 
     def lands(path: str = "/reviews/1", *, method: str = "GET", headers: dict | None = None, n: int = N) -> str:
         """Send `n` requests; all must reach one version (by the responses and by the apps' counters): returns it."""

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from compiler.diagnostics import Source
 from compiler.load import load
 from compiler.load.yaml_source import parse_yaml
-from compiler.policy import Duration, Endpoint, Route, RouteRule, Service
+from compiler.policy import Duration, Endpoint, RouteRule, Service
 
 
 def _write(root: Path, name: str, text: str) -> Path:

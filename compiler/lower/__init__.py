@@ -112,7 +112,7 @@ class _Shared:
         return self._vhosts[name]
 
 
-def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], HttpRoute | None, list[HttpRoute]]:
+def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], Cluster, list[HttpRoute]]:
     clusters = [
         Cluster(
             direction="inbound",
