@@ -27,6 +27,8 @@ class BuildOptions:
     templates: Path = DEFAULT_TEMPLATES
     config_root: str | None = None
     """Sidecar S reads its files from `<config_root>/S` (default: the Mesh's `config_dir`)."""
+    certs_root: str | None = None
+    """Sidecar S reads its certificates from `<certs_root>/S` (default: the Mesh's `mtls.certs_dir`)."""
 
 
 @dataclass
@@ -74,6 +76,6 @@ def build(policy_dir: Path, options: BuildOptions = BuildOptions()) -> BuildResu
         diags, policy = check_policies(policy_dir)
         if policy is None:
             return BuildResult(diags)
-        ir = lower(policy, LowerOptions(config_root=options.config_root))
+        ir = lower(policy, LowerOptions(config_root=options.config_root, certs_root=options.certs_root))
         files = render(emit(ir, static=options.static), options.templates)
         return BuildResult(diags, ir, files)

@@ -34,7 +34,9 @@ def _cases(policy_dir: Path) -> list[Path]:
 
 
 def cmd_build(args) -> int:
-    options = BuildOptions(static=args.static, templates=Path(args.templates), config_root=args.config_root)
+    options = BuildOptions(
+        static=args.static, templates=Path(args.templates), config_root=args.config_root, certs_root=args.certs_root
+    )
     policy_dir = Path(args.policy_dir)
     out = Path(args.output)
     jobs = [(c, out / c.name) for c in _cases(policy_dir)] if args.cases else [(policy_dir, out)]
@@ -90,6 +92,22 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_certs(args) -> int:
+    from compiler.certs import write_service_certs
+    from compiler.policy.placement import spiffe_id
+
+    diags, policy = check_policies(Path(args.policy_dir))
+    _print_diags(diags, args.policy_dir)
+    if policy is None:
+        return 1
+    mesh = policy.meshes[0]
+    identities = {svc.name: spiffe_id(mesh, svc) for svc in policy.services}
+    for folder in write_service_certs(Path(args.output), mesh.trust_domain, identities, args.days):
+        print(f"{folder}: {identities[folder.name]}", file=sys.stderr)
+    print("keys are private: keep the certificates folder out of version control", file=sys.stderr)
+    return 0
+
+
 def cmd_validate(args) -> int:
     from compiler.validate.envoy import load_yaml, validate_all
     from compiler.validate.schema import check_sidecar_dir
@@ -130,12 +148,19 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--check", action="store_true", help="write nothing; exit 1 if OUT differs from the compiled policies")
     b.add_argument("--cases", action="store_true", help="POLICY_DIR holds one mesh per folder; compile each into OUT/<folder>")
     b.add_argument("--config-root", help="sidecar S reads its files from CONFIG_ROOT/S (default: the Mesh's config_dir)")
+    b.add_argument("--certs-root", help="sidecar S reads its certificates from CERTS_ROOT/S (default: the Mesh's mtls.certs_dir)")
     b.add_argument("--dump-ir", metavar="FILE", help="also write the mesh IR as JSON to FILE (with --cases: FILE/<case>/ir.json)")
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("check", help="load and check policies; write nothing")
     c.add_argument("policy_dir", nargs="?", default="policies")
     c.set_defaults(func=cmd_check)
+
+    k = sub.add_parser("certs", help="create a development CA and per-service certificates with SPIFFE IDs")
+    k.add_argument("policy_dir", nargs="?", default="policies")
+    k.add_argument("-o", "--output", required=True, help="certificates root: CA here, CERTS/<service>/{cert,key,ca}.pem")
+    k.add_argument("--days", type=int, default=30, help="validity of the service certificates (default: 30)")
+    k.set_defaults(func=cmd_certs)
 
     v = sub.add_parser("validate", help="check emitted configs against Envoy's schema and the real envoy binary")
     v.add_argument("output", nargs="?", default="out")

@@ -75,6 +75,23 @@ class TokenBucket:
 
 
 @dataclass(frozen=True)
+class UpstreamTls:
+    """Originate mTLS to the destination's sidecar, which must prove `peer_identity`."""
+
+    sni: str
+    peer_identity: str
+
+
+@dataclass(frozen=True)
+class SidecarTls:
+    """This sidecar's certificate files and identity (present when its mTLS mode is not `disable`)."""
+
+    certs_dir: str
+    identity: str
+    trust_domain: str
+
+
+@dataclass(frozen=True)
 class Cluster:
     """A set of endpoints of one version of one service, seen from one side."""
 
@@ -87,6 +104,7 @@ class Cluster:
     source: Source
     retry_budget: RetryBudget | None = None
     protection: Protection | None = None
+    upstream_tls: UpstreamTls | None = None  # used by callers that have certificates (Sidecar.tls)
 
     @property
     def id(self) -> str:
@@ -251,6 +269,7 @@ class HttpListener:
     routes: RouteTable
     rate_limit: TokenBucket | None = None  # one bucket for everything arriving here
     global_rate_limit: GlobalRateLimit | None = None
+    tls_mode: Literal["strict", "permissive"] | None = None  # inbound: terminate mTLS
 
 
 @dataclass(frozen=True)
@@ -262,6 +281,7 @@ class TcpListener:
     port: int
     cluster: Cluster
     source: Source
+    tls_mode: Literal["strict", "permissive"] | None = None  # inbound: terminate mTLS
 
 
 Listener = Union[HttpListener, TcpListener]
@@ -278,6 +298,7 @@ class Sidecar:
     listeners: tuple[Listener, ...]  # sorted by (direction, port)
     clusters: tuple[Cluster, ...]  # sorted by id
     source: Source
+    tls: SidecarTls | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from compiler.serialize import Serializer
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 _CLUSTER_TYPE = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
 _ROUTE_TYPE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
+_SECRET_TYPE = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 
 
 class TemplateError(Exception):
@@ -76,6 +77,8 @@ class Renderer:
             files[f"{sc.service}/{names.CLUSTERS_FILE}"] = self.discovery_response(sc.clusters, _CLUSTER_TYPE)
             for rc in sc.route_configs:
                 files[f"{sc.service}/{names.routes_file(rc['name'])}"] = self.discovery_response([rc], _ROUTE_TYPE)
+            for secret in sc.secrets:
+                files[f"{sc.service}/{names.sds_file(secret['name'])}"] = self.discovery_response([secret], _SECRET_TYPE)
         return files
 
 

@@ -31,8 +31,10 @@ from pathlib import Path
 MANIFEST = "manifest.json"
 WRITERS = 8  # creating a file costs ~0.6 ms here, mostly waiting on the file system (the GIL is released)
 def _rank(rel: str) -> int:
-    """clusters, then routes (which may name new clusters), then bootstraps, then anything else."""
+    """secrets, clusters, then routes (which may name new clusters), then bootstraps, then anything else."""
     name = Path(rel).name
+    if name.startswith("sds-"):  # secrets before the clusters and listeners that use them
+        return -1
     if name == "clusters.yaml":
         return 0
     if name.startswith("routes-"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from compiler.check.graph import check_call_cycles
 from compiler.check.ports import check_ports
-from compiler.check.references import check_references, check_structure
+from compiler.check.references import check_mtls, check_references, check_structure
 from compiler.check.routes import check_routes
 from compiler.check.traffic import check_traffic_policies
 from compiler.check.shadowing import check_shadowed_rules
@@ -23,6 +23,7 @@ CHECKS = (
     check_shadowed_rules,
     check_traffic_policies,
     check_ports,
+    check_mtls,
     check_call_cycles,
 )
 

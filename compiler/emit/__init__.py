@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from compiler.emit import clusters as cluster_emit
 from compiler.emit import listeners as listener_emit
-from compiler.emit import ratelimit
+from compiler.emit import ratelimit, tls
 from compiler.emit import routes as route_emit
 from compiler.emit.bootstrap import BootstrapParams, bootstrap_params
 from compiler.ir import HttpListener, MeshIR, Sidecar
@@ -27,6 +27,7 @@ class SidecarConfig:
     bootstrap: BootstrapParams
     clusters: list[dict]  # empty in static mode
     route_configs: list[dict]  # empty in static mode
+    secrets: list[dict]  # file-based SDS secrets (file names, no material); empty in static mode
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,13 @@ def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
     vhost = _Once(lambda v: route_emit.virtual_host(v, route))
 
     def sidecar(s: Sidecar) -> SidecarConfig:
-        clusters = [cluster(c) for c in s.clusters]
+        clusters = [
+            {**cluster(c), "transport_socket": tls.upstream_socket(s, c.upstream_tls, static)}
+            if c.upstream_tls is not None and s.tls is not None  # only a caller with certificates originates mTLS
+            else cluster(c)
+            for c in s.clusters
+        ]
+        secrets = tls.secrets(s) if s.tls is not None else []
         listeners, route_configs = [], []
         for l in s.listeners:
             if isinstance(l, HttpListener):
@@ -67,10 +74,10 @@ def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
                 route_configs.append(rc)
                 listeners.append(listener_emit.http_listener(s, l, rc if static else None))
             else:
-                listeners.append(listener_emit.tcp_listener(l))
-        params = bootstrap_params(s, listeners, clusters if static else None)
+                listeners.append(listener_emit.tcp_listener(s, l, static))
+        params = bootstrap_params(s, listeners, clusters if static else None, secrets if static else [])
         if static:
-            return SidecarConfig(s.service, params, [], [])
-        return SidecarConfig(s.service, params, clusters, route_configs)
+            return SidecarConfig(s.service, params, [], [], [])
+        return SidecarConfig(s.service, params, clusters, route_configs, secrets)
 
     return EnvoyMesh(ir.name, static, [sidecar(s) for s in ir.sidecars])

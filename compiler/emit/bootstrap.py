@@ -23,11 +23,14 @@ class BootstrapParams:
     admin_port: int
     listeners: list[dict]
     static_clusters: list[dict] | None  # --static: everything inline
+    static_secrets: list[dict]  # --static with mTLS: the certificate file names
     cds_config: dict | None  # dynamic: clusters.yaml through a file config source
     max_downstream_connections: int = 50_000
 
 
-def bootstrap_params(s: Sidecar, listeners: list[dict], static_clusters: list[dict] | None) -> BootstrapParams:
+def bootstrap_params(
+    s: Sidecar, listeners: list[dict], static_clusters: list[dict] | None, static_secrets: list[dict]
+) -> BootstrapParams:
     return BootstrapParams(
         node_id=names.node_id(s),
         node_cluster=s.service,
@@ -36,6 +39,7 @@ def bootstrap_params(s: Sidecar, listeners: list[dict], static_clusters: list[di
         admin_port=s.admin_port,
         listeners=listeners,
         static_clusters=static_clusters,
+        static_secrets=static_secrets,
         cds_config=None
         if static_clusters is not None
         else file_source(names.config_path(s, names.CLUSTERS_FILE), s.config_dir),

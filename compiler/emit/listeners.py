@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
-from compiler.emit import names
+from compiler.emit import names, tls
 from compiler.emit.common import file_source, socket_address, typed
 from compiler.emit.http_filters import http_filters
 from compiler.ir import HttpListener, RouteTable, Sidecar, TcpListener
+
+
+def _listener(s: Sidecar, l: HttpListener | TcpListener, filters: list[dict], static: bool) -> dict:
+    """A listener; on an inbound side with mTLS, `strict` takes TLS only and `permissive` both,
+    told apart by the TLS inspector."""
+    out: dict = {"name": names.listener(l), "address": socket_address(l.address, l.port)}
+    if l.tls_mode is None:
+        out["filter_chains"] = [{"filters": filters}]
+        return out
+    secure = {"filter_chain_match": {"transport_protocol": "tls"}, "filters": filters,
+              "transport_socket": tls.downstream_socket(s, static)}
+    if l.tls_mode == "strict":
+        out["filter_chains"] = [{"filters": filters, "transport_socket": tls.downstream_socket(s, static)}]
+        return out
+    out["listener_filters"] = [
+        {
+            "name": "envoy.filters.listener.tls_inspector",
+            "typed_config": typed("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"),
+        }
+    ]
+    out["filter_chains"] = [secure, {"filters": filters}]
+    return out
 
 
 def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dict:
@@ -30,11 +52,8 @@ def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dic
             "config_source": file_source(names.config_path(s, names.routes_file(name)), s.config_dir),
         }
     hcm["http_filters"] = http_filters(l)
-    return {
-        "name": names.listener(l),
-        "address": socket_address(l.address, l.port),
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
-    }
+    filters = [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
+    return _listener(s, l, filters, static=route_config is not None)
 
 
 def _changes_server_header(table: RouteTable) -> bool:
@@ -46,14 +65,10 @@ def _changes_server_header(table: RouteTable) -> bool:
     return False
 
 
-def tcp_listener(l: TcpListener) -> dict:
+def tcp_listener(s: Sidecar, l: TcpListener, static: bool) -> dict:
     proxy = typed(
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         stat_prefix=names.stat_prefix(l),
         cluster=names.cluster(l.cluster),
     )
-    return {
-        "name": names.listener(l),
-        "address": socket_address(l.address, l.port),
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}],
-    }
+    return _listener(s, l, [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}], static)

@@ -13,6 +13,11 @@ CLUSTERS_FILE = "clusters.yaml"
 BOOTSTRAP_FILE = "bootstrap.yaml"
 
 
+def sds_file(secret: str) -> str:
+    """One file per secret (file-based SDS, like RDS, takes one resource per file)."""
+    return f"sds-{secret}.yaml"
+
+
 def routes_file(route_config_name: str) -> str:
     """One file per route configuration: Envoy's file-based RDS accepts exactly one resource per file."""
     return f"routes-{route_config_name}.yaml"

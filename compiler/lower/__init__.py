@@ -26,14 +26,16 @@ from compiler.ir import (
     RetryBudget,
     RouteTable,
     Sidecar,
+    SidecarTls,
     Target,
     TcpListener,
+    UpstreamTls,
     VirtualHost,
 )
 from compiler.lower.protection import bucket, hash_key, protection
 from compiler.lower.routes import VERSION_HEADER, lower_rule
 from compiler.policy import Mesh, PolicySet, Route, RouteRule, Service, TrafficPolicy
-from compiler.policy.placement import place, reach
+from compiler.policy.placement import mtls_mode, place, reach, spiffe_id
 
 __all__ = ["VERSION_HEADER", "LowerOptions", "lower"]
 
@@ -42,6 +44,8 @@ __all__ = ["VERSION_HEADER", "LowerOptions", "lower"]
 class LowerOptions:
     config_root: str | None = None
     """If set, sidecar S reads its files from `<config_root>/S` instead of the Mesh's `config_dir`."""
+    certs_root: str | None = None
+    """If set, sidecar S reads its certificates from `<certs_root>/S` instead of the Mesh's `mtls.certs_dir`."""
 
 
 def lower(policy: PolicySet, options: LowerOptions = LowerOptions()) -> MeshIR:
@@ -86,6 +90,9 @@ class _Shared:
                     source=svc.where("versions", v) if v in svc.versions else svc.source,
                     retry_budget=budget,
                     protection=protection(self.mesh, self.traffic.get(name), instances=False),
+                    upstream_tls=UpstreamTls(svc.name, spiffe_id(self.mesh, svc))
+                    if mtls_mode(self.mesh, svc) != "disable"
+                    else None,
                 )
                 for v in svc.version_names
             }
@@ -165,8 +172,10 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
     listeners: list = []
     clusters: list[Cluster] = list(inbound_clusters)
 
+    mode = mtls_mode(mesh, svc)
+    tls_mode = None if mode == "disable" else mode
     if svc.protocol == "tcp":
-        listeners.append(TcpListener("inbound", p.address, p.inbound_port, default, svc.source))
+        listeners.append(TcpListener("inbound", p.address, p.inbound_port, default, svc.source, tls_mode=tls_mode))
     else:
         table = RouteTable(
             "inbound", (VirtualHost(name=svc.name, domains=("*",), routes=tuple(inbound_routes)),)
@@ -187,6 +196,7 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
                 table,
                 rate_limit=bucket(tp.rate_limit) if tp else None,
                 global_rate_limit=global_limit,
+                tls_mode=tls_mode,
             )
         )
 
@@ -214,6 +224,10 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
         )
 
     config_dir = f"{options.config_root.rstrip('/')}/{svc.name}" if options.config_root else mesh.config_dir
+    tls = None
+    if mode != "disable":
+        certs_dir = f"{options.certs_root.rstrip('/')}/{svc.name}" if options.certs_root else mesh.mtls.certs_dir
+        tls = SidecarTls(certs_dir, spiffe_id(mesh, svc), mesh.trust_domain)
     return Sidecar(
         service=svc.name,
         mesh=mesh.name,
@@ -224,4 +238,5 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
         listeners=tuple(sorted(listeners, key=lambda l: (l.direction, l.port))),
         clusters=tuple(sorted(clusters, key=lambda c: c.id)),
         source=svc.source,
+        tls=tls,
     )

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.route import Route
+from compiler.policy.security import Mtls, MtlsMode
 from compiler.policy.traffic import ConnectionPool, OutlierDetection, TrafficPolicy
 from compiler.policy.types import Duration, Endpoint, IPAddress, Name, Port
 
@@ -63,6 +64,9 @@ class Mesh(Document):
     sidecar: SidecarDefaults = SidecarDefaults()
     config_dir: str = Field(default="/etc/meshc", pattern=r"^/[A-Za-z0-9._/-]*$")
     """Where each sidecar finds its own output folder (`out/<service>/` is mounted here)."""
+    trust_domain: str = Field(default="cluster.local", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    """The SPIFFE trust domain of every identity in the mesh."""
+    mtls: Mtls = Mtls()
 
 
 # --------------------------------------------------------------------------
@@ -112,6 +116,11 @@ class Service(Document):
     """Version that receives traffic no Route sends elsewhere. Default: the first version."""
     calls: list[Name] = []
     """Dependencies: the sidecar gets outbound config for these services only."""
+    namespace: Name = "default"
+    service_account: Name | None = None
+    """Identity: spiffe://<trust_domain>/ns/<namespace>/sa/<service_account or name>."""
+    mtls: MtlsMode | None = None
+    """Overrides the Mesh's `mtls.mode` for this service's inbound side (and its own calls, when `disable`)."""
     sidecar: SidecarSettings = SidecarSettings()
 
     @field_validator("calls")

@@ -53,3 +53,14 @@ def reach(mesh: Mesh, service: Service) -> Endpoint:
     placement = place(mesh, service)
     host = placement.address if placement.one_host else service.name
     return Endpoint(host, service.port)
+
+
+def mtls_mode(mesh: Mesh, service: Service) -> str:
+    """strict | permissive | disable: the service's own, else the mesh's."""
+    return service.mtls or mesh.mtls.mode
+
+
+def spiffe_id(mesh: Mesh, service: Service) -> str:
+    """The identity in the service's certificate (URI SAN)."""
+    account = service.service_account or service.name
+    return f"spiffe://{mesh.trust_domain}/ns/{service.namespace}/sa/{account}"

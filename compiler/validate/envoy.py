@@ -44,9 +44,9 @@ def single_resource(path: Path, name: str | None = None) -> dict:
     """The one resource of a file-based RDS response (Envoy rejects files with more)."""
     resources = load_yaml(path).get("resources", [])
     if len(resources) != 1:
-        raise ValueError(f"{path.name} holds {len(resources)} resources; file-based RDS needs exactly one")
+        raise ValueError(f"{path.name} holds {len(resources)} resources; a file-based xDS source needs exactly one")
     if name is not None and resources[0].get("name") != name:
-        raise ValueError(f"{path.name} holds route config {resources[0].get('name')!r}, the listener wants {name!r}")
+        raise ValueError(f"{path.name} holds {resources[0].get('name')!r}, the reference wants {name!r}")
     return _untyped(resources[0])
 
 
@@ -67,7 +67,46 @@ def static_twin(sidecar_dir: Path) -> dict:
                     cfg["route_config"] = single_resource(
                         _local(sidecar_dir, rds["config_source"]), rds["route_config_name"]
                     )
+    _inline_secrets(boot, sidecar_dir)
     return boot
+
+
+def _inline_secrets(boot: dict, sidecar_dir: Path) -> None:
+    """File-based SDS references -> static secrets of the same name."""
+    secrets: dict[str, dict] = {s["name"]: s for s in boot.get("static_resources", {}).get("secrets", [])}
+    stack: list = [boot]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "sds_config" in node and "name" in node:
+                source = node.pop("sds_config")
+                secrets.setdefault(node["name"], single_resource(_local(sidecar_dir, source), node["name"]))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    if secrets:
+        boot.setdefault("static_resources", {})["secrets"] = [secrets[k] for k in sorted(secrets)]
+
+
+def _use_throwaway_certificates(twin: dict, folder: Path) -> None:
+    """`--mode validate` opens the certificate files a secret names, and those are not part of the
+    output (they live on the sidecar's machine): point the twin's secrets at a throwaway set."""
+    secrets = twin.get("static_resources", {}).get("secrets", [])
+    if not secrets:
+        return
+    from compiler.certs import throwaway_set
+
+    paths = throwaway_set(folder)
+    for secret in secrets:
+        cert = secret.get("tls_certificate")
+        if cert:
+            cert["certificate_chain"] = {"filename": paths["cert"]}
+            cert["private_key"] = {"filename": paths["key"]}
+            cert.pop("watched_directory", None)
+        context = secret.get("validation_context")
+        if context:
+            context["trusted_ca"] = {"filename": paths["ca"]}
+            context.pop("watched_directory", None)
 
 
 @dataclass(frozen=True)
@@ -83,11 +122,12 @@ def validate_sidecar(sidecar_dir: Path, binary: str | None = None) -> EnvoyVerdi
         twin = static_twin(sidecar_dir)
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
         return EnvoyVerdict(name, False, f"cannot assemble the static twin: {exc}")
-    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix=f"meshc-{name}-") as fh:
-        json.dump(twin, fh)
-        fh.flush()
+    with tempfile.TemporaryDirectory(prefix=f"meshc-{name}-") as tmp:
+        _use_throwaway_certificates(twin, Path(tmp))
+        config = Path(tmp) / "twin.json"
+        config.write_text(json.dumps(twin))
         proc = subprocess.run(
-            [binary or envoy_binary(), "--mode", "validate", "-c", fh.name, "-l", "error"],
+            [binary or envoy_binary(), "--mode", "validate", "-c", str(config), "-l", "error"],
             capture_output=True,
             text=True,
             timeout=120,

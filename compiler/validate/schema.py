@@ -118,6 +118,8 @@ def check_sidecar_dir(sidecar_dir, load_yaml) -> list[SchemaError]:
         files.append(("clusters.yaml", "envoy.config.cluster.v3.Cluster", True))
     for path in sorted(sidecar_dir.glob("routes-*.yaml")):
         files.append((path.name, "envoy.config.route.v3.RouteConfiguration", True))
+    for path in sorted(sidecar_dir.glob("sds-*.yaml")):
+        files.append((path.name, "envoy.extensions.transport_sockets.tls.v3.Secret", True))
     errors: list[SchemaError] = []
     for file, type_name, is_response in files:
         where = f"{name}/{file}"
@@ -130,6 +132,6 @@ def check_sidecar_dir(sidecar_dir, load_yaml) -> list[SchemaError]:
             errors.extend(check_message(type_name, data, where))
             continue
         errors.extend(check_discovery_response(data, where, type_name))
-        if file.startswith("routes-") and len(data.get("resources") or []) != 1:
-            errors.append(SchemaError(where, "file-based RDS needs exactly one route configuration per file"))
+        if file.startswith(("routes-", "sds-")) and len(data.get("resources") or []) != 1:
+            errors.append(SchemaError(where, "a file-based xDS source needs exactly one resource per file"))
     return errors

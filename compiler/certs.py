@@ -1,0 +1,118 @@
+"""Development certificates: a CA and one certificate per service with its SPIFFE ID.
+
+`meshc certs POLICY_DIR -o CERTS` writes `CERTS/ca.pem` + `CERTS/ca-key.pem`
+(reused if present) and, per service, `CERTS/<service>/{cert.pem,key.pem,ca.pem}`:
+the layout a sidecar expects in its `certs_dir`. Each file is written to a
+temporary name and renamed into place, so re-running it rotates certificates
+under running sidecars. For production, bring your own CA (cert-manager,
+SPIRE) and produce the same three files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+def _pem_key(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _pem_cert(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def make_ca(trust_domain: str, days: int = 365):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshc"), x509.NameAttribute(NameOID.COMMON_NAME, f"{trust_domain} dev CA")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def issue(ca_key, ca_cert, spiffe_id: str, dns_names: list[str], days: int = 30, valid_from: dt.datetime | None = None):
+    """A leaf certificate for one workload: URI SAN = its SPIFFE ID; client and server use."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = valid_from or dt.datetime.now(dt.timezone.utc)
+    sans = [x509.UniformResourceIdentifier(spiffe_id)] + [x509.DNSName(n) for n in dns_names]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0] if dns_names else "workload")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _put(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def load_or_make_ca(root: Path, trust_domain: str):
+    key_file, cert_file = root / "ca-key.pem", root / "ca.pem"
+    if key_file.exists() and cert_file.exists():
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        return key, x509.load_pem_x509_certificate(cert_file.read_bytes())
+    key, cert = make_ca(trust_domain)
+    _put(key_file, _pem_key(key), 0o600)
+    _put(cert_file, _pem_cert(cert))
+    return key, cert
+
+
+def write_service_certs(root: Path, trust_domain: str, identities: dict[str, str], days: int = 30) -> list[Path]:
+    """identities: service -> SPIFFE ID. Returns the folders written (one per service)."""
+    root = Path(root)
+    ca_key, ca_cert = load_or_make_ca(root, trust_domain)
+    written = []
+    for service, spiffe in sorted(identities.items()):
+        key, cert = issue(ca_key, ca_cert, spiffe, [service], days)
+        folder = root / service
+        _put(folder / "ca.pem", _pem_cert(ca_cert))
+        _put(folder / "key.pem", _pem_key(key), 0o600)
+        _put(folder / "cert.pem", _pem_cert(cert))  # last: a watcher sees a complete set
+        written.append(folder)
+    return written
+
+
+def throwaway_set(folder: Path) -> dict[str, str]:
+    """A CA and a leaf in `folder`, for checks that need files to exist: {'cert','key','ca'} -> path."""
+    ca_key, ca_cert = make_ca("validate.invalid", days=1)
+    key, cert = issue(ca_key, ca_cert, "spiffe://validate.invalid/ns/x/sa/x", ["validate"], days=1)
+    paths = {"cert": folder / "cert.pem", "key": folder / "key.pem", "ca": folder / "ca.pem"}
+    paths["cert"].write_bytes(_pem_cert(cert))
+    paths["key"].write_bytes(_pem_key(key))
+    paths["ca"].write_bytes(_pem_cert(ca_cert))
+    return {k: str(v) for k, v in paths.items()}
