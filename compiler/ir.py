@@ -299,6 +299,7 @@ class Sidecar:
     clusters: tuple[Cluster, ...]  # sorted by id
     source: Source
     tls: SidecarTls | None = None
+    source_address: str | None = None  # one host: outbound connections leave from the sidecar's own address
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from compiler.emit import listeners as listener_emit
 from compiler.emit import ratelimit, tls
 from compiler.emit import routes as route_emit
 from compiler.emit.bootstrap import BootstrapParams, bootstrap_params
-from compiler.ir import HttpListener, MeshIR, Sidecar
+from compiler.ir import Cluster, HttpListener, MeshIR, Sidecar
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,25 @@ class _Once:
         return hit[1]
 
 
+def _as_seen_by(s: Sidecar, c: Cluster, shared: dict, static: bool) -> dict:
+    """A shared cluster with what depends on the calling sidecar: its source address and its certificates."""
+    if c.direction != "outbound":
+        return shared
+    extra: dict = {}
+    if s.source_address is not None:
+        extra["upstream_bind_config"] = {"source_address": {"address": s.source_address, "port_value": 0}}
+    if c.upstream_tls is not None and s.tls is not None:  # only a caller with certificates originates mTLS
+        extra["transport_socket"] = tls.upstream_socket(s, c.upstream_tls, static)
+    return {**shared, **extra} if extra else shared
+
+
 def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
     cluster = _Once(cluster_emit.cluster)
     route = _Once(route_emit.route)
     vhost = _Once(lambda v: route_emit.virtual_host(v, route))
 
     def sidecar(s: Sidecar) -> SidecarConfig:
-        clusters = [
-            {**cluster(c), "transport_socket": tls.upstream_socket(s, c.upstream_tls, static)}
-            if c.upstream_tls is not None and s.tls is not None  # only a caller with certificates originates mTLS
-            else cluster(c)
-            for c in s.clusters
-        ]
+        clusters = [_as_seen_by(s, c, cluster(c), static) for c in s.clusters]
         secrets = tls.secrets(s) if s.tls is not None else []
         listeners, route_configs = [], []
         for l in s.listeners:

@@ -239,4 +239,7 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
         clusters=tuple(sorted(clusters, key=lambda c: c.id)),
         source=svc.source,
         tls=tls,
+        # On one host every connection would leave from 127.0.0.1; from its own address a caller stays
+        # recognisable to the callee (source_ip hashing, logs).
+        source_address=p.address if p.one_host else None,
     )
