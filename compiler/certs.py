@@ -2,9 +2,9 @@
 
 `meshc certs POLICY_DIR -o CERTS` writes `CERTS/ca.pem` + `CERTS/ca-key.pem`
 (reused if present) and, per service, `CERTS/<service>/{cert.pem,key.pem,ca.pem}`:
-the layout a sidecar expects in its `certs_dir`. Each file is written to a
-temporary name and renamed into place, so re-running it rotates certificates
-under running sidecars. For production, bring your own CA (cert-manager,
+the layout a sidecar expects in its `certs_dir`. The three files are switched
+in one step (a `..data` link, as Kubernetes mounts Secrets), so re-running it
+rotates certificates under running sidecars with no half-rotated moment. For production, bring your own CA (cert-manager,
 SPIRE) and produce the same three files.
 """
 
@@ -100,11 +100,43 @@ def write_service_certs(root: Path, trust_domain: str, identities: dict[str, str
     for service, spiffe in sorted(identities.items()):
         key, cert = issue(ca_key, ca_cert, spiffe, [service], days)
         folder = root / service
-        _put(folder / "ca.pem", _pem_cert(ca_cert))
-        _put(folder / "key.pem", _pem_key(key), 0o600)
-        _put(folder / "cert.pem", _pem_cert(cert))  # last: a watcher sees a complete set
+        swap_in(folder, {"cert.pem": (_pem_cert(cert), 0o644), "key.pem": (_pem_key(key), 0o600), "ca.pem": (_pem_cert(ca_cert), 0o644)})
         written.append(folder)
     return written
+
+
+def swap_in(folder: Path, files: dict[str, tuple[bytes, int]]) -> None:
+    """Replace a set of files in one step, as Kubernetes does for mounted Secrets.
+
+    Envoy reloads a watched folder on every file moved into it, so renaming
+    cert.pem and key.pem one after the other would show it a new key with the
+    old certificate (a failed rotation) first. Instead the files go into a new
+    hidden folder, the `..data` link is switched to it with one rename, and
+    `cert.pem` etc. are fixed links to `..data/<name>`.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix="..", dir=folder))
+    os.chmod(fresh, 0o755)
+    for name, (data, mode) in files.items():
+        (fresh / name).write_bytes(data)
+        os.chmod(fresh / name, mode)
+    data_link = folder / "..data"
+    old = os.readlink(data_link) if data_link.is_symlink() else None
+    tmp_link = folder / f"..data.{fresh.name[2:]}"
+    os.symlink(fresh.name, tmp_link)
+    os.replace(tmp_link, data_link)  # the one switch a watcher sees
+    for name in files:
+        target = folder / name
+        if not (target.is_symlink() and os.readlink(target) == f"..data/{name}"):
+            tmp = folder / f".{name}.link"
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
+            os.symlink(f"..data/{name}", tmp)
+            os.replace(tmp, target)
+    if old and old != fresh.name and (folder / old).is_dir():
+        for f in (folder / old).iterdir():
+            f.unlink()
+        (folder / old).rmdir()
 
 
 def throwaway_set(folder: Path) -> dict[str, str]:

@@ -100,11 +100,22 @@ class LiveMesh:
     def write_policy(self, documents: Iterable[Any] | str) -> Path:
         return write_policy(self.policy_dir, documents)
 
-    def build(self, documents: Iterable[Any] | str | None = None, *, static: bool = False, out: Path | None = None) -> BuildResult:
-        """Write `documents` (if given) as the policy and compile it into `out` (default: self.out)."""
+    def build(
+        self,
+        documents: Iterable[Any] | str | None = None,
+        *,
+        static: bool = False,
+        out: Path | None = None,
+        **options: Any,
+    ) -> BuildResult:
+        """Write `documents` (if given) as the policy and compile it into `out` (default: self.out).
+
+        Other keyword arguments are further `BuildOptions` fields, e.g. `certs_root=str(path)`
+        (sidecar S reads its certificates from `<certs_root>/S`).
+        """
         if documents is not None:
             self.write_policy(documents)
-        self.last_build = compile_policy(self.policy_dir, out or self.out, static=static)
+        self.last_build = compile_policy(self.policy_dir, out or self.out, static=static, **options)
         return self.last_build
 
     # -- processes ----------------------------------------------------------

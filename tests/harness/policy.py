@@ -35,14 +35,17 @@ def write_policy(policy_dir: Path, documents: Iterable[Any] | str, filename: str
     return path
 
 
-def compile_policy(policy_dir: Path, out: Path, *, static: bool = False) -> BuildResult:
+def compile_policy(policy_dir: Path, out: Path, *, static: bool = False, **options: Any) -> BuildResult:
     """`meshc build POLICY_DIR -o OUT --config-root OUT [--static]`, in process.
 
+    Other keyword arguments are further `BuildOptions` fields (e.g. `certs_root=...`
+    for `--certs-root`); `config_root` defaults to OUT.
     Fails the test with the rendered diagnostics if the build has errors.
     Writing into an existing OUT updates it file by file (what a hot reload sees).
     """
     out = Path(out)
-    result = build(Path(policy_dir), BuildOptions(static=static, config_root=str(out)))
+    options.setdefault("config_root", str(out))
+    result = build(Path(policy_dir), BuildOptions(static=static, **options))
     if not result.ok:
         text = "\n".join(d.render(str(policy_dir)) for d in result.diagnostics)
         raise HarnessError(f"the test policy does not compile:\n{text}")
