@@ -262,6 +262,26 @@ class GlobalRateLimit:
 
 
 @dataclass(frozen=True)
+class AccessRule:
+    """Requests from any of `principals` (SPIFFE IDs; empty: anyone) matching all conditions."""
+
+    principals: tuple[str, ...]
+    paths: tuple[PathCondition, ...]
+    methods: tuple[str, ...]
+    headers: tuple[HeaderCondition, ...]
+    source: Source
+
+
+@dataclass(frozen=True)
+class Access:
+    """Authorization of an inbound listener. `allow` None: no allow-list (everything not denied passes)."""
+
+    deny: tuple[AccessRule, ...]
+    allow: tuple[AccessRule, ...] | None
+    dry_run: bool
+
+
+@dataclass(frozen=True)
 class HttpListener:
     direction: Direction
     address: str
@@ -270,6 +290,7 @@ class HttpListener:
     rate_limit: TokenBucket | None = None  # one bucket for everything arriving here
     global_rate_limit: GlobalRateLimit | None = None
     tls_mode: Literal["strict", "permissive"] | None = None  # inbound: terminate mTLS
+    access: Access | None = None  # inbound: who may call what
 
 
 @dataclass(frozen=True)
@@ -282,6 +303,7 @@ class TcpListener:
     cluster: Cluster
     source: Source
     tls_mode: Literal["strict", "permissive"] | None = None  # inbound: terminate mTLS
+    access: Access | None = None  # inbound: who may call what
 
 
 Listener = Union[HttpListener, TcpListener]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from compiler.check.graph import check_call_cycles
 from compiler.check.ports import check_ports
-from compiler.check.references import check_mtls, check_references, check_structure
+from compiler.check.references import check_references, check_structure
 from compiler.check.routes import check_routes
+from compiler.check.security import check_authorization, check_mtls
 from compiler.check.traffic import check_traffic_policies
 from compiler.check.shadowing import check_shadowed_rules
 from compiler.diagnostics import Diagnostic
@@ -24,6 +25,7 @@ CHECKS = (
     check_traffic_policies,
     check_ports,
     check_mtls,
+    check_authorization,
     check_call_cycles,
 )
 

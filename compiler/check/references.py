@@ -6,7 +6,6 @@ from typing import Iterator
 
 from compiler.diagnostics import Diagnostic, did_you_mean
 from compiler.policy import PolicySet
-from compiler.policy.placement import mtls_mode
 
 
 def check_structure(policy: PolicySet) -> Iterator[Diagnostic]:
@@ -74,24 +73,3 @@ def check_references(policy: PolicySet) -> Iterator[Diagnostic]:
                 "default_version",
             )
 
-
-def check_mtls(policy: PolicySet) -> Iterator[Diagnostic]:
-    """A caller without certificates cannot reach a destination that accepts only mTLS."""
-    if len(policy.meshes) != 1:
-        return
-    mesh = policy.meshes[0]
-    services = {s.name: s for s in policy.services}
-    for svc in policy.services:
-        if mtls_mode(mesh, svc) != "disable":
-            continue
-        for i, dep in enumerate(svc.calls):
-            target = services.get(dep)
-            if target is not None and mtls_mode(mesh, target) == "strict":
-                yield Diagnostic(
-                    "E240",
-                    f"'{svc.name}' has mTLS disabled but '{dep}' accepts only mTLS (strict): its calls would be "
-                    f"refused; enable mTLS for '{svc.name}' or make '{dep}' permissive while it migrates",
-                    svc.where("calls", i),
-                    svc.subject,
-                    f"calls[{i}]",
-                )

@@ -65,7 +65,7 @@ def covers(a: Match, b: Match) -> bool:
     are ignored: they never change which rule a request takes.
     """
     return (
-        _path_covers(a.path, b.path)
+        covers_path(a.path, b.path)
         and _methods_cover(a.methods, b.methods)
         and all(any(_value_covers(x, y) for y in b.headers if y.name == x.name) for x in a.headers)
         and all(any(_value_covers(x, y) for y in b.query if y.name == x.name) for x in a.query)
@@ -73,7 +73,7 @@ def covers(a: Match, b: Match) -> bool:
     )
 
 
-def _path_covers(a: PathMatch, b: PathMatch) -> bool:
+def covers_path(a: PathMatch, b: PathMatch) -> bool:
     if a.prefix is not None:
         if a.prefix == "/":
             return True  # every path that reaches routing starts with '/'

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from compiler.emit import cors, fault, ratelimit
+from compiler.emit import cors, fault, ratelimit, rbac
 from compiler.emit.common import typed
 from compiler.ir import HttpListener, HttpRoute
 
@@ -30,6 +30,9 @@ def _never(_: HttpListener) -> None:
 HTTP_FILTERS: tuple[HttpFilter, ...] = (
     # CORS first: preflights are answered here, before limits, faults or routing can touch them.
     HttpFilter(cors.FILTER, _never, cors.route_config, cors.listener_config),
+    # Authorization before anything that costs: deny rules first (deny wins), then the allow-list.
+    HttpFilter(rbac.DENY, rbac.deny_config, None),
+    HttpFilter(rbac.ALLOW, rbac.allow_config, None),
     # Local rate limits next: excess requests are refused (429) before anything costs more.
     HttpFilter(ratelimit.LOCAL, ratelimit.local_listener_config, ratelimit.local_route_config, ratelimit.local_base_config),
     # The global rate-limit service after the local buckets, which are cheaper and shed load first.

@@ -32,9 +32,10 @@ from compiler.ir import (
     UpstreamTls,
     VirtualHost,
 )
+from compiler.lower.access import access
 from compiler.lower.protection import bucket, hash_key, protection
 from compiler.lower.routes import VERSION_HEADER, lower_rule
-from compiler.policy import Mesh, PolicySet, Route, RouteRule, Service, TrafficPolicy
+from compiler.policy import AuthorizationPolicy, Mesh, PolicySet, Route, RouteRule, Service, TrafficPolicy
 from compiler.policy.placement import mtls_mode, place, reach, spiffe_id
 
 __all__ = ["VERSION_HEADER", "LowerOptions", "lower"]
@@ -53,7 +54,8 @@ def lower(policy: PolicySet, options: LowerOptions = LowerOptions()) -> MeshIR:
     services = {s.name: s for s in policy.services}
     routes = {r.service: r for r in policy.routes}
     traffic = {t.service: t for t in policy.traffic_policies}
-    shared = _Shared(mesh, services, routes, traffic)
+    authz = {a.service: a for a in policy.authorization_policies}
+    shared = _Shared(mesh, services, routes, traffic, authz)
     sidecars = [_sidecar(mesh, svc, shared, options) for svc in sorted(services.values(), key=lambda s: s.name)]
     return MeshIR(mesh.name, tuple(sidecars))
 
@@ -62,12 +64,18 @@ class _Shared:
     """Per-service IR nodes that every caller references (built once)."""
 
     def __init__(
-        self, mesh: Mesh, services: dict[str, Service], routes: dict[str, Route], traffic: dict[str, TrafficPolicy]
+        self,
+        mesh: Mesh,
+        services: dict[str, Service],
+        routes: dict[str, Route],
+        traffic: dict[str, TrafficPolicy],
+        authz: dict[str, AuthorizationPolicy],
     ):
         self.mesh = mesh
         self.services = services
         self.routes = routes
         self.traffic = traffic
+        self.authz = authz
         self._outbound: dict[str, dict[str, Cluster]] = {}
         self._vhosts: dict[str, VirtualHost] = {}
 
@@ -197,6 +205,7 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
                 rate_limit=bucket(tp.rate_limit) if tp else None,
                 global_rate_limit=global_limit,
                 tls_mode=tls_mode,
+                access=access(mesh, shared.authz.get(svc.name), shared.services),
             )
         )
 

@@ -41,6 +41,7 @@ from compiler.policy.route import (
     Route,
     RouteRule,
 )
+from compiler.policy.security import Authorization, AuthorizationPolicy, AuthzRule, Mtls
 from compiler.policy.traffic import (
     ConnectionPool,
     GlobalRateLimit,
@@ -74,12 +75,20 @@ class PolicySet:
         return [d for d in self.documents if isinstance(d, Route)]
 
     @property
+    def authorization_policies(self) -> list[AuthorizationPolicy]:
+        return [d for d in self.documents if isinstance(d, AuthorizationPolicy)]
+
+    @property
     def traffic_policies(self) -> list[TrafficPolicy]:
         return [d for d in self.documents if isinstance(d, TrafficPolicy)]
 
 
 __all__ = [
     "KINDS",
+    "Authorization",
+    "AuthorizationPolicy",
+    "AuthzRule",
+    "Mtls",
     "ConnectionPool",
     "GlobalRateLimit",
     "HashOn",

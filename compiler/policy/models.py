@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.route import Route
-from compiler.policy.security import Mtls, MtlsMode
+from compiler.policy.security import AuthorizationPolicy, Authorization, Mtls, MtlsMode
 from compiler.policy.traffic import ConnectionPool, OutlierDetection, TrafficPolicy
 from compiler.policy.types import Duration, Endpoint, IPAddress, Name, Port
 
@@ -67,6 +67,7 @@ class Mesh(Document):
     trust_domain: str = Field(default="cluster.local", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
     """The SPIFFE trust domain of every identity in the mesh."""
     mtls: Mtls = Mtls()
+    authorization: Authorization = Authorization()
 
 
 # --------------------------------------------------------------------------
@@ -148,5 +149,5 @@ class Service(Document):
         return [Endpoint("127.0.0.1", self.app_port)]
 
 
-PolicyDocument = Annotated[Union[Mesh, Service, Route, TrafficPolicy], Field(discriminator="kind")]
-KINDS = ("Mesh", "Service", "Route", "TrafficPolicy")
+PolicyDocument = Annotated[Union[Mesh, Service, Route, TrafficPolicy, AuthorizationPolicy], Field(discriminator="kind")]
+KINDS = ("Mesh", "Service", "Route", "TrafficPolicy", "AuthorizationPolicy")

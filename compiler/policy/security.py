@@ -13,7 +13,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from compiler.policy.base import PolicyModel
+from compiler.policy.base import Document, PolicyModel
+from compiler.policy.route import HeaderMatch, Method, PathMatch
+from compiler.policy.types import Name
 
 MtlsMode = Literal["strict", "permissive", "disable"]
 
@@ -30,3 +32,40 @@ class Mtls(PolicyModel):
     mode: MtlsMode = "disable"
     certs_dir: str = Field(default="/etc/meshc/certs", pattern=r"^/[A-Za-z0-9._/-]*$")
     """Where each sidecar finds cert.pem (its chain), key.pem and ca.pem (the mesh's trust bundle)."""
+
+
+class AuthzRule(PolicyModel):
+    """Requests that match all given conditions; an empty condition matches anything."""
+
+    from_: list[Name] = Field(default=[], alias="from")
+    """Calling services, by their certificate's SPIFFE ID (needs mTLS on this service)."""
+    paths: list[PathMatch] = []
+    methods: list[Method] = []
+    headers: list[HeaderMatch] = []
+
+    model_config = {"populate_by_name": True}
+
+
+class AuthorizationPolicy(Document):
+    """Who may call this service (Envoy `envoy.filters.http.rbac` on its inbound side).
+
+    Deny rules win over allow rules; once a service has allow rules, everything
+    they do not allow is refused (403). `mode: dry_run` only logs and counts
+    what would be refused (`shadow_rules`), for rolling a policy out safely.
+    """
+
+    kind: Literal["AuthorizationPolicy"] = "AuthorizationPolicy"
+    service: Name
+    mode: Literal["enforce", "dry_run"] = "enforce"
+    allow: list[AuthzRule] = []
+    deny: list[AuthzRule] = []
+
+    @property
+    def name(self) -> str:
+        return self.service
+
+
+class Authorization(PolicyModel):
+    """Mesh-wide authorization default: `allow` (no policy, no limits) or `deny` (only what a policy allows)."""
+
+    default: Literal["allow", "deny"] = "allow"

@@ -1,0 +1,94 @@
+"""Zero-trust meaning: callers can speak to what they call, authorization names real, identifiable callers."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from compiler.check.shadowing import covers_path
+from compiler.diagnostics import Diagnostic, Severity, did_you_mean
+from compiler.policy import PolicySet
+from compiler.policy.placement import mtls_mode
+
+
+def check_mtls(policy: PolicySet) -> Iterator[Diagnostic]:
+    """A caller without certificates cannot reach a destination that accepts only mTLS."""
+    if len(policy.meshes) != 1:
+        return
+    mesh = policy.meshes[0]
+    services = {s.name: s for s in policy.services}
+    for svc in policy.services:
+        if mtls_mode(mesh, svc) != "disable":
+            continue
+        for i, dep in enumerate(svc.calls):
+            target = services.get(dep)
+            if target is not None and mtls_mode(mesh, target) == "strict":
+                yield Diagnostic(
+                    "E240",
+                    f"'{svc.name}' has mTLS disabled but '{dep}' accepts only mTLS (strict): its calls would be "
+                    f"refused; enable mTLS for '{svc.name}' or make '{dep}' permissive while it migrates",
+                    svc.where("calls", i),
+                    svc.subject,
+                    f"calls[{i}]",
+                )
+
+
+def check_authorization(policy: PolicySet) -> Iterator[Diagnostic]:
+    if len(policy.meshes) != 1:
+        return
+    mesh = policy.meshes[0]
+    services = {s.name: s for s in policy.services}
+    seen: dict[str, object] = {}
+    for ap in policy.authorization_policies:
+        subject = ap.subject
+        if ap.service in seen:
+            yield Diagnostic(
+                "E243", "a second AuthorizationPolicy for this service (the first is at {0})", ap.where("service"),
+                subject, refs=(seen[ap.service].where("service"),),
+            )
+        seen.setdefault(ap.service, ap)
+        target = services.get(ap.service)
+        if target is None:
+            yield Diagnostic(
+                "E241", f"unknown service '{ap.service}'{did_you_mean(ap.service, sorted(services))}",
+                ap.where("service"), subject, "service",
+            )
+            continue
+        for kind in ("allow", "deny"):
+            for i, rule in enumerate(getattr(ap, kind)):
+                for j, caller in enumerate(rule.from_):
+                    if caller not in services:
+                        yield Diagnostic(
+                            "E241", f"unknown service '{caller}'{did_you_mean(caller, sorted(services))}",
+                            ap.where(kind, i, "from", j), subject, f"{kind}[{i}].from[{j}]",
+                        )
+                if rule.from_ and mtls_mode(mesh, target) == "disable":
+                    yield Diagnostic(
+                        "E242",
+                        f"'from' needs the caller's certificate, but '{ap.service}' has mTLS disabled: "
+                        "enable mtls (strict or permissive) for it",
+                        ap.where(kind, i, "from"), subject, f"{kind}[{i}].from",
+                    )
+        for i, allow in enumerate(ap.allow):
+            for j, deny in enumerate(ap.deny):
+                if _covers(deny, allow):
+                    yield Diagnostic(
+                        "W244",
+                        f"deny[{j}] refuses every request this rule allows (deny wins), so it allows nothing",
+                        ap.where("allow", i), subject, f"allow[{i}]", severity=Severity.WARNING,
+                    )
+                    break
+
+
+def _covers(deny, allow) -> bool:
+    """The deny rule provably matches every request the allow rule matches (headers: only when deny has none)."""
+    if deny.headers:
+        return False
+    if deny.from_ and not (allow.from_ and set(allow.from_) <= set(deny.from_)):
+        return False
+    if deny.methods and not (allow.methods and set(allow.methods) <= set(deny.methods)):
+        return False
+    if deny.paths:
+        if not allow.paths:
+            return any(p.prefix == "/" for p in deny.paths)
+        return all(any(covers_path(d, a) for d in deny.paths) for a in allow.paths)
+    return True

@@ -1,0 +1,66 @@
+"""Authorization: two `envoy.filters.http.rbac` filters on the inbound side, deny first, then allow.
+
+Envoy's RBAC filter takes one action per instance, so "deny wins over allow"
+is two instances in that order. In dry-run mode the same policies go into
+`shadow_rules`: Envoy counts and logs what it would refuse
+(`http.<prefix>.rbac.<deny|allow>.shadow_denied`) and refuses nothing.
+"""
+
+from __future__ import annotations
+
+from compiler.emit.common import typed
+from compiler.emit.route_match import header_matcher
+from compiler.ir import AccessRule, HttpListener, PathCondition
+
+DENY = "meshc.authz.deny"
+ALLOW = "meshc.authz.allow"
+
+
+def _path(p: PathCondition) -> dict:
+    matcher = {"safe_regex": {"regex": p.value}} if p.kind == "regex" else {p.kind: p.value}
+    return {"url_path": {"path": matcher}}
+
+
+def _any_of(items: list[dict], key: str) -> dict:
+    return items[0] if len(items) == 1 else {key: {"rules" if key == "or_rules" else "ids": items}}
+
+
+def _policy(rule: AccessRule) -> dict:
+    conditions = []
+    if rule.paths:
+        conditions.append(_any_of([_path(p) for p in rule.paths], "or_rules"))
+    if rule.methods:
+        conditions.append(
+            _any_of([{"header": {"name": ":method", "string_match": {"exact": m}}} for m in rule.methods], "or_rules")
+        )
+    conditions += [{"header": header_matcher(h)} for h in rule.headers]
+    if not conditions:
+        permission = {"any": True}
+    elif len(conditions) == 1:
+        permission = conditions[0]
+    else:
+        permission = {"and_rules": {"rules": conditions}}
+    if rule.principals:
+        ids = [{"authenticated": {"principal_name": {"exact": p}}} for p in rule.principals]
+        principal = _any_of(ids, "or_ids")
+    else:
+        principal = {"any": True}
+    return {"permissions": [permission], "principals": [principal]}
+
+
+def _rbac(action: str, rules: tuple[AccessRule, ...], dry_run: bool, kind: str) -> dict:
+    policies = {f"{kind}[{i}] {r.source.short}": _policy(r) for i, r in enumerate(rules)}
+    body = {"action": action, "policies": policies}
+    if dry_run:
+        return typed("envoy.extensions.filters.http.rbac.v3.RBAC", shadow_rules=body, shadow_rules_stat_prefix=f"{kind}_")
+    return typed("envoy.extensions.filters.http.rbac.v3.RBAC", rules=body)
+
+
+def deny_config(l: HttpListener) -> dict | None:
+    a = l.access
+    return _rbac("DENY", a.deny, a.dry_run, "deny") if a is not None and a.deny else None
+
+
+def allow_config(l: HttpListener) -> dict | None:
+    a = l.access
+    return _rbac("ALLOW", a.allow, a.dry_run, "allow") if a is not None and a.allow is not None else None

@@ -1,0 +1,37 @@
+"""AuthorizationPolicy (policy) -> the access rules of a service's inbound listener (IR)."""
+
+from __future__ import annotations
+
+from compiler.ir import Access, AccessRule, PathCondition
+from compiler.lower.routes import header_condition
+from compiler.policy import AuthorizationPolicy, Mesh, Service
+from compiler.policy.placement import spiffe_id
+
+
+def _rule(rule, policy: AuthorizationPolicy, kind: str, i: int, mesh: Mesh, services: dict[str, Service]) -> AccessRule:
+    paths = []
+    for p in rule.paths:
+        for k in ("prefix", "exact", "regex"):
+            if getattr(p, k) is not None:
+                paths.append(PathCondition(k, getattr(p, k)))
+    return AccessRule(
+        principals=tuple(spiffe_id(mesh, services[name]) for name in rule.from_),
+        paths=tuple(paths),
+        methods=tuple(sorted(set(rule.methods))),
+        headers=tuple(header_condition(h) for h in rule.headers),
+        source=policy.where(kind, i),
+    )
+
+
+def access(mesh: Mesh, policy: AuthorizationPolicy | None, services: dict[str, Service]) -> Access | None:
+    """None when nothing restricts the service (no policy and a mesh default of allow)."""
+    default_deny = mesh.authorization.default == "deny"
+    if policy is None:
+        return Access(deny=(), allow=(), dry_run=False) if default_deny else None
+    deny = tuple(_rule(r, policy, "deny", i, mesh, services) for i, r in enumerate(policy.deny))
+    allow = tuple(_rule(r, policy, "allow", i, mesh, services) for i, r in enumerate(policy.allow))
+    return Access(
+        deny=deny,
+        allow=allow if (allow or default_deny) else None,
+        dry_run=policy.mode == "dry_run",
+    )
