@@ -148,3 +148,18 @@ def throwaway_set(folder: Path) -> dict[str, str]:
     paths["key"].write_bytes(_pem_key(key))
     paths["ca"].write_bytes(_pem_cert(ca_cert))
     return {k: str(v) for k, v in paths.items()}
+
+
+def throwaway_jwks() -> str:
+    """A JWKS document with one fresh RSA public key, for checks that need a valid key set."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    numbers = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers()
+
+    def b64(n: int) -> str:
+        return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+    return json.dumps({"keys": [{"kty": "RSA", "kid": "validate", "alg": "RS256", "n": b64(numbers.n), "e": b64(numbers.e)}]})

@@ -270,6 +270,7 @@ class AccessRule:
     methods: tuple[str, ...]
     headers: tuple[HeaderCondition, ...]
     source: Source
+    claims: tuple[tuple[str, str], ...] = ()  # verified JWT claims that must hold
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,32 @@ class Access:
 
 
 @dataclass(frozen=True)
+class JwtIssuer:
+    name: str
+    issuer: str
+    audiences: tuple[str, ...]
+    jwks: str | None  # inline document
+    jwks_file: str | None
+    from_headers: tuple[tuple[str, str], ...]  # (header, prefix)
+    from_params: tuple[str, ...]
+    forward_claims: tuple[tuple[str, str], ...]  # (claim, header)
+    forward_token: bool
+
+
+@dataclass(frozen=True)
+class JwtRequirement:
+    prefixes: tuple[str, ...]  # empty: every path
+    providers: tuple[str, ...]  # empty: any provider
+    allow_missing: bool
+
+
+@dataclass(frozen=True)
+class JwtCheck:
+    providers: tuple[JwtIssuer, ...]
+    rules: tuple[JwtRequirement, ...]
+
+
+@dataclass(frozen=True)
 class HttpListener:
     direction: Direction
     address: str
@@ -291,6 +318,7 @@ class HttpListener:
     global_rate_limit: GlobalRateLimit | None = None
     tls_mode: Literal["strict", "permissive"] | None = None  # inbound: terminate mTLS
     access: Access | None = None  # inbound: who may call what
+    jwt: JwtCheck | None = None  # inbound: verify request tokens
 
 
 @dataclass(frozen=True)
@@ -304,6 +332,7 @@ class TcpListener:
     source: Source
     tls_mode: Literal["strict", "permissive"] | None = None  # inbound: terminate mTLS
     access: Access | None = None  # inbound: who may call what
+    jwt: JwtCheck | None = None  # inbound: verify request tokens
 
 
 Listener = Union[HttpListener, TcpListener]

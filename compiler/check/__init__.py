@@ -11,7 +11,7 @@ from compiler.check.graph import check_call_cycles
 from compiler.check.ports import check_ports
 from compiler.check.references import check_references, check_structure
 from compiler.check.routes import check_routes
-from compiler.check.security import check_authorization, check_mtls
+from compiler.check.security import check_authentication, check_authorization, check_mtls
 from compiler.check.traffic import check_traffic_policies
 from compiler.check.shadowing import check_shadowed_rules
 from compiler.diagnostics import Diagnostic
@@ -26,6 +26,7 @@ CHECKS = (
     check_ports,
     check_mtls,
     check_authorization,
+    check_authentication,
     check_call_cycles,
 )
 

@@ -92,3 +92,40 @@ def _covers(deny, allow) -> bool:
             return any(p.prefix == "/" for p in deny.paths)
         return all(any(covers_path(d, a) for d in deny.paths) for a in allow.paths)
     return True
+
+
+def check_authentication(policy: PolicySet) -> Iterator[Diagnostic]:
+    services = {s.name: s for s in policy.services}
+    authn: dict[str, object] = {}
+    for ra in policy.request_authentications:
+        subject = ra.subject
+        if ra.service in authn:
+            yield Diagnostic(
+                "E252", "a second RequestAuthentication for this service (the first is at {0})", ra.where("service"),
+                subject, refs=(authn[ra.service].where("service"),),
+            )
+        authn.setdefault(ra.service, ra)
+        if ra.service not in services:
+            yield Diagnostic(
+                "E253", f"unknown service '{ra.service}'{did_you_mean(ra.service, sorted(services))}",
+                ra.where("service"), subject, "service",
+            )
+        names = [p.name for p in ra.providers]
+        for i, rule in enumerate(ra.rules):
+            for j, name in enumerate(rule.providers):
+                if name not in names:
+                    yield Diagnostic(
+                        "E250", f"unknown provider '{name}'{did_you_mean(name, names)} (known: {', '.join(names)})",
+                        ra.where("rules", i, "providers", j), subject, f"rules[{i}].providers[{j}]",
+                    )
+    for ap in policy.authorization_policies:
+        if ap.service in authn:
+            continue
+        for kind in ("allow", "deny"):
+            for i, rule in enumerate(getattr(ap, kind)):
+                if rule.claims:
+                    yield Diagnostic(
+                        "E251",
+                        f"claims need verified tokens: add a RequestAuthentication for '{ap.service}'",
+                        ap.where(kind, i, "claims"), ap.subject, f"{kind}[{i}].claims",
+                    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from compiler.emit import cors, fault, ratelimit, rbac
+from compiler.emit import cors, fault, jwt, ratelimit, rbac
 from compiler.emit.common import typed
 from compiler.ir import HttpListener, HttpRoute
 
@@ -30,6 +30,8 @@ def _never(_: HttpListener) -> None:
 HTTP_FILTERS: tuple[HttpFilter, ...] = (
     # CORS first: preflights are answered here, before limits, faults or routing can touch them.
     HttpFilter(cors.FILTER, _never, cors.route_config, cors.listener_config),
+    # Authentication before authorization: a token is verified (401 if invalid) and its claims recorded.
+    HttpFilter(jwt.FILTER, jwt.listener_config, None),
     # Authorization before anything that costs: deny rules first (deny wins), then the allow-list.
     HttpFilter(rbac.DENY, rbac.deny_config, None),
     HttpFilter(rbac.ALLOW, rbac.allow_config, None),

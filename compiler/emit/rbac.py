@@ -8,6 +8,7 @@ is two instances in that order. In dry-run mode the same policies go into
 
 from __future__ import annotations
 
+from compiler.emit import jwt
 from compiler.emit.common import typed
 from compiler.emit.route_match import header_matcher
 from compiler.ir import AccessRule, HttpListener, PathCondition
@@ -40,11 +41,26 @@ def _policy(rule: AccessRule) -> dict:
         permission = conditions[0]
     else:
         permission = {"and_rules": {"rules": conditions}}
+    who = []
     if rule.principals:
         ids = [{"authenticated": {"principal_name": {"exact": p}}} for p in rule.principals]
-        principal = _any_of(ids, "or_ids")
-    else:
+        who.append(_any_of(ids, "or_ids"))
+    who += [
+        {
+            "metadata": {
+                "filter": jwt.FILTER,
+                "path": [{"key": jwt.PAYLOAD_KEY}, {"key": claim}],
+                "value": {"string_match": {"exact": value}},
+            }
+        }
+        for claim, value in rule.claims
+    ]
+    if not who:
         principal = {"any": True}
+    elif len(who) == 1:
+        principal = who[0]
+    else:
+        principal = {"and_ids": {"ids": who}}
     return {"permissions": [permission], "principals": [principal]}
 
 

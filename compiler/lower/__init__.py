@@ -32,10 +32,19 @@ from compiler.ir import (
     UpstreamTls,
     VirtualHost,
 )
-from compiler.lower.access import access
+from compiler.lower.access import access, jwt_check
 from compiler.lower.protection import bucket, hash_key, protection
 from compiler.lower.routes import VERSION_HEADER, lower_rule
-from compiler.policy import AuthorizationPolicy, Mesh, PolicySet, Route, RouteRule, Service, TrafficPolicy
+from compiler.policy import (
+    AuthorizationPolicy,
+    Mesh,
+    PolicySet,
+    RequestAuthentication,
+    Route,
+    RouteRule,
+    Service,
+    TrafficPolicy,
+)
 from compiler.policy.placement import mtls_mode, place, reach, spiffe_id
 
 __all__ = ["VERSION_HEADER", "LowerOptions", "lower"]
@@ -55,7 +64,8 @@ def lower(policy: PolicySet, options: LowerOptions = LowerOptions()) -> MeshIR:
     routes = {r.service: r for r in policy.routes}
     traffic = {t.service: t for t in policy.traffic_policies}
     authz = {a.service: a for a in policy.authorization_policies}
-    shared = _Shared(mesh, services, routes, traffic, authz)
+    authn = {a.service: a for a in policy.request_authentications}
+    shared = _Shared(mesh, services, routes, traffic, authz, authn)
     sidecars = [_sidecar(mesh, svc, shared, options) for svc in sorted(services.values(), key=lambda s: s.name)]
     return MeshIR(mesh.name, tuple(sidecars))
 
@@ -70,12 +80,14 @@ class _Shared:
         routes: dict[str, Route],
         traffic: dict[str, TrafficPolicy],
         authz: dict[str, AuthorizationPolicy],
+        authn: dict[str, RequestAuthentication],
     ):
         self.mesh = mesh
         self.services = services
         self.routes = routes
         self.traffic = traffic
         self.authz = authz
+        self.authn = authn
         self._outbound: dict[str, dict[str, Cluster]] = {}
         self._vhosts: dict[str, VirtualHost] = {}
 
@@ -206,6 +218,7 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
                 global_rate_limit=global_limit,
                 tls_mode=tls_mode,
                 access=access(mesh, shared.authz.get(svc.name), shared.services),
+                jwt=jwt_check(shared.authn.get(svc.name)),
             )
         )
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from compiler.ir import Access, AccessRule, PathCondition
+from compiler.ir import Access, AccessRule, JwtCheck, JwtIssuer, JwtRequirement, PathCondition
 from compiler.lower.routes import header_condition
-from compiler.policy import AuthorizationPolicy, Mesh, Service
+from compiler.policy import AuthorizationPolicy, Mesh, RequestAuthentication, Service
 from compiler.policy.placement import spiffe_id
 
 
@@ -20,6 +20,7 @@ def _rule(rule, policy: AuthorizationPolicy, kind: str, i: int, mesh: Mesh, serv
         methods=tuple(sorted(set(rule.methods))),
         headers=tuple(header_condition(h) for h in rule.headers),
         source=policy.where(kind, i),
+        claims=tuple(sorted(rule.claims.items())),
     )
 
 
@@ -35,3 +36,24 @@ def access(mesh: Mesh, policy: AuthorizationPolicy | None, services: dict[str, S
         allow=allow if (allow or default_deny) else None,
         dry_run=policy.mode == "dry_run",
     )
+
+
+def jwt_check(auth: RequestAuthentication | None) -> JwtCheck | None:
+    if auth is None:
+        return None
+    providers = tuple(
+        JwtIssuer(
+            name=p.name,
+            issuer=p.issuer,
+            audiences=tuple(p.audiences),
+            jwks=p.jwks,
+            jwks_file=p.jwks_file,
+            from_headers=tuple((h.name, h.prefix) for h in p.from_headers),
+            from_params=tuple(p.from_params),
+            forward_claims=tuple(sorted(p.forward_claims.items())),
+            forward_token=p.forward_token,
+        )
+        for p in auth.providers
+    )
+    rules = tuple(JwtRequirement(tuple(r.paths), tuple(r.providers), r.allow_missing) for r in auth.rules)
+    return JwtCheck(providers, rules or (JwtRequirement((), (), False),))

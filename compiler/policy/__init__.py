@@ -41,7 +41,16 @@ from compiler.policy.route import (
     Route,
     RouteRule,
 )
-from compiler.policy.security import Authorization, AuthorizationPolicy, AuthzRule, Mtls
+from compiler.policy.security import (
+    Authorization,
+    AuthorizationPolicy,
+    AuthzRule,
+    JwtProvider,
+    JwtRule,
+    Mtls,
+    RequestAuthentication,
+    TokenHeader,
+)
 from compiler.policy.traffic import (
     ConnectionPool,
     GlobalRateLimit,
@@ -75,6 +84,10 @@ class PolicySet:
         return [d for d in self.documents if isinstance(d, Route)]
 
     @property
+    def request_authentications(self) -> list[RequestAuthentication]:
+        return [d for d in self.documents if isinstance(d, RequestAuthentication)]
+
+    @property
     def authorization_policies(self) -> list[AuthorizationPolicy]:
         return [d for d in self.documents if isinstance(d, AuthorizationPolicy)]
 
@@ -88,7 +101,11 @@ __all__ = [
     "Authorization",
     "AuthorizationPolicy",
     "AuthzRule",
+    "JwtProvider",
+    "JwtRule",
     "Mtls",
+    "RequestAuthentication",
+    "TokenHeader",
     "ConnectionPool",
     "GlobalRateLimit",
     "HashOn",

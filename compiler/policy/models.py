@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.route import Route
-from compiler.policy.security import AuthorizationPolicy, Authorization, Mtls, MtlsMode
+from compiler.policy.security import Authorization, AuthorizationPolicy, Mtls, MtlsMode, RequestAuthentication
 from compiler.policy.traffic import ConnectionPool, OutlierDetection, TrafficPolicy
 from compiler.policy.types import Duration, Endpoint, IPAddress, Name, Port
 
@@ -149,5 +149,7 @@ class Service(Document):
         return [Endpoint("127.0.0.1", self.app_port)]
 
 
-PolicyDocument = Annotated[Union[Mesh, Service, Route, TrafficPolicy, AuthorizationPolicy], Field(discriminator="kind")]
-KINDS = ("Mesh", "Service", "Route", "TrafficPolicy", "AuthorizationPolicy")
+PolicyDocument = Annotated[
+    Union[Mesh, Service, Route, TrafficPolicy, AuthorizationPolicy, RequestAuthentication], Field(discriminator="kind")
+]
+KINDS = ("Mesh", "Service", "Route", "TrafficPolicy", "AuthorizationPolicy", "RequestAuthentication")

@@ -9,12 +9,13 @@ effect without a restart.
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from compiler.policy.base import Document, PolicyModel
-from compiler.policy.route import HeaderMatch, Method, PathMatch
+from compiler.policy.route import HeaderMatch, HeaderName, Method, PathMatch
 from compiler.policy.types import Name
 
 MtlsMode = Literal["strict", "permissive", "disable"]
@@ -42,6 +43,8 @@ class AuthzRule(PolicyModel):
     paths: list[PathMatch] = []
     methods: list[Method] = []
     headers: list[HeaderMatch] = []
+    claims: dict[str, str] = {}
+    """Verified JWT claims (string values) that must hold; needs a RequestAuthentication on the service."""
 
     model_config = {"populate_by_name": True}
 
@@ -69,3 +72,68 @@ class Authorization(PolicyModel):
     """Mesh-wide authorization default: `allow` (no policy, no limits) or `deny` (only what a policy allows)."""
 
     default: Literal["allow", "deny"] = "allow"
+
+
+class TokenHeader(PolicyModel):
+    name: HeaderName = "authorization"
+    prefix: str = "Bearer "
+
+
+class JwtProvider(PolicyModel):
+    """Who issues tokens and how to check them (Envoy `jwt_authn` provider). Give `jwks` or `jwks_file`."""
+
+    name: Name
+    issuer: str = Field(min_length=1)
+    audiences: list[str] = []
+    """The token's `aud` must contain one of these (empty: not checked)."""
+    jwks: str | None = None
+    """The public keys as an inline JWKS document (JSON)."""
+    jwks_file: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._/-]*$")
+    """Or a JWKS file on the sidecar's machine."""
+    from_headers: list[TokenHeader] = [TokenHeader()]
+    from_params: list[str] = []
+    """Query parameters that may carry the token."""
+    forward_claims: dict[str, HeaderName] = {}
+    """Claim -> request header the app receives it in."""
+    forward_token: bool = False
+    """Pass the token on to the app (default: removed once verified)."""
+
+    @model_validator(mode="after")
+    def _keys(self) -> "JwtProvider":
+        if (self.jwks is None) == (self.jwks_file is None):
+            raise ValueError("give exactly one of jwks (inline) or jwks_file")
+        if self.jwks is not None:
+            try:
+                keys = json.loads(self.jwks)
+            except ValueError as exc:
+                raise ValueError(f"jwks is not JSON: {exc}") from None
+            if not isinstance(keys, dict) or not isinstance(keys.get("keys"), list):
+                raise ValueError('jwks must be a JWKS document: {"keys": [...]}')
+        return self
+
+
+class JwtRule(PolicyModel):
+    """Requests on these paths (default: all) need a valid token from one of `providers` (default: any)."""
+
+    paths: list[Annotated[str, Field(pattern=r"^/")]] = []
+    """Path prefixes."""
+    providers: list[Name] = []
+    allow_missing: bool = False
+    """A request without a token passes (an invalid token is still refused with 401)."""
+
+
+class RequestAuthentication(Document):
+    """Verify JWTs on the service's inbound side (Envoy `envoy.filters.http.jwt_authn`): 401 when invalid.
+
+    Without `rules`, every request needs a valid token from any provider.
+    Verified claims can be used in AuthorizationPolicy rules (`claims`).
+    """
+
+    kind: Literal["RequestAuthentication"] = "RequestAuthentication"
+    service: Name
+    providers: list[JwtProvider] = Field(min_length=1)
+    rules: list[JwtRule] = []
+
+    @property
+    def name(self) -> str:
+        return self.service

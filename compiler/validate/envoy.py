@@ -88,9 +88,26 @@ def _inline_secrets(boot: dict, sidecar_dir: Path) -> None:
         boot.setdefault("static_resources", {})["secrets"] = [secrets[k] for k in sorted(secrets)]
 
 
+def _use_throwaway_jwks(twin: dict) -> None:
+    """Likewise a JWKS file named by a provider (it lives on the sidecar's machine): use a throwaway key set."""
+    from compiler.certs import throwaway_jwks
+
+    stack: list = [twin]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            jwks = node.get("local_jwks")
+            if isinstance(jwks, dict) and "filename" in jwks:
+                node["local_jwks"] = {"inline_string": throwaway_jwks()}
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def _use_throwaway_certificates(twin: dict, folder: Path) -> None:
     """`--mode validate` opens the certificate files a secret names, and those are not part of the
     output (they live on the sidecar's machine): point the twin's secrets at a throwaway set."""
+    _use_throwaway_jwks(twin)
     secrets = twin.get("static_resources", {}).get("secrets", [])
     if not secrets:
         return
