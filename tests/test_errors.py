@@ -62,6 +62,7 @@ REQUIRED = {
     "rewrite_regex_query",
     "traffic_policy_errors",
     "retry_status_codes_missing",
+    "authz_errors",
 }
 
 

@@ -3,7 +3,8 @@
 Envoy's RBAC filter takes one action per instance, so "deny wins over allow"
 is two instances in that order. In dry-run mode the same policies go into
 `shadow_rules`: Envoy counts and logs what it would refuse
-(`http.<prefix>.rbac.<deny|allow>.shadow_denied`) and refuses nothing.
+(`http.<prefix>.rbac.<deny|allow>.shadow_denied`) and refuses nothing. Enforcing
+filters count per filter too (`http.<prefix>.rbac.<deny|allow>.denied`).
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def _rbac(action: str, rules: tuple[AccessRule, ...], dry_run: bool, kind: str) 
     policies = {f"{kind}[{i}] {r.source.short}": _policy(r) for i, r in enumerate(rules)}
     body = {"action": action, "policies": policies}
     if dry_run:
-        return typed("envoy.extensions.filters.http.rbac.v3.RBAC", shadow_rules=body, shadow_rules_stat_prefix=f"{kind}_")
-    return typed("envoy.extensions.filters.http.rbac.v3.RBAC", rules=body)
+        return typed("envoy.extensions.filters.http.rbac.v3.RBAC", shadow_rules=body, shadow_rules_stat_prefix=kind)
+    return typed("envoy.extensions.filters.http.rbac.v3.RBAC", rules=body, rules_stat_prefix=kind)
 
 
 def deny_config(l: HttpListener) -> dict | None:
