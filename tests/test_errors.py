@@ -63,6 +63,7 @@ REQUIRED = {
     "traffic_policy_errors",
     "retry_status_codes_missing",
     "authz_errors",
+    "jwt_errors",
 }
 
 

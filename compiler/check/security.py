@@ -80,8 +80,11 @@ def check_authorization(policy: PolicySet) -> Iterator[Diagnostic]:
 
 
 def _covers(deny, allow) -> bool:
-    """The deny rule provably matches every request the allow rule matches (headers: only when deny has none)."""
+    """The deny rule provably matches every request the allow rule matches (headers: only when deny has none;
+    claims: only when the allow rule requires the same ones)."""
     if deny.headers:
+        return False
+    if deny.claims and not set(deny.claims.items()) <= set(allow.claims.items()):
         return False
     if deny.from_ and not (allow.from_ and set(allow.from_) <= set(deny.from_)):
         return False

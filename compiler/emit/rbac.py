@@ -48,10 +48,12 @@ def _policy(rule: AccessRule) -> dict:
         who.append(_any_of(ids, "or_ids"))
     who += [
         {
-            "metadata": {
-                "filter": jwt.FILTER,
-                "path": [{"key": jwt.PAYLOAD_KEY}, {"key": claim}],
-                "value": {"string_match": {"exact": value}},
+            "sourced_metadata": {
+                "metadata_matcher": {
+                    "filter": jwt.FILTER,
+                    "path": [{"key": jwt.PAYLOAD_KEY}, {"key": claim}],
+                    "value": {"string_match": {"exact": value}},
+                }
             }
         }
         for claim, value in rule.claims

@@ -85,7 +85,8 @@ class JwtProvider(PolicyModel):
     name: Name
     issuer: str = Field(min_length=1)
     audiences: list[str] = []
-    """The token's `aud` must contain one of these (empty: not checked)."""
+    """The token's `aud` must contain one of these (empty: not checked); a genuine token for another
+    audience is refused with 403 (Envoy), an invalid token with 401."""
     jwks: str | None = None
     """The public keys as an inline JWKS document (JSON)."""
     jwks_file: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._/-]*$")
