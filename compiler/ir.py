@@ -339,6 +339,32 @@ Listener = Union[HttpListener, TcpListener]
 
 
 @dataclass(frozen=True)
+class Metrics:
+    """The Prometheus listener: `/stats/prometheus` of the admin interface, and nothing else of it."""
+
+    address: str
+    port: int
+    keep_prefixes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Tracing:
+    provider: Literal["zipkin", "opentelemetry"]
+    collector: Cluster
+    sampling: int
+    tags: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    to: Literal["stdout", "file"]
+    path: str | None
+    format: Literal["json", "text"]
+    only: Literal["all", "errors", "slow"]
+    slow_over: Duration
+
+
+@dataclass(frozen=True)
 class Sidecar:
     service: str
     mesh: str
@@ -350,6 +376,9 @@ class Sidecar:
     clusters: tuple[Cluster, ...]  # sorted by id
     source: Source
     tls: SidecarTls | None = None
+    metrics: Metrics | None = None
+    tracing: Tracing | None = None
+    access_log: AccessLog | None = None
     source_address: str | None = None  # one host: outbound connections leave from the sidecar's own address
 
 

@@ -8,6 +8,7 @@ found. Checks that need the Mesh run only when there is exactly one.
 from __future__ import annotations
 
 from compiler.check.graph import check_call_cycles
+from compiler.check.observability import check_observability
 from compiler.check.ports import check_ports
 from compiler.check.references import check_references, check_structure
 from compiler.check.routes import check_routes
@@ -27,6 +28,7 @@ CHECKS = (
     check_mtls,
     check_authorization,
     check_authentication,
+    check_observability,
     check_call_cycles,
 )
 

@@ -11,7 +11,7 @@ from typing import Iterator
 
 from compiler.diagnostics import Diagnostic
 from compiler.policy import PolicySet
-from compiler.policy.placement import place
+from compiler.policy.placement import observability, place
 
 
 def check_ports(policy: PolicySet) -> Iterator[Diagnostic]:
@@ -28,6 +28,9 @@ def check_ports(policy: PolicySet) -> Iterator[Diagnostic]:
             (p.outbound_port, "outbound listener (sidecar.outbound_port)", ("sidecar", "outbound_port")),
             (p.admin_port, "admin interface (sidecar.admin_port)", ("sidecar", "admin_port")),
         ]
+        metrics = observability(mesh, svc)[0]
+        if metrics is not None:
+            local.append((metrics.port, "metrics listener (observability.metrics.port)", ("observability", "metrics", "port")))
         for i, dep in enumerate(svc.calls):
             target = services.get(dep)
             if target is not None and target.protocol == "tcp":

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from compiler.emit import clusters as cluster_emit
 from compiler.emit import listeners as listener_emit
-from compiler.emit import ratelimit, tls
+from compiler.emit import observability, ratelimit, tls
 from compiler.emit import routes as route_emit
 from compiler.emit.bootstrap import BootstrapParams, bootstrap_params
 from compiler.ir import Cluster, HttpListener, MeshIR, Sidecar
@@ -72,6 +72,10 @@ def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
     def sidecar(s: Sidecar) -> SidecarConfig:
         clusters = [_as_seen_by(s, c, cluster(c), static) for c in s.clusters]
         secrets = tls.secrets(s) if s.tls is not None else []
+        extra_listeners = []
+        if s.metrics is not None:
+            clusters.append(observability.admin_cluster(s))
+            extra_listeners.append(observability.metrics_listener(s))
         listeners, route_configs = [], []
         for l in s.listeners:
             if isinstance(l, HttpListener):
@@ -82,6 +86,7 @@ def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
                 listeners.append(listener_emit.http_listener(s, l, rc if static else None))
             else:
                 listeners.append(listener_emit.tcp_listener(s, l, static))
+        listeners += extra_listeners
         params = bootstrap_params(s, listeners, clusters if static else None, secrets if static else [])
         if static:
             return SidecarConfig(s.service, params, [], [], [])

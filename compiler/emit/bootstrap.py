@@ -25,6 +25,7 @@ class BootstrapParams:
     static_clusters: list[dict] | None  # --static: everything inline
     static_secrets: list[dict]  # --static with mTLS: the certificate file names
     cds_config: dict | None  # dynamic: clusters.yaml through a file config source
+    stats_patterns: list[dict] | None = None  # stats_matcher inclusion list (None: keep all stats)
     max_downstream_connections: int = 50_000
 
 
@@ -40,6 +41,7 @@ def bootstrap_params(
         listeners=listeners,
         static_clusters=static_clusters,
         static_secrets=static_secrets,
+        stats_patterns=[{"prefix": p} for p in s.metrics.keep_prefixes] if s.metrics and s.metrics.keep_prefixes else None,
         cds_config=None
         if static_clusters is not None
         else file_source(names.config_path(s, names.CLUSTERS_FILE), s.config_dir),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.emit import names, tls
+from compiler.emit import names, observability, tls
 from compiler.emit.common import file_source, socket_address, typed
 from compiler.emit.http_filters import http_filters
 from compiler.ir import HttpListener, RouteTable, Sidecar, TcpListener
@@ -51,6 +51,11 @@ def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dic
             "route_config_name": name,
             "config_source": file_source(names.config_path(s, names.routes_file(name)), s.config_dir),
         }
+    if s.tracing is not None:
+        hcm["tracing"] = observability.tracing(s, s.tracing)
+    logs = observability.access_logs(s, l.direction)
+    if logs:
+        hcm["access_log"] = logs
     hcm["http_filters"] = http_filters(l)
     filters = [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
     return _listener(s, l, filters, static=route_config is not None)
@@ -71,4 +76,7 @@ def tcp_listener(s: Sidecar, l: TcpListener, static: bool) -> dict:
         stat_prefix=names.stat_prefix(l),
         cluster=names.cluster(l.cluster),
     )
+    logs = observability.access_logs(s, l.direction)
+    if logs:
+        proxy["access_log"] = logs
     return _listener(s, l, [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}], static)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Callable, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from compiler.diagnostics import Diagnostic, Source, did_you_mean, format_path
-from compiler.policy import models, route, security, traffic
+from compiler.policy import models, observability, route, security, traffic
 from compiler.policy.base import PolicyModel
 from compiler.policy.models import KINDS
 from compiler.policy.types import _NAME_RE
@@ -23,7 +23,7 @@ from compiler.policy.types import _NAME_RE
 # every model of the language by name: Python policy files construct nested ones (Version, RouteRule...) directly
 MODELS: dict[str, type[BaseModel]] = {
     name: obj
-    for module in (models, route, security, traffic)
+    for module in (models, observability, route, security, traffic)
     for name, obj in vars(module).items()
     if isinstance(obj, type) and issubclass(obj, PolicyModel) and obj.__module__ == module.__name__
 }

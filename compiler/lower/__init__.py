@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compiler.ir import (
+    AccessLog,
     Cluster,
     GlobalRateLimit,
     HeaderCondition,
@@ -22,6 +23,7 @@ from compiler.ir import (
     HttpListener,
     HttpRoute,
     MeshIR,
+    Metrics,
     PathCondition,
     RetryBudget,
     RouteTable,
@@ -29,6 +31,7 @@ from compiler.ir import (
     SidecarTls,
     Target,
     TcpListener,
+    Tracing,
     UpstreamTls,
     VirtualHost,
 )
@@ -45,7 +48,7 @@ from compiler.policy import (
     Service,
     TrafficPolicy,
 )
-from compiler.policy.placement import mtls_mode, place, reach, spiffe_id
+from compiler.policy.placement import mtls_mode, observability, place, reach, spiffe_id
 
 __all__ = ["VERSION_HEADER", "LowerOptions", "lower"]
 
@@ -186,6 +189,20 @@ def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], 
     return clusters, default, routes
 
 
+def _observability(mesh: Mesh, svc: Service, p, shared: _Shared, clusters: list[Cluster]):
+    m, t, a = observability(mesh, svc)
+    metrics = Metrics(p.address, m.port, tuple(m.keep_prefixes)) if m else None
+    tracing = None
+    if t is not None:
+        collector_svc = shared.services[t.collector]
+        collector = shared.outbound_clusters(t.collector)[collector_svc.effective_default_version]
+        if all(c is not collector for c in clusters):
+            clusters.append(collector)
+        tracing = Tracing(t.provider, collector, t.sampling, tuple(sorted(t.tags.items())))
+    access_log = AccessLog(a.to, a.path, a.format, a.only, a.slow_over) if a else None
+    return metrics, tracing, access_log
+
+
 def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -> Sidecar:
     p = place(mesh, svc)
     inbound_clusters, default, inbound_routes = _inbound(svc, mesh, shared)
@@ -245,6 +262,7 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
             HttpListener("outbound", p.outbound_address, p.outbound_port, RouteTable("outbound", tuple(vhosts)))
         )
 
+    metrics, tracing, access_log = _observability(mesh, svc, p, shared, clusters)
     config_dir = f"{options.config_root.rstrip('/')}/{svc.name}" if options.config_root else mesh.config_dir
     tls = None
     if mode != "disable":
@@ -261,6 +279,9 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
         clusters=tuple(sorted(clusters, key=lambda c: c.id)),
         source=svc.source,
         tls=tls,
+        metrics=metrics,
+        tracing=tracing,
+        access_log=access_log,
         # On one host every connection would leave from 127.0.0.1; from its own address a caller stays
         # recognisable to the callee (source_ip hashing, logs).
         source_address=p.address if p.one_host else None,

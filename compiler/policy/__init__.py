@@ -41,6 +41,7 @@ from compiler.policy.route import (
     Route,
     RouteRule,
 )
+from compiler.policy.observability import AccessLog, Metrics, Observability, ObservabilityOverride, Tracing
 from compiler.policy.security import (
     Authorization,
     AuthorizationPolicy,
@@ -98,6 +99,11 @@ class PolicySet:
 
 __all__ = [
     "KINDS",
+    "AccessLog",
+    "Metrics",
+    "Observability",
+    "ObservabilityOverride",
+    "Tracing",
     "Authorization",
     "AuthorizationPolicy",
     "AuthzRule",

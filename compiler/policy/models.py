@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator
 
 from compiler.policy.base import Document, PolicyModel
+from compiler.policy.observability import Observability, ObservabilityOverride
 from compiler.policy.route import Route
 from compiler.policy.security import Authorization, AuthorizationPolicy, Mtls, MtlsMode, RequestAuthentication
 from compiler.policy.traffic import ConnectionPool, OutlierDetection, TrafficPolicy
@@ -68,6 +69,7 @@ class Mesh(Document):
     """The SPIFFE trust domain of every identity in the mesh."""
     mtls: Mtls = Mtls()
     authorization: Authorization = Authorization()
+    observability: Observability = Observability()
 
 
 # --------------------------------------------------------------------------
@@ -123,6 +125,7 @@ class Service(Document):
     mtls: MtlsMode | None = None
     """Overrides the Mesh's `mtls.mode` for this service's inbound side (and its own calls, when `disable`)."""
     sidecar: SidecarSettings = SidecarSettings()
+    observability: ObservabilityOverride = ObservabilityOverride()
 
     @field_validator("calls")
     @classmethod

@@ -64,3 +64,13 @@ def spiffe_id(mesh: Mesh, service: Service) -> str:
     """The identity in the service's certificate (URI SAN)."""
     account = service.service_account or service.name
     return f"spiffe://{mesh.trust_domain}/ns/{service.namespace}/sa/{account}"
+
+
+def observability(mesh: Mesh, service: Service):
+    """The service's effective (metrics, tracing, access_log): its overrides over the mesh's settings."""
+    own, base = service.observability, mesh.observability
+    parts = []
+    for name in ("metrics", "tracing", "access_log"):
+        value = getattr(own, name)
+        parts.append(None if value is False else value if value is not None else getattr(base, name))
+    return tuple(parts)

@@ -88,8 +88,9 @@ def _inline_secrets(boot: dict, sidecar_dir: Path) -> None:
         boot.setdefault("static_resources", {})["secrets"] = [secrets[k] for k in sorted(secrets)]
 
 
-def _use_throwaway_jwks(twin: dict) -> None:
-    """Likewise a JWKS file named by a provider (it lives on the sidecar's machine): use a throwaway key set."""
+def _use_throwaway_files(twin: dict, folder: Path) -> None:
+    """Likewise files that live on the sidecar's machine: a JWKS named by a provider gets a throwaway key
+    set, an access log file goes to the temporary folder."""
     from compiler.certs import throwaway_jwks
 
     stack: list = [twin]
@@ -99,6 +100,8 @@ def _use_throwaway_jwks(twin: dict) -> None:
             jwks = node.get("local_jwks")
             if isinstance(jwks, dict) and "filename" in jwks:
                 node["local_jwks"] = {"inline_string": throwaway_jwks()}
+            if str(node.get("@type", "")).endswith(".FileAccessLog"):
+                node["path"] = str(folder / "access.log")
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
@@ -107,7 +110,7 @@ def _use_throwaway_jwks(twin: dict) -> None:
 def _use_throwaway_certificates(twin: dict, folder: Path) -> None:
     """`--mode validate` opens the certificate files a secret names, and those are not part of the
     output (they live on the sidecar's machine): point the twin's secrets at a throwaway set."""
-    _use_throwaway_jwks(twin)
+    _use_throwaway_files(twin, folder)
     secrets = twin.get("static_resources", {}).get("secrets", [])
     if not secrets:
         return

@@ -1,0 +1,40 @@
+"""Observability meaning: the tracing collector is a real service that speaks the provider's protocol."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from compiler.diagnostics import Diagnostic, did_you_mean
+from compiler.policy import PolicySet
+
+
+def check_observability(policy: PolicySet) -> Iterator[Diagnostic]:
+    if len(policy.meshes) != 1:
+        return
+    mesh = policy.meshes[0]
+    services = {s.name: s for s in policy.services}
+    places = [(mesh, ("observability", "tracing"), mesh.observability.tracing)]
+    places += [(svc, ("observability", "tracing"), svc.observability.tracing) for svc in policy.services]
+    for doc, path, tracing in places:
+        if not tracing:
+            continue
+        collector = services.get(tracing.collector)
+        where = doc.where(*path, "collector")
+        if collector is None:
+            yield Diagnostic(
+                "E260",
+                f"unknown tracing collector '{tracing.collector}'{did_you_mean(tracing.collector, sorted(services))}: "
+                "declare it as a Service",
+                where, doc.subject, "observability.tracing.collector",
+            )
+        elif tracing.provider == "opentelemetry" and collector.protocol != "grpc":
+            yield Diagnostic(
+                "E261",
+                f"the OpenTelemetry collector '{collector.name}' must be a grpc service (OTLP over gRPC)",
+                where, doc.subject, "observability.tracing.collector",
+            )
+        elif tracing.provider == "zipkin" and collector.protocol == "tcp":
+            yield Diagnostic(
+                "E261", f"the Zipkin collector '{collector.name}' must be an http service", where, doc.subject,
+                "observability.tracing.collector",
+            )
