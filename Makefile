@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 MESHC  := $(VENV)/bin/meshc
 OUT    ?= out
 
-.PHONY: build test golden validate bench check clean
+.PHONY: build test unit integration image golden validate bench check clean
 
 # The virtualenv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -26,9 +26,23 @@ check: $(VENV)/.installed
 validate: $(VENV)/.installed
 	$(MESHC) validate $(OUT)
 
-## test: unit, golden, validation and live-Envoy tests
-test: $(VENV)/.installed
-	$(PY) -m pytest
+## test: everything: unit, golden, validation and live-Envoy tests, then the Docker suite
+test: unit integration
+
+## unit: all tests but the Docker suite (they still run the real Envoy)
+unit: $(VENV)/.installed
+	$(PY) -m pytest --ignore=tests/integration
+
+## image: build the Envoy image FROM scratch (no registry pull); prints its tag
+image: $(VENV)/.installed
+	docker/ensure-docker.sh
+	docker/build-image.sh $(PY)
+
+## integration: the Docker suite: starts dockerd if needed (and stops what it started)
+integration: $(VENV)/.installed
+	docker/ensure-docker.sh
+	ENVOY_IMAGE=$${ENVOY_IMAGE:-$$(docker/build-image.sh $(PY))} $(PY) -m pytest tests/integration; \
+	  rc=$$?; docker/stop-docker.sh; exit $$rc
 
 ## golden: regenerate golden/ from policies/ (review the diff like code)
 golden: $(VENV)/.installed
