@@ -94,9 +94,8 @@ def _check_bootstrap(sc: SidecarConfig, text: str) -> None:
             doc["node"]["id"] == p.node_id
             and doc["static_resources"]["listeners"] == p.listeners
             and (
-                doc["static_resources"].get("clusters") == p.static_clusters
-                if p.static_clusters is not None
-                else doc["dynamic_resources"]["cds_config"] == p.cds_config
+                doc["static_resources"].get("clusters", []) == p.static_clusters
+                and (p.cds_config is None or doc["dynamic_resources"]["cds_config"] == p.cds_config)
             )
         )
     except (KeyError, TypeError):

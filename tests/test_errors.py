@@ -64,6 +64,7 @@ REQUIRED = {
     "retry_status_codes_missing",
     "authz_errors",
     "jwt_errors",
+    "observability_errors",
 }
 
 

@@ -306,8 +306,10 @@ def test_global_rate_limit_golden_and_validate(capsys):
     rl_cluster = rl["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"]
     assert rl_cluster == "outbound|ratelimit|default"
 
-    # the cluster exists on api's sidecar, speaks HTTP/2 (gRPC) and points at ratelimit's sidecar
-    clusters = {c["name"]: c for c in _json_yaml(gold / "api" / "clusters.yaml")["resources"]}
+    # the cluster exists on api's sidecar (static in the bootstrap, since the filter names it at start-up),
+    # speaks HTTP/2 (gRPC) and points at ratelimit's sidecar
+    clusters = {c["name"]: c for c in boot["static_resources"].get("clusters", [])}
+    clusters.update({c["name"]: c for c in _json_yaml(gold / "api" / "clusters.yaml")["resources"]})
     assert rl_cluster in clusters
     c = clusters[rl_cluster]
     proto = json.dumps(c.get("typed_extension_protocol_options", {})) + json.dumps(c.get("http2_protocol_options", {}))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from compiler.emit import clusters as cluster_emit
 from compiler.emit import listeners as listener_emit
-from compiler.emit import observability, ratelimit, tls
+from compiler.emit import names, observability, ratelimit, tls
 from compiler.emit import routes as route_emit
 from compiler.emit.bootstrap import BootstrapParams, bootstrap_params
 from compiler.ir import Cluster, HttpListener, MeshIR, Sidecar
@@ -64,6 +64,12 @@ def _as_seen_by(s: Sidecar, c: Cluster, shared: dict, static: bool) -> dict:
     return {**shared, **extra} if extra else shared
 
 
+def _bootstrap_clusters(s: Sidecar) -> list[Cluster]:
+    out = [s.tracing.collector] if s.tracing is not None else []
+    out += [l.global_rate_limit.cluster for l in s.listeners if isinstance(l, HttpListener) and l.global_rate_limit]
+    return out
+
+
 def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
     cluster = _Once(cluster_emit.cluster)
     route = _Once(route_emit.route)
@@ -72,9 +78,14 @@ def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
     def sidecar(s: Sidecar) -> SidecarConfig:
         clusters = [_as_seen_by(s, c, cluster(c), static) for c in s.clusters]
         secrets = tls.secrets(s) if s.tls is not None else []
+        # Clusters that the bootstrap's own listeners name outside routes (the metrics listener's admin
+        # cluster, the tracing collector, the rate-limit service) must exist when Envoy starts: static.
+        pinned = {names.cluster(c) for c in _bootstrap_clusters(s)}
+        boot_clusters = [c for c in clusters if c["name"] in pinned]
+        clusters = [c for c in clusters if c["name"] not in pinned]
         extra_listeners = []
         if s.metrics is not None:
-            clusters.append(observability.admin_cluster(s))
+            boot_clusters.append(observability.admin_cluster(s))
             extra_listeners.append(observability.metrics_listener(s))
         listeners, route_configs = [], []
         for l in s.listeners:
@@ -87,7 +98,9 @@ def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
             else:
                 listeners.append(listener_emit.tcp_listener(s, l, static))
         listeners += extra_listeners
-        params = bootstrap_params(s, listeners, clusters if static else None, secrets if static else [])
+        params = bootstrap_params(
+            s, listeners, boot_clusters + clusters if static else boot_clusters, secrets if static else [], static
+        )
         if static:
             return SidecarConfig(s.service, params, [], [], [])
         return SidecarConfig(s.service, params, clusters, route_configs, secrets)

@@ -22,7 +22,7 @@ class BootstrapParams:
     admin_address: str
     admin_port: int
     listeners: list[dict]
-    static_clusters: list[dict] | None  # --static: everything inline
+    static_clusters: list[dict]  # --static: all; otherwise those the bootstrap itself needs at start-up
     static_secrets: list[dict]  # --static with mTLS: the certificate file names
     cds_config: dict | None  # dynamic: clusters.yaml through a file config source
     stats_patterns: list[dict] | None = None  # stats_matcher inclusion list (None: keep all stats)
@@ -30,7 +30,7 @@ class BootstrapParams:
 
 
 def bootstrap_params(
-    s: Sidecar, listeners: list[dict], static_clusters: list[dict] | None, static_secrets: list[dict]
+    s: Sidecar, listeners: list[dict], static_clusters: list[dict], static_secrets: list[dict], static: bool
 ) -> BootstrapParams:
     return BootstrapParams(
         node_id=names.node_id(s),
@@ -42,7 +42,5 @@ def bootstrap_params(
         static_clusters=static_clusters,
         static_secrets=static_secrets,
         stats_patterns=[{"prefix": p} for p in s.metrics.keep_prefixes] if s.metrics and s.metrics.keep_prefixes else None,
-        cds_config=None
-        if static_clusters is not None
-        else file_source(names.config_path(s, names.CLUSTERS_FILE), s.config_dir),
+        cds_config=None if static else file_source(names.config_path(s, names.CLUSTERS_FILE), s.config_dir),
     )

@@ -11,7 +11,12 @@ from compiler.ir import HttpListener, RouteTable, Sidecar, TcpListener
 def _listener(s: Sidecar, l: HttpListener | TcpListener, filters: list[dict], static: bool) -> dict:
     """A listener; on an inbound side with mTLS, `strict` takes TLS only and `permissive` both,
     told apart by the TLS inspector."""
-    out: dict = {"name": names.listener(l), "address": socket_address(l.address, l.port)}
+    out: dict = {
+        "name": names.listener(l),
+        "address": socket_address(l.address, l.port),
+        # Tells tracing (and stats) which side this is: the caller's span is CLIENT, the callee's SERVER.
+        "traffic_direction": "INBOUND" if l.direction == "inbound" else "OUTBOUND",
+    }
     if l.tls_mode is None:
         out["filter_chains"] = [{"filters": filters}]
         return out

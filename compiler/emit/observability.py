@@ -20,6 +20,7 @@ def tracing(s: Sidecar, t: Tracing) -> dict:
             "typed_config": typed(
                 "envoy.config.trace.v3.ZipkinConfig",
                 collector_cluster=names.cluster(t.collector),
+                collector_hostname=t.collector.service,  # the cluster name is no valid Host
                 collector_endpoint="/api/v2/spans",
                 collector_endpoint_version="HTTP_JSON",
             ),

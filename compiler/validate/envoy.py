@@ -55,9 +55,9 @@ def static_twin(sidecar_dir: Path) -> dict:
     boot = load_yaml(sidecar_dir / "bootstrap.yaml")
     dynamic = boot.pop("dynamic_resources", None) or {}
     if "cds_config" in dynamic:
-        boot.setdefault("static_resources", {})["clusters"] = [
+        boot.setdefault("static_resources", {}).setdefault("clusters", []).extend(
             _untyped(r) for r in load_yaml(_local(sidecar_dir, dynamic["cds_config"])).get("resources", [])
-        ]
+        )
     for listener in boot.get("static_resources", {}).get("listeners", []):
         for chain in listener.get("filter_chains", []):
             for f in chain.get("filters", []):
