@@ -19,14 +19,13 @@ compiler.certs. The test process plays the callers' apps (through their outbound
 from __future__ import annotations
 
 import re
-import socket
 import time
 
 import pytest
 
 from compiler import certs
 from compiler.build import build
-from harness import report
+from harness import raw_exchange, report
 
 pytestmark = pytest.mark.envoy
 
@@ -94,25 +93,6 @@ def send(live_mesh, caller: str, callee: str, path: str, method: str = "GET"):
     before = rbac_stats(live_mesh[callee])
     r = live_mesh.call_one(caller, callee, path, method=method)
     return r, delta(before, rbac_stats(live_mesh[callee]))
-
-
-def raw_exchange(host: str, port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, str]:
-    """Plain TCP: send `data`, read until the peer closes (bounded): (bytes read, how it ended)."""
-    got = b""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(data)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                return got, "reset"
-            except socket.timeout:
-                return got, "timeout"
-            if not chunk:
-                return got, "closed"
-            got += chunk
-    return got, "timeout"
 
 
 # Dry-run counters as compiler/emit/rbac.py documents them: http.<prefix>.rbac.<deny|allow>.shadow_<outcome>.

@@ -30,7 +30,7 @@ from cryptography import x509
 
 from compiler import certs
 from compiler.build import build
-from harness import compile_policy, report, send_many, wait_until
+from harness import compile_policy, raw_exchange, report, send_many, wait_until
 
 pytestmark = pytest.mark.envoy
 
@@ -96,25 +96,6 @@ def inbound_listener_ssl(sidecar) -> dict[str, int]:
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after) if after.get(k, 0) != before.get(k, 0)}
-
-
-def raw_exchange(host: str, port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, str]:
-    """Send `data` on a plain TCP connection, read until the peer closes (bounded): (bytes read, how it ended)."""
-    got = b""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(data)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                return got, "reset"
-            except socket.timeout:
-                return got, "timeout"
-            if not chunk:
-                return got, "closed"
-            got += chunk
-    return got, "timeout"
 
 
 def client_context(ca_pem: Path | None, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:

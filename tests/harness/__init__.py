@@ -23,7 +23,7 @@ Building blocks (usable on their own), by module:
 - mesh      `LiveMesh`: all of the above for one test, in one temporary directory.
 """
 
-from .client import Response, send_many
+from .client import Response, raw_exchange, send_many
 from .mesh import LiveMesh
 from .policy import compile_policy, load_json_yaml, policy_yaml, resource_names, write_policy
 from .sidecar import EnvoySidecar
@@ -45,6 +45,7 @@ __all__ = [
     "policy_yaml",
     "resource_names",
     "send_many",
+    "raw_exchange",
     "report",
     "wait_until",
     "write_policy",

@@ -1,9 +1,10 @@
-"""HTTP client: a tiny http.client wrapper for sending bounded bursts of requests."""
+"""Clients: bounded bursts of HTTP requests, and a raw TCP exchange for listeners that must refuse."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -82,3 +83,22 @@ def send_many(
         if conn is not None:
             conn.close()
     return out
+
+
+def raw_exchange(host: str, port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, str]:
+    """Plain TCP: send `data`, read until the peer closes (bounded): (bytes read, how it ended)."""
+    got = b""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                return got, "reset"
+            except socket.timeout:
+                return got, "timeout"
+            if not chunk:
+                return got, "closed"
+            got += chunk
+    return got, "timeout"

@@ -23,7 +23,7 @@ import time
 import urllib.request
 from collections import Counter
 
-from harness import report, wait_until
+from harness import raw_exchange, report, wait_until
 
 DENIED_BODY = "RBAC: access denied"
 
@@ -35,25 +35,6 @@ DENIED_BODY = "RBAC: access denied"
 
 def versions(responses) -> Counter:
     return Counter(r.json()["version"] if r.status == 200 else f"status {r.status}" for r in responses)
-
-
-def raw_exchange(host: str, port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, str]:
-    """Plain TCP: send `data`, read until the peer closes (bounded): (bytes read, how it ended)."""
-    got = b""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(data)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                return got, "reset"
-            except socket.timeout:
-                return got, "timeout"
-            if not chunk:
-                return got, "closed"
-            got += chunk
-    return got, "timeout"
 
 
 def tls_request(host: str, port: int, ctx: ssl.SSLContext, path: str = "/", timeout: float = 5.0) -> tuple[str, bytes]:
