@@ -15,7 +15,7 @@ For every N it writes a policy directory under bench/.work/ (git-ignored):
     services/svc-NNNN.yaml    kind: Service + kind: Route (one file per service)
 
 Every service calls 10 others and has one Route with 20 rules (19 path-prefix
-rules /api/<k>, three in four with a header match, weights across 2 or 3
+rules /api/<k>/, three in four with a header match, weights across 2 or 3
 versions, and a final catch-all prefix /). Versions have explicit endpoints;
 every service has v1 and v2, one in five also v3 (so that 3-way splits exist),
 and every service calls exactly 8 two-version and 2 three-version services,
@@ -122,7 +122,7 @@ def _route_rules(i: int, seed: int) -> list[str]:
 
     for k in range(RULES - 1):
         lines.append("  - match:")
-        lines.append(f"      path: {{prefix: /api/{k}}}")
+        lines.append(f"      path: {{prefix: /api/{k}/}}")
         kind = k % 4
         if kind == 0:
             lines.append(f"      headers: [{{name: x-user-group, exact: group-{rng.randrange(100):02d}}}]")
