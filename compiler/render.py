@@ -2,8 +2,8 @@
 
 The bootstrap goes through the Jinja2 template, then is parsed back and
 checked: a template that mangles a value fails the build, not the sidecar.
-clusters.yaml and routes-<name>.yaml are file-based xDS responses
-(`DiscoveryResponse`: version_info + typed resources; one route
+listeners.yaml, clusters.yaml and routes-<name>.yaml are file-based xDS
+responses (`DiscoveryResponse`: version_info + typed resources; one route
 configuration per file, as Envoy's file-based RDS requires).
 """
 
@@ -21,6 +21,7 @@ from compiler.emit.common import TYPE_PREFIX
 from compiler.serialize import Serializer
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_LISTENER_TYPE = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
 _CLUSTER_TYPE = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
 _ROUTE_TYPE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
 _SECRET_TYPE = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -74,6 +75,7 @@ class Renderer:
     def sidecar_files(self, sc: SidecarConfig, static: bool) -> dict[str, bytes]:
         files = {f"{sc.service}/{names.BOOTSTRAP_FILE}": self.render_bootstrap(sc)}
         if not static:
+            files[f"{sc.service}/{names.LISTENERS_FILE}"] = self.discovery_response(sc.listeners, _LISTENER_TYPE)
             files[f"{sc.service}/{names.CLUSTERS_FILE}"] = self.discovery_response(sc.clusters, _CLUSTER_TYPE)
             for rc in sc.route_configs:
                 files[f"{sc.service}/{names.routes_file(rc['name'])}"] = self.discovery_response([rc], _ROUTE_TYPE)
@@ -90,13 +92,14 @@ def _check_bootstrap(sc: SidecarConfig, text: str) -> None:
         raise TemplateError(f"bootstrap.yaml.j2 rendered invalid YAML for '{sc.service}': {exc}") from None
     p = sc.bootstrap
     try:
+        static = doc.get("static_resources") or {}
+        dynamic = doc.get("dynamic_resources") or {}
         ok = (
             doc["node"]["id"] == p.node_id
-            and doc["static_resources"]["listeners"] == p.listeners
-            and (
-                doc["static_resources"].get("clusters", []) == p.static_clusters
-                and (p.cds_config is None or doc["dynamic_resources"]["cds_config"] == p.cds_config)
-            )
+            and static.get("listeners", []) == p.listeners
+            and static.get("clusters", []) == p.static_clusters
+            and dynamic.get("cds_config") == p.cds_config
+            and dynamic.get("lds_config") == p.lds_config
         )
     except (KeyError, TypeError):
         ok = False

@@ -1,8 +1,10 @@
 """Stage 4, emit: mesh IR -> Envoy v3 resources as plain data.
 
-For each sidecar: the bootstrap template's parameters, its clusters
-(clusters.yaml) and its route configurations (routes-<name>.yaml); with `static`,
-everything goes inline into the bootstrap instead.
+For each sidecar: the bootstrap template's parameters (node identity, admin,
+and where the dynamic resources come from), its listeners (listeners.yaml),
+its clusters (clusters.yaml) and its route configurations (routes-<name>.yaml).
+Everything a policy can change is in a file Envoy watches and reloads without
+a restart; with `static`, everything goes inline into the bootstrap instead.
 
 IR nodes shared between sidecars are emitted once and the same dict is
 reused, which keeps the build linear in the number of services and lets the
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 from compiler.emit import clusters as cluster_emit
 from compiler.emit import listeners as listener_emit
-from compiler.emit import names, observability, ratelimit, tls
+from compiler.emit import observability, ratelimit, tls
 from compiler.emit import routes as route_emit
 from compiler.emit.bootstrap import BootstrapParams, bootstrap_params
 from compiler.ir import Cluster, HttpListener, MeshIR, Sidecar
@@ -25,6 +27,7 @@ from compiler.ir import Cluster, HttpListener, MeshIR, Sidecar
 class SidecarConfig:
     service: str
     bootstrap: BootstrapParams
+    listeners: list[dict]  # empty in static mode
     clusters: list[dict]  # empty in static mode
     route_configs: list[dict]  # empty in static mode
     secrets: list[dict]  # file-based SDS secrets (file names, no material); empty in static mode
@@ -64,12 +67,6 @@ def _as_seen_by(s: Sidecar, c: Cluster, shared: dict, static: bool) -> dict:
     return {**shared, **extra} if extra else shared
 
 
-def _bootstrap_clusters(s: Sidecar) -> list[Cluster]:
-    out = [s.tracing.collector] if s.tracing is not None else []
-    out += [l.global_rate_limit.cluster for l in s.listeners if isinstance(l, HttpListener) and l.global_rate_limit]
-    return out
-
-
 def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
     cluster = _Once(cluster_emit.cluster)
     route = _Once(route_emit.route)
@@ -78,15 +75,6 @@ def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
     def sidecar(s: Sidecar) -> SidecarConfig:
         clusters = [_as_seen_by(s, c, cluster(c), static) for c in s.clusters]
         secrets = tls.secrets(s) if s.tls is not None else []
-        # Clusters that the bootstrap's own listeners name outside routes (the metrics listener's admin
-        # cluster, the tracing collector, the rate-limit service) must exist when Envoy starts: static.
-        pinned = {names.cluster(c) for c in _bootstrap_clusters(s)}
-        boot_clusters = [c for c in clusters if c["name"] in pinned]
-        clusters = [c for c in clusters if c["name"] not in pinned]
-        extra_listeners = []
-        if s.metrics is not None:
-            boot_clusters.append(observability.admin_cluster(s))
-            extra_listeners.append(observability.metrics_listener(s))
         listeners, route_configs = [], []
         for l in s.listeners:
             if isinstance(l, HttpListener):
@@ -97,12 +85,14 @@ def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
                 listeners.append(listener_emit.http_listener(s, l, rc if static else None))
             else:
                 listeners.append(listener_emit.tcp_listener(s, l, static))
-        listeners += extra_listeners
-        params = bootstrap_params(
-            s, listeners, boot_clusters + clusters if static else boot_clusters, secrets if static else [], static
-        )
+        if s.metrics is not None:
+            clusters.append(observability.admin_cluster(s))
+            listeners.append(observability.metrics_listener(s))
+        # Envoy reads CDS before LDS, so listeners read from listeners.yaml may name any cluster of
+        # clusters.yaml (the tracing collector, the rate-limit service, the admin cluster of /metrics).
+        params = bootstrap_params(s, listeners if static else [], clusters if static else [], secrets if static else [], static)
         if static:
-            return SidecarConfig(s.service, params, [], [], [])
-        return SidecarConfig(s.service, params, clusters, route_configs, secrets)
+            return SidecarConfig(s.service, params, [], [], [], [])
+        return SidecarConfig(s.service, params, listeners, clusters, route_configs, secrets)
 
     return EnvoyMesh(ir.name, static, [sidecar(s) for s in ir.sidecars])

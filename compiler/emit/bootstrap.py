@@ -3,6 +3,11 @@
 The template is the skeleton (node, admin, runtime, overload limits, where
 the dynamic resources come from); everything structural is built here as
 data and passed in, so the template never decides content or order.
+
+Envoy reads a bootstrap only when it starts, so it holds nothing a policy
+changes day to day: listeners and clusters come from listeners.yaml and
+clusters.yaml (file-based LDS and CDS in a watched directory), and a change
+to this file is a restart (the build report says so, and why).
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ class BootstrapParams:
     node_metadata: dict
     admin_address: str
     admin_port: int
-    listeners: list[dict]
-    static_clusters: list[dict]  # --static: all; otherwise those the bootstrap itself needs at start-up
+    listeners: list[dict]  # --static only (otherwise listeners.yaml)
+    static_clusters: list[dict]  # --static only (otherwise clusters.yaml)
     static_secrets: list[dict]  # --static with mTLS: the certificate file names
     cds_config: dict | None  # dynamic: clusters.yaml through a file config source
+    lds_config: dict | None  # dynamic: listeners.yaml through a file config source
     stats_patterns: list[dict] | None = None  # stats_matcher inclusion list (None: keep all stats)
     max_downstream_connections: int = 50_000
 
@@ -43,4 +49,5 @@ def bootstrap_params(
         static_secrets=static_secrets,
         stats_patterns=[{"prefix": p} for p in s.metrics.keep_prefixes] if s.metrics and s.metrics.keep_prefixes else None,
         cds_config=None if static else file_source(names.config_path(s, names.CLUSTERS_FILE), s.config_dir),
+        lds_config=None if static else file_source(names.config_path(s, names.LISTENERS_FILE), s.config_dir),
     )

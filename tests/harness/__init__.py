@@ -15,6 +15,8 @@ Building blocks (usable on their own), by module:
             records every request (`RecordedRequest`), and has behaviour knobs
             (`status`, `delay`, `script`, `handler` returning a `Reply`).
 - client    `send_many` -> [`Response`]: a tiny http.client wrapper.
+- load      `SteadyLoad` of `Stream`s: bounded background traffic through callers' sidecars, every
+            outcome recorded (`Sample`) to judge a policy switch by what the traffic saw.
 - policy    `policy_yaml`, `write_policy`, `compile_policy`: policy documents ->
             files -> `OUT/`; `load_json_yaml`, `resource_names` to read `OUT/`.
 - sidecar   `EnvoySidecar`: one `envoy` process for `OUT/<service>/bootstrap.yaml`,
@@ -24,6 +26,7 @@ Building blocks (usable on their own), by module:
 """
 
 from .client import Response, raw_exchange, send_many
+from .load import Sample, SteadyLoad, Stream
 from .mesh import LiveMesh
 from .policy import compile_policy, load_json_yaml, policy_yaml, resource_names, write_policy
 from .sidecar import EnvoySidecar
@@ -36,6 +39,9 @@ __all__ = [
     "LiveMesh",
     "Loopback",
     "RecordedRequest",
+    "Sample",
+    "SteadyLoad",
+    "Stream",
     "Reply",
     "Response",
     "Upstream",

@@ -54,20 +54,41 @@ class EnvoySidecar:
         self.admin_host: str = sa["address"]
         self.admin_port: int = int(sa["port_value"])
         self.static = "dynamic_resources" not in boot
-        cds = (boot.get("dynamic_resources") or {}).get("cds_config") or {}
-        self.cds_file: Path | None = _path_source(cds)
+        dynamic = boot.get("dynamic_resources") or {}
+        self.cds_file: Path | None = _path_source(dynamic.get("cds_config") or {})
         """The file the sidecar reads its clusters from (None in static mode)."""
+        self.lds_file: Path | None = _path_source(dynamic.get("lds_config") or {})
+        """The file the sidecar reads its listeners from (None in static mode)."""
         self.rds_files: dict[str, Path] = {}
         """Route configuration name -> the file the sidecar reads it from, for every RDS subscription."""
-        for listener in boot.get("static_resources", {}).get("listeners", []):
+        self.listeners: dict[str, tuple[str, int]] = {}
+        """Listener name -> (host, port), as the sidecar's output says (re-read by `reload_listeners`)."""
+        self.reload_listeners()
+
+    def listener_resources(self) -> list[dict]:
+        """The listeners this sidecar's output defines: listeners.yaml (file-based LDS), else the static bootstrap."""
+        boot = load_json_yaml(self.bootstrap)
+        listeners = list(boot.get("static_resources", {}).get("listeners", []))
+        dynamic = boot.get("dynamic_resources") or {}
+        lds = _path_source(dynamic.get("lds_config") or {})
+        if lds is not None:
+            # The bootstrap names where the sidecar is deployed; the file is in the output folder next to it.
+            listeners += load_json_yaml(self.config_dir / lds.name).get("resources", [])
+        return listeners
+
+    def reload_listeners(self) -> None:
+        """Re-read listener addresses and RDS subscriptions from the output (after a rebuild)."""
+        listeners = self.listener_resources()
+        self.rds_files = {}
+        for listener in listeners:
             for chain in listener.get("filter_chains", []):
                 for f in chain.get("filters", []):
                     rds = (f.get("typed_config") or {}).get("rds")
                     if rds:
                         self.rds_files[rds["route_config_name"]] = _path_source(rds.get("config_source") or {})
-        self.listeners: dict[str, tuple[str, int]] = {
+        self.listeners = {
             l["name"]: (l["address"]["socket_address"]["address"], int(l["address"]["socket_address"]["port_value"]))
-            for l in boot.get("static_resources", {}).get("listeners", [])
+            for l in listeners
         }
 
     # -- lifecycle --------------------------------------------------------
@@ -161,7 +182,7 @@ class EnvoySidecar:
 
     # -- listeners ----------------------------------------------------------
     def listener(self, name: str) -> tuple[str, int]:
-        """(host, port) of a listener by name ('inbound', 'outbound', ...), from the bootstrap."""
+        """(host, port) of a listener by name ('inbound', 'outbound', ...), from the sidecar's output."""
         return self.listeners[name]
 
     @property
@@ -246,13 +267,11 @@ class EnvoySidecar:
         return {k: v for k, v in self.stats(filter=r"update_").items() if _XDS_STAT.match(k)}
 
     def config_problems(self) -> list[str]:
-        """Why the file-based config is not (fully) in effect; empty when CDS and every RDS accepted an update."""
+        """Why the file-based config is not (fully) in effect; empty when CDS, LDS and every RDS accepted an update."""
         stats = self.xds_stats()
         problems = []
         subscriptions = {_XDS_STAT.match(k).group(1) for k in stats}
         for sub in sorted(subscriptions):
-            if sub.startswith("listener_manager"):
-                continue
             rejected = stats.get(f"{sub}.update_rejected", 0)
             success = stats.get(f"{sub}.update_success", 0)
             if rejected:
