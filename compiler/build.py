@@ -18,6 +18,7 @@ from compiler.ir import MeshIR
 from compiler.load import load
 from compiler.lower import LowerOptions, lower
 from compiler.render import DEFAULT_TEMPLATES, render
+from compiler.sourcemap import SOURCEMAP, sourcemap_bytes
 
 
 @dataclass(frozen=True)
@@ -78,4 +79,5 @@ def build(policy_dir: Path, options: BuildOptions = BuildOptions()) -> BuildResu
             return BuildResult(diags)
         ir = lower(policy, LowerOptions(config_root=options.config_root, certs_root=options.certs_root))
         files = render(emit(ir, static=options.static), options.templates)
+        files[SOURCEMAP] = sourcemap_bytes(ir)  # the only file that holds policy line numbers
         return BuildResult(diags, ir, files)

@@ -21,23 +21,40 @@ from enum import Enum
 
 @dataclass(frozen=True, order=True)
 class Source:
-    """A position in a policy file: 1-based line and column.
+    """A position in a policy file (1-based line and column) and, when known, its stable name.
 
     `file` is relative to the policy directory (that is what provenance in the
-    output records); diagnostics prefix it with the directory the user named.
+    output records); diagnostics prefix it with the directory the user named
+    and print `file:line:column`.
+
+    `anchor` names the place without its line: the document's `Kind/name`
+    and the field path, map keys after `/` and list positions as `[i]`
+    (`Route/reviews/rules[1]`, `Service/reviews/versions/v2`). It is what the
+    output records (`short`), so moving lines (a comment, reordered documents)
+    changes no emitted file; `sourcemap.json` beside the output maps each
+    anchor back to its line. Equality and order are the position only.
     """
 
     file: str
     line: int
     column: int = 1
+    anchor: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
 
     @property
     def short(self) -> str:
-        """`file:line`, as recorded in emitted metadata."""
-        return f"{self.file}:{self.line}"
+        """Provenance as recorded in emitted files: `file#Kind/name/path`, or `file:line` without an anchor."""
+        return f"{self.file}#{self.anchor}" if self.anchor else f"{self.file}:{self.line}"
+
+
+def anchor_of(kind: str, ident: str | None, path: tuple = ()) -> str:
+    """('Route', 'reviews', ('rules', 1, 'to', 'v2')) -> 'Route/reviews/rules[1]/to/v2'."""
+    out = f"{kind}/{ident}" if ident else str(kind)
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f"/{part}"
+    return out
 
 
 class Severity(str, Enum):

@@ -2,10 +2,11 @@
 
 Lowering (policy -> IR) decides *what* each sidecar does; emitting (IR ->
 Envoy) decides *how Envoy says it*. The IR is plain frozen data, sorted when
-it leaves the lowering, and every node remembers the policy line it came
-from (`source`). Nodes that many sidecars share (a dependency's clusters and
-virtual host) are the same object in each sidecar, so the emitter builds
-them once. `meshc build --dump-ir FILE` writes it as JSON.
+it leaves the lowering, and every node remembers the policy place it came
+from (`source`: a position, and the anchor the output records). Nodes that
+many sidecars share (a dependency's clusters and virtual host) are the same
+object in each sidecar, so the emitter builds them once. `meshc build
+--dump-ir FILE` writes it as JSON.
 """
 
 from __future__ import annotations

@@ -38,7 +38,9 @@ def test_build_writes_one_folder_per_service_and_a_manifest(tmp_path: Path) -> N
 def test_static_build_has_everything_in_the_bootstrap(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["build", str(BASIC), "-o", str(out), "--static"]) == 0
-    assert sorted(_tree(out)) == ["manifest.json", "productpage/bootstrap.yaml", "ratings/bootstrap.yaml", "reviews/bootstrap.yaml"]
+    assert sorted(_tree(out)) == [
+        "manifest.json", "productpage/bootstrap.yaml", "ratings/bootstrap.yaml", "reviews/bootstrap.yaml", "sourcemap.json"
+    ]
     boot = (out / "productpage" / "bootstrap.yaml").read_text()
     assert "outbound|reviews|v1" in boot and "dynamic_resources" not in boot
 

@@ -17,7 +17,7 @@ def socket_address(host: str, port: int) -> dict:
 
 
 def provenance(source: Source, **extra: str) -> dict:
-    """`metadata.filter_metadata.meshc`: the policy line a resource came from."""
+    """`metadata.filter_metadata.meshc`: the policy place a resource came from, by anchor (no line: see sourcemap.json)."""
     return {"filter_metadata": {"meshc": {"source": source.short, **extra}}}
 
 

@@ -3,18 +3,22 @@
 pydantic drops positions (it rebuilds plain values), so each top-level
 document carries a separate index `field path -> Source`, filled by the loader.
 `where(path)` answers with the nearest recorded ancestor, so a check can point
-at `rules[0].to.v3` even if only `rules[0]` was recorded.
+at `rules[0].to.v3` even if only `rules[0]` was recorded. Every Source they
+return also names the requested place itself (`Source.anchor`:
+`Route/reviews/rules[0]/to/v3`), whatever line it falls back to: that name is
+the provenance the output records, stable when lines move.
 """
 
 from __future__ import annotations
 
 import sys
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-from compiler.diagnostics import Source
+from compiler.diagnostics import Source, anchor_of
 
 # Set by the Python loader while it executes a policy file: (absolute path, relative name).
 PYTHON_POLICY_FILE: ContextVar[tuple[str, str] | None] = ContextVar("PYTHON_POLICY_FILE", default=None)
@@ -57,18 +61,26 @@ class Document(PolicyModel):
         self._source = source
         self._positions = positions
 
+    def anchor(self, *path: Any) -> str:
+        """The stable name of `path` in this document: `Kind/name/field/key[i]...`."""
+        return anchor_of(self.kind, getattr(self, "name", None) or getattr(self, "service", None), path)
+
     @property
     def source(self) -> Source:
         """Where this object was written; objects built in memory (not from a policy file) say so."""
-        return self._source or IN_MEMORY
+        return replace(self._source or IN_MEMORY, anchor=self.anchor())
 
     def where(self, *path: Any) -> Source:
-        """Position of `path`: recorded (YAML), else the innermost object built on its own line (Python)."""
+        """Position of `path`: recorded (YAML), else the innermost object built on its own line (Python).
+
+        The line may be an ancestor's; the anchor always names `path` itself.
+        """
+        anchor = self.anchor(*path)
         parts = tuple(path)
         while parts:
             hit = self._positions.get(parts)
             if hit is not None:
-                return hit
+                return replace(hit, anchor=anchor)
             parts = parts[:-1]
         best = self.source
         node: Any = self
@@ -79,7 +91,7 @@ class Document(PolicyModel):
                 break
             if isinstance(node, PolicyModel) and node._source is not None:
                 best = node._source
-        return best
+        return replace(best, anchor=anchor)
 
     @property
     def subject(self) -> str:

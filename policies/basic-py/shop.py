@@ -1,7 +1,8 @@
 """The `basic` example mesh, written in Python instead of YAML.
 
 Module-level policy objects (or lists of them) are what meshc loads; the
-compiled output equals the YAML twin's except for the provenance lines.
+compiled output equals the YAML twin's except for the file names in provenance
+(`shop.py#Route/reviews/rules[1]` instead of `routes.yaml#Route/reviews/rules[1]`).
 """
 
 from compiler.policy import HeaderMatch, Match, Mesh, Route, RouteRule, Service, SidecarSettings, Version
