@@ -31,6 +31,11 @@ class BuildOptions:
     certs_root: str | None = None
     """Sidecar S reads its certificates from `<certs_root>/S` (default: the Mesh's `mtls.certs_dir`)."""
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """The options that decide where running sidecars read files, as recorded in manifest.json."""
+        return {k: v for k, v in (("certs_root", self.certs_root), ("config_root", self.config_root)) if v is not None}
+
 
 @dataclass
 class BuildResult:

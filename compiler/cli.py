@@ -1,6 +1,6 @@
 """`meshc`: the command line.
 
-    meshc build [POLICY_DIR] [-o OUT] [--static] [--templates DIR] [--check]
+    meshc build [POLICY_DIR] [-o OUT] [--static] [--templates DIR] [--check] [--relocate] [--settle S]
     meshc check [POLICY_DIR]
     meshc validate [OUT]
 
@@ -17,7 +17,7 @@ from compiler.build import BuildOptions, build, check_policies, paused_gc
 from compiler.diagnostics import Diagnostic
 from compiler.ir import to_json
 from compiler.render import DEFAULT_TEMPLATES, TemplateError
-from compiler.write import WriteError, differences, write
+from compiler.write import MANIFEST, SETTLE, WriteError, differences, read_manifest, write
 
 
 def _print_diags(diags: list[Diagnostic], root: str) -> None:
@@ -33,10 +33,35 @@ def _cases(policy_dir: Path) -> list[Path]:
     return sorted(p for p in policy_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
+SETTING_FLAGS = {"certs_root": "--certs-root", "config_root": "--config-root"}
+
+
+def _settings_for(dest: Path, args) -> tuple[dict[str, str] | None, str | None]:
+    """Where sidecars read their files and certificates: as given, else as the output records it.
+
+    A rebuild that forgets `--certs-root` would silently point every sidecar elsewhere; so an omitted flag
+    reuses the value recorded in the output's manifest, and a different one is refused unless `--relocate`.
+    """
+    given = {k: getattr(args, k) for k in SETTING_FLAGS if getattr(args, k) is not None}
+    recorded = (read_manifest(dest) or {}).get("settings") or {}
+    if args.relocate or not dest.exists():
+        return given, None
+    settings = dict(given)
+    for key, flag in SETTING_FLAGS.items():
+        if key not in given and key in recorded:
+            settings[key] = recorded[key]
+            print(f"{dest}: {flag} {recorded[key]} (recorded in {dest / MANIFEST})", file=sys.stderr)
+        elif settings.get(key) != recorded.get(key):
+            was = f"{flag} {recorded[key]}" if key in recorded else f"no {flag}"
+            return None, (
+                f"'{dest}' was built with {was}; running sidecars would read their "
+                f"{'certificates' if key == 'certs_root' else 'files'} from another place after this build. "
+                f"Build with the same {flag}, or add --relocate to move them on purpose (each sidecar restarts)."
+            )
+    return settings, None
+
+
 def cmd_build(args) -> int:
-    options = BuildOptions(
-        static=args.static, templates=Path(args.templates), config_root=args.config_root, certs_root=args.certs_root
-    )
     policy_dir = Path(args.policy_dir)
     out = Path(args.output)
     jobs = [(c, out / c.name) for c in _cases(policy_dir)] if args.cases else [(policy_dir, out)]
@@ -46,6 +71,14 @@ def cmd_build(args) -> int:
     results = []
     failed = False
     for src, dest in jobs:
+        settings, problem = _settings_for(dest, args)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
+        options = BuildOptions(
+            static=args.static, templates=Path(args.templates),
+            config_root=settings.get("config_root"), certs_root=settings.get("certs_root"),
+        )
         try:
             result = build(src, options)
         except TemplateError as exc:
@@ -53,14 +86,16 @@ def cmd_build(args) -> int:
             return 1
         _print_diags(result.diagnostics, str(src))
         failed |= not result.ok
-        results.append((src, dest, result))
+        results.append((src, dest, result, options))
     if failed:
         return 1
 
     if args.check:
         stale = []
-        for src, dest, result in results:
-            stale += [f"{line.split(': ', 1)[0]}: {dest / line.split(': ', 1)[1]}" for line in differences(result.files, dest)]
+        for src, dest, result, options in results:
+            for line in differences(result.files, dest, options.settings):
+                what, rel = line.split(": ", 1)
+                stale.append(f"{what}: {dest / rel}")
         for line in stale:
             print(line)
         if stale:
@@ -69,9 +104,9 @@ def cmd_build(args) -> int:
         print("output is up to date", file=sys.stderr)
         return 0
 
-    for src, dest, result in results:
+    for src, dest, result, options in results:
         try:
-            write(result.files, dest)
+            rollout = write(result.files, dest, options.settings, settle=args.settle)
         except WriteError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -80,6 +115,11 @@ def cmd_build(args) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(to_json(result.ir))
         print(f"{src}: {len(result.ir.sidecars)} sidecar(s) -> {dest}", file=sys.stderr)
+        if rollout.changed and not all(c.action == "added" for c in rollout.sidecars):
+            for line in rollout.lines():
+                print(f"  {line}", file=sys.stderr)
+        elif not rollout.changed:
+            print("  unchanged: no sidecar needs to do anything", file=sys.stderr)
     return 0
 
 
@@ -149,6 +189,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--cases", action="store_true", help="POLICY_DIR holds one mesh per folder; compile each into OUT/<folder>")
     b.add_argument("--config-root", help="sidecar S reads its files from CONFIG_ROOT/S (default: the Mesh's config_dir)")
     b.add_argument("--certs-root", help="sidecar S reads its certificates from CERTS_ROOT/S (default: the Mesh's mtls.certs_dir)")
+    b.add_argument("--relocate", action="store_true",
+                   help="accept --config-root/--certs-root values that differ from those the output was built with")
+    b.add_argument("--settle", type=float, default=SETTLE, metavar="SECONDS",
+                   help=f"pause between write steps into a running mesh's output (default: {SETTLE})")
     b.add_argument("--dump-ir", metavar="FILE", help="also write the mesh IR as JSON to FILE (with --cases: FILE/<case>/ir.json)")
     b.set_defaults(func=cmd_build)
 

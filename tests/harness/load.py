@@ -29,7 +29,7 @@ class Sample:
     caller: str
     status: int  # 0: no HTTP answer (connection refused, reset, timeout)
     version: str | None  # the answering app's version (upstream JSON), if an app answered
-    chosen: str | None  # the version the caller's sidecar chose (x-meshc-version seen by the app), if any
+    chosen: str | None  # the app's view of the caller's choice: the stream's `chosen_header` as the app saw it
     error: str = ""
 
 
@@ -42,6 +42,8 @@ class Stream:
     path: str = "/"
     headers: dict[str, str] = field(default_factory=dict)
     pause: float = 0.005
+    chosen_header: str = "x-chosen"
+    """A request header the caller's route sets to name the version it chose (tests set it per rule)."""
 
 
 class SteadyLoad:
@@ -102,7 +104,7 @@ def _one(s: Stream) -> Sample:
             try:
                 doc = json.loads(body)
                 version = doc.get("version")
-                chosen = {k.lower(): v for k, v in (doc.get("headers") or {}).items()}.get("x-meshc-version")
+                chosen = {k.lower(): v for k, v in (doc.get("headers") or {}).items()}.get(s.chosen_header)
             except ValueError:
                 pass
         return Sample(time.monotonic(), s.caller, resp.status, version, chosen)

@@ -41,15 +41,17 @@ def compile_policy(policy_dir: Path, out: Path, *, static: bool = False, **optio
     Other keyword arguments are further `BuildOptions` fields (e.g. `certs_root=...`
     for `--certs-root`); `config_root` defaults to OUT.
     Fails the test with the rendered diagnostics if the build has errors.
-    Writing into an existing OUT updates it file by file (what a hot reload sees).
+    Writing into an existing OUT updates it file by file, in the writer's steps (what a hot
+    reload sees); what that meant for each sidecar is `result.rollout` (compiler.rollout.Rollout).
     """
     out = Path(out)
     options.setdefault("config_root", str(out))
-    result = build(Path(policy_dir), BuildOptions(static=static, **options))
+    build_options = BuildOptions(static=static, **options)
+    result = build(Path(policy_dir), build_options)
     if not result.ok:
         text = "\n".join(d.render(str(policy_dir)) for d in result.diagnostics)
         raise HarnessError(f"the test policy does not compile:\n{text}")
-    write(result.files, out)
+    result.rollout = write(result.files, out, build_options.settings)  # type: ignore[attr-defined]
     return result
 
 

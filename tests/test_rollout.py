@@ -1,0 +1,141 @@
+"""What a build means for a running mesh: the per-sidecar report, the write steps, recorded settings.
+
+compiler/rollout.py is pure (old files, new files -> report and steps); the CLI prints the report
+and manifest.json records it. The live proof that the steps keep traffic whole is in
+tests/test_live_reload.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from compiler.build import build
+from compiler.cli import main
+from compiler.rollout import changes, steps
+
+ROOT = Path(__file__).resolve().parent.parent
+CANARY = ROOT / "policies" / "canary" / "mesh.yaml"
+MTLS = ROOT / "policies" / "mtls"
+
+
+def _compile(tmp_path: Path, text: str) -> dict[str, bytes]:
+    folder = tmp_path / f"p{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    (folder / "mesh.yaml").write_text(text)
+    result = build(folder)
+    assert result.ok, [d.render() for d in result.diagnostics]
+    return result.files
+
+
+def _canary(tmp_path: Path, edit=lambda t: t) -> dict[str, bytes]:
+    return _compile(tmp_path, edit(CANARY.read_text()))
+
+
+def _by_service(old, new) -> dict:
+    return {c.service: c for c in changes(old, new)}
+
+
+def test_report_says_what_each_sidecar_must_do(tmp_path: Path) -> None:
+    base = _canary(tmp_path)
+    assert {c.action for c in changes(None, base)} == {"added"}
+    assert {c.action for c in changes(base, base)} == {"unchanged"}
+
+    shifted = _canary(tmp_path, lambda t: t.replace("{v1: 90, v2: 10}", "{v1: 50, v2: 50}"))
+    report = _by_service(base, shifted)
+    assert report["frontend"].action == "reload" and report["frontend"].files == ("routes-outbound.yaml",)
+    assert report["reviews"].action == "unchanged"
+
+    moved = _canary(tmp_path, lambda t: t.replace("sidecar: {address: 127.0.1.2}",
+                                                  "sidecar: {address: 127.0.1.2, admin_port: 15100}"))
+    report = _by_service(base, moved)
+    assert report["reviews"].action == "restart"
+    assert report["reviews"].why == ("admin address or port changed",)
+    assert "RESTART NEEDED: admin address or port changed" in report["reviews"].describe()
+
+    fewer = {k: v for k, v in base.items() if not k.startswith("frontend/")}
+    assert _by_service(base, fewer)["frontend"].action == "removed"
+    assert _by_service(fewer, base)["frontend"].action == "added"
+
+
+def test_steps_put_callees_first_when_adding_and_callers_first_when_removing(tmp_path: Path) -> None:
+    one = _canary(tmp_path, lambda t: t.replace('  v2: {endpoints: ["127.0.0.1:19182"]}\n', "")
+                  .replace("{v1: 90, v2: 10}", "{v1: 100}"))
+    two = _canary(tmp_path)
+
+    def order(old, new) -> list[list[str]]:
+        return [sorted(rel for rel in step if "/" in rel) for step in steps(old, new)]
+
+    # Adding v2: clusters, then reviews' inbound routes (v2 is delivered), then the caller's routes (v2 is picked).
+    assert order(one, two) == [
+        ["frontend/clusters.yaml", "reviews/clusters.yaml"],
+        ["reviews/routes-inbound.yaml"],
+        ["frontend/routes-outbound.yaml"],
+    ]
+    # Removing v2: clusters keep v2 for now (union), the caller stops picking v2, then reviews stops
+    # delivering it, then the clusters go.
+    removal = steps(two, one)
+    assert order(two, one) == [
+        ["frontend/clusters.yaml", "reviews/clusters.yaml"],
+        ["frontend/routes-outbound.yaml"],
+        ["reviews/routes-inbound.yaml"],
+        ["frontend/clusters.yaml", "reviews/clusters.yaml"],
+    ]
+    names = lambda data: sorted(r["name"] for r in json.loads(data)["resources"])  # noqa: E731
+    assert names(removal[0]["reviews/clusters.yaml"]) == ["inbound|reviews|v1", "inbound|reviews|v2"]
+    assert names(removal[-1]["reviews/clusters.yaml"]) == ["inbound|reviews|v1"]
+    assert removal[-1]["reviews/clusters.yaml"] == one["reviews/clusters.yaml"]
+
+
+def test_build_prints_and_records_the_report(tmp_path: Path, capsys) -> None:
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "mesh.yaml").write_text(CANARY.read_text())
+    out = tmp_path / "out"
+    assert main(["build", str(policy), "-o", str(out), "--settle", "0"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["rollout"]["reviews"] == {"action": "added"}
+    capsys.readouterr()
+
+    (policy / "mesh.yaml").write_text(CANARY.read_text().replace("{v1: 90, v2: 10}", "{v1: 50, v2: 50}"))
+    assert main(["build", str(policy), "-o", str(out), "--settle", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "frontend: reloaded (routes-outbound.yaml)" in err and "reviews: unchanged" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rollout"]["frontend"] == {"action": "reload", "files": ["routes-outbound.yaml"]}
+
+    # Nothing changed: nothing is written, the manifest keeps the report of the last real change.
+    before = (out / "manifest.json").stat().st_mtime_ns
+    assert main(["build", str(policy), "-o", str(out), "--settle", "0"]) == 0
+    assert "unchanged: no sidecar needs to do anything" in capsys.readouterr().err
+    assert (out / "manifest.json").stat().st_mtime_ns == before
+    assert main(["build", str(policy), "-o", str(out), "--check"]) == 0
+
+
+def test_a_forgotten_certs_root_cannot_move_the_certificates(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["build", str(MTLS), "-o", str(out), "--certs-root", "/srv/certs"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["settings"] == {"certs_root": "/srv/certs"}
+    snapshot = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+
+    # Forgotten: the recorded value is used, and said.
+    assert main(["build", str(MTLS), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "--certs-root /srv/certs (recorded in" in err and "unchanged" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == snapshot
+    assert main(["build", str(MTLS), "-o", str(out), "--check"]) == 0
+
+    # A different one is refused, nothing written; --relocate moves them on purpose.
+    assert main(["build", str(MTLS), "-o", str(out), "--certs-root", "/elsewhere"]) == 1
+    assert "was built with --certs-root /srv/certs" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == snapshot
+    assert main(["build", str(MTLS), "-o", str(out), "--certs-root", "/elsewhere", "--relocate", "--settle", "0"]) == 0
+    assert b"/elsewhere/" in b"".join(p.read_bytes() for p in out.rglob("sds-*.yaml"))
+
+    # An output built without the flag refuses one that adds it.
+    plain = tmp_path / "plain"
+    assert main(["build", str(MTLS), "-o", str(plain)]) == 0
+    assert main(["build", str(MTLS), "-o", str(plain), "--certs-root", "/srv/certs"]) == 1
+    assert "was built with no --certs-root" in capsys.readouterr().err
+    shutil.rmtree(plain)
