@@ -19,6 +19,17 @@ from compiler.emit.common import file_source
 from compiler.ir import Sidecar
 
 
+ENVOY_ARGS = ("--drain-strategy", "immediate", "--drain-time-s", "5")
+"""How a sidecar must be started, besides `-c <config_dir>/bootstrap.yaml` (docker-compose, the tests).
+
+A listener change from listeners.yaml (authorization, JWT, TLS mode) applies to new connections at
+once; connections opened before it are drained. With Envoy's defaults (gradual, 600 s) a quiet
+keep-alive connection — a caller sidecar's pooled connection — could keep the old policy for minutes.
+`immediate` closes each such connection after its next response (HTTP/1 `Connection: close`, HTTP/2
+GOAWAY), and what is still open after 5 s is closed.
+"""
+
+
 @dataclass(frozen=True)
 class BootstrapParams:
     node_id: str

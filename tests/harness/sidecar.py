@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from compiler.emit.bootstrap import ENVOY_ARGS
+
 from .policy import load_json_yaml
 from .util import POLL_INTERVAL, READY_TIMEOUT, REQUEST_TIMEOUT, STOP_TIMEOUT, HarnessError, envoy_binary, wait_until
 
@@ -100,6 +102,7 @@ class EnvoySidecar:
             # No shared memory, so any number of Envoys can run side by side without --base-id juggling.
             "--disable-hot-restart",
             "--reject-unknown-dynamic-fields",
+            *ENVOY_ARGS,  # as a deployment starts a sidecar (README: deploying the output)
             "--concurrency", str(self.concurrency),
             "-l", self.log_level,
             *self.extra_args,
