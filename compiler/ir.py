@@ -123,8 +123,17 @@ class Target:
 
 @dataclass(frozen=True)
 class PathCondition:
-    kind: Literal["prefix", "exact", "regex"]
+    """A condition on the request path (without the query string).
+
+    `prefix` is a string prefix (routing: `/api` matches `/apis`); `path_prefix` is a path prefix (security
+    rules): `value` itself or anything under `value/`, segment by segment, so `/admin` never matches
+    `/administrator` (a `value` ending in `/`, or `/` itself, is a plain prefix). `ignore_case` compares
+    letters case-insensitively.
+    """
+
+    kind: Literal["prefix", "path_prefix", "exact", "regex"]
     value: str
+    ignore_case: bool = False
 
 
 @dataclass(frozen=True)
@@ -298,7 +307,7 @@ class JwtIssuer:
 
 @dataclass(frozen=True)
 class JwtRequirement:
-    prefixes: tuple[str, ...]  # empty: every path
+    paths: tuple[PathCondition, ...]  # `path_prefix` conditions; empty: every path
     providers: tuple[str, ...]  # empty: any provider
     allow_missing: bool
 
@@ -307,6 +316,18 @@ class JwtRequirement:
 class JwtCheck:
     providers: tuple[JwtIssuer, ...]
     rules: tuple[JwtRequirement, ...]
+
+
+@dataclass(frozen=True)
+class PathNormalization:
+    """What a listener does to request paths before routes and filters see them.
+
+    Dot segments are always resolved and repeated slashes merged; `escaped_slashes` decides what happens
+    to `%2F`/`%5C` in a path: refuse the request (400), decode and redirect to the decoded path, decode
+    and forward, or keep them as they are.
+    """
+
+    escaped_slashes: Literal["reject", "redirect", "decode", "keep"] = "reject"
 
 
 @dataclass(frozen=True)
@@ -320,6 +341,7 @@ class HttpListener:
     tls_mode: Literal["strict", "permissive"] | None = None  # inbound: terminate mTLS
     access: Access | None = None  # inbound: who may call what
     jwt: JwtCheck | None = None  # inbound: verify request tokens
+    paths: PathNormalization = PathNormalization()
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ REQUIRED = {
     "authz_errors",
     "jwt_errors",
     "observability_errors",
+    "security_paths",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from compiler.check.graph import check_call_cycles
 from compiler.check.observability import check_observability
+from compiler.check.paths import check_paths
 from compiler.check.ports import check_ports
 from compiler.check.references import check_references, check_structure
 from compiler.check.routes import check_routes
@@ -28,6 +29,7 @@ CHECKS = (
     check_mtls,
     check_authorization,
     check_authentication,
+    check_paths,
     check_observability,
     check_call_cycles,
 )

@@ -70,7 +70,7 @@ def check_authorization(policy: PolicySet) -> Iterator[Diagnostic]:
                     )
         for i, allow in enumerate(ap.allow):
             for j, deny in enumerate(ap.deny):
-                if _covers(deny, allow):
+                if _covers(deny, allow, mesh.paths.case_sensitive):
                     yield Diagnostic(
                         "W244",
                         f"deny[{j}] refuses every request this rule allows (deny wins), so it allows nothing",
@@ -79,9 +79,9 @@ def check_authorization(policy: PolicySet) -> Iterator[Diagnostic]:
                     break
 
 
-def _covers(deny, allow) -> bool:
+def _covers(deny, allow, case_sensitive: bool = True) -> bool:
     """The deny rule provably matches every request the allow rule matches (headers: only when deny has none;
-    claims: only when the allow rule requires the same ones)."""
+    claims: only when the allow rule requires the same ones; paths as path prefixes, see `covers_path`)."""
     if deny.headers:
         return False
     if deny.claims and not set(deny.claims.items()) <= set(allow.claims.items()):
@@ -93,7 +93,10 @@ def _covers(deny, allow) -> bool:
     if deny.paths:
         if not allow.paths:
             return any(p.prefix == "/" for p in deny.paths)
-        return all(any(covers_path(d, a) for d in deny.paths) for a in allow.paths)
+        return all(
+            any(covers_path(d, a, segments=True, case_sensitive=case_sensitive) for d in deny.paths)
+            for a in allow.paths
+        )
     return True
 
 

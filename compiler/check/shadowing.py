@@ -73,18 +73,41 @@ def covers(a: Match, b: Match) -> bool:
     )
 
 
-def covers_path(a: PathMatch, b: PathMatch) -> bool:
+def covers_path(a: PathMatch, b: PathMatch, *, segments: bool = False, case_sensitive: bool = True) -> bool:
+    """Whether every path `b` matches is matched by `a` too.
+
+    Routes (the default): a prefix is a string prefix, so /api covers /apis. Security rules
+    (`segments=True`, AuthorizationPolicy and RequestAuthentication paths): a prefix is a path prefix,
+    so /api covers /api, /api/ and /api/v1 but not /apis, and /api/ does not cover /api.
+    `case_sensitive=False`: prefixes and exact paths are compared case-insensitively (regexes, as
+    always, only as the same text).
+    """
+    fold = (lambda v: v) if case_sensitive else _ascii_lower
     if a.prefix is not None:
         if a.prefix == "/":
             return True  # every path that reaches routing starts with '/'
-        if b.prefix is not None:
-            return b.prefix.startswith(a.prefix)
-        if b.exact is not None:
-            return b.exact.startswith(a.prefix)
-        return False
+        other = b.prefix if b.prefix is not None else b.exact
+        if other is None:
+            return False
+        if segments:
+            return under_path(fold(other), fold(a.prefix))
+        return other.startswith(a.prefix)
     if a.exact is not None:
-        return b.exact == a.exact
+        return b.exact is not None and fold(b.exact) == fold(a.exact)
     return b.regex is not None and b.regex == a.regex
+
+
+def _ascii_lower(value: str) -> str:
+    """Envoy's `ignore_case` folds ASCII letters only."""
+    return value.encode().lower().decode()
+
+
+def under_path(path: str, prefix: str) -> bool:
+    """`path` (a path, or a path prefix) lies within the path prefix `prefix`: `/admin` holds `/admin`,
+    `/admin/` and `/admin/x`, never `/administrator`; a prefix ending in '/' holds what starts with it."""
+    if prefix.endswith("/"):
+        return path.startswith(prefix)
+    return path == prefix or path.startswith(prefix + "/")
 
 
 def _methods_cover(a: list[str], b: list[str]) -> bool:

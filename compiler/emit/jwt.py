@@ -7,7 +7,7 @@ Each provider's verified payload is put into dynamic metadata under
 from __future__ import annotations
 
 from compiler.emit.common import typed
-from compiler.ir import HttpListener, JwtIssuer, JwtRequirement
+from compiler.ir import HttpListener, JwtIssuer, JwtRequirement, PathCondition
 
 FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "jwt_payload"
@@ -38,15 +38,27 @@ def _requires(r: JwtRequirement, all_providers: tuple[str, ...]) -> dict:
     return {"requires_any": {"requirements": options}}
 
 
+def _match(p: PathCondition) -> dict:
+    """A rule's RouteMatch for a path prefix. `path_separated_prefix` matches the path itself or anything
+    under `<prefix>/` (never `/publicity` for `/public`); Envoy refuses it for a prefix ending in `/`, for
+    which, like `/` itself, a plain `prefix` means the same. `case_sensitive: false` compares letters
+    case-insensitively."""
+    out = {"prefix": p.value} if p.value.endswith("/") else {"path_separated_prefix": p.value}
+    if p.ignore_case:
+        out["case_sensitive"] = False
+    return out
+
+
 def listener_config(l: HttpListener) -> dict | None:
+    """Rules are tried in order and the first whose path matches decides what a request needs."""
     j = l.jwt
     if j is None:
         return None
     names = tuple(p.name for p in j.providers)
     rules = []
     for r in j.rules:
-        for prefix in r.prefixes or ("/",):
-            rules.append({"match": {"prefix": prefix}, "requires": _requires(r, names)})
+        for path in r.paths or (PathCondition("path_prefix", "/"),):
+            rules.append({"match": _match(path), "requires": _requires(r, names)})
     return typed(
         "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
         providers={p.name: _provider(p) for p in j.providers},

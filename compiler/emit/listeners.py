@@ -35,15 +35,27 @@ def _listener(s: Sidecar, l: HttpListener | TcpListener, filters: list[dict], st
     return out
 
 
+# What Envoy does with `%2F`/`%5C` in a path (HCM `path_with_escaped_slashes_action`): 400; decode and
+# redirect the client to the decoded path; decode and forward; forward unchanged.
+ESCAPED_SLASHES = {
+    "reject": "REJECT_REQUEST",
+    "redirect": "UNESCAPE_AND_REDIRECT",
+    "decode": "UNESCAPE_AND_FORWARD",
+    "keep": "KEEP_UNCHANGED",
+}
+
+
 def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dict:
     """`route_config` inlines the routes (static mode); None reads them from routes-<name>.yaml (RDS)."""
     hcm = typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix=names.stat_prefix(l),
         codec_type="AUTO",
-        # Normalise paths before matching, so `/a/../admin` or `//admin` cannot dodge a rule.
+        # Normalise paths before matching, so `/a/../admin` or `//admin` cannot dodge a rule; Envoy handles
+        # escaped slashes first (decoded ones are normalised too), then resolves dot segments, then merges.
         normalize_path=True,
         merge_slashes=True,
+        path_with_escaped_slashes_action=ESCAPED_SLASHES[l.paths.escaped_slashes],
     )
     if _changes_server_header(l.routes):
         # By default Envoy writes its own `server` header after the routes ran, undoing their change.

@@ -18,9 +18,24 @@ DENY = "meshc.authz.deny"
 ALLOW = "meshc.authz.allow"
 
 
-def _path(p: PathCondition) -> dict:
-    matcher = {"safe_regex": {"regex": p.value}} if p.kind == "regex" else {p.kind: p.value}
-    return {"url_path": {"path": matcher}}
+def _paths(p: PathCondition) -> list[dict]:
+    """`url_path` permissions (any of them) for one path condition; RBAC matches the normalised path
+    without the query string.
+
+    RBAC's StringMatcher has no path-separated prefix, so a path prefix `/admin` is two matchers: exact
+    `/admin` or prefix `/admin/` (never `/administrator`); `/` and prefixes ending in `/` are one prefix.
+    `ignore_case` is the StringMatcher's own flag; it does nothing for `safe_regex`, so a regex becomes
+    `(?i:...)` (RE2's case-insensitive group).
+    """
+    if p.kind == "regex":
+        matchers = [{"safe_regex": {"regex": f"(?i:{p.value})" if p.ignore_case else p.value}}]
+    elif p.kind == "path_prefix" and not p.value.endswith("/"):
+        matchers = [{"exact": p.value}, {"prefix": p.value + "/"}]
+    else:
+        matchers = [{"prefix" if p.kind == "path_prefix" else p.kind: p.value}]
+    if p.ignore_case and p.kind != "regex":
+        matchers = [{**m, "ignore_case": True} for m in matchers]
+    return [{"url_path": {"path": m}} for m in matchers]
 
 
 def _any_of(items: list[dict], key: str) -> dict:
@@ -30,7 +45,7 @@ def _any_of(items: list[dict], key: str) -> dict:
 def _policy(rule: AccessRule) -> dict:
     conditions = []
     if rule.paths:
-        conditions.append(_any_of([_path(p) for p in rule.paths], "or_rules"))
+        conditions.append(_any_of([m for p in rule.paths for m in _paths(p)], "or_rules"))
     if rule.methods:
         conditions.append(
             _any_of([{"header": {"name": ":method", "string_match": {"exact": m}}} for m in rule.methods], "or_rules")

@@ -25,6 +25,7 @@ from compiler.ir import (
     MeshIR,
     Metrics,
     PathCondition,
+    PathNormalization,
     RetryBudget,
     RouteTable,
     Sidecar,
@@ -235,7 +236,8 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
                 global_rate_limit=global_limit,
                 tls_mode=tls_mode,
                 access=access(mesh, shared.authz.get(svc.name), shared.services),
-                jwt=jwt_check(shared.authn.get(svc.name)),
+                jwt=jwt_check(shared.authn.get(svc.name), mesh.paths),
+                paths=PathNormalization(mesh.paths.escaped_slashes),
             )
         )
 
@@ -259,7 +261,10 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
                     clusters.append(mirror.cluster)
     if vhosts:
         listeners.append(
-            HttpListener("outbound", p.outbound_address, p.outbound_port, RouteTable("outbound", tuple(vhosts)))
+            HttpListener(
+                "outbound", p.outbound_address, p.outbound_port, RouteTable("outbound", tuple(vhosts)),
+                paths=PathNormalization(mesh.paths.escaped_slashes),
+            )
         )
 
     metrics, tracing, access_log = _observability(mesh, svc, p, shared, clusters)

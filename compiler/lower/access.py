@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from compiler.ir import Access, AccessRule, JwtCheck, JwtIssuer, JwtRequirement, PathCondition
 from compiler.lower.routes import header_condition
-from compiler.policy import AuthorizationPolicy, Mesh, RequestAuthentication, Service
+from compiler.policy import AuthorizationPolicy, Mesh, Paths, RequestAuthentication, Service
 from compiler.policy.placement import spiffe_id
+
+
+def security_path(kind: str, value: str, paths: Paths) -> PathCondition:
+    """A path condition of a security rule: prefixes are path prefixes (`/admin` never matches `/administrator`),
+    compared case-insensitively when the mesh says so."""
+    return PathCondition("path_prefix" if kind == "prefix" else kind, value, ignore_case=not paths.case_sensitive)
 
 
 def _rule(rule, policy: AuthorizationPolicy, kind: str, i: int, mesh: Mesh, services: dict[str, Service]) -> AccessRule:
@@ -13,7 +19,7 @@ def _rule(rule, policy: AuthorizationPolicy, kind: str, i: int, mesh: Mesh, serv
     for p in rule.paths:
         for k in ("prefix", "exact", "regex"):
             if getattr(p, k) is not None:
-                paths.append(PathCondition(k, getattr(p, k)))
+                paths.append(security_path(k, getattr(p, k), mesh.paths))
     return AccessRule(
         principals=tuple(spiffe_id(mesh, services[name]) for name in rule.from_),
         paths=tuple(paths),
@@ -38,7 +44,7 @@ def access(mesh: Mesh, policy: AuthorizationPolicy | None, services: dict[str, S
     )
 
 
-def jwt_check(auth: RequestAuthentication | None) -> JwtCheck | None:
+def jwt_check(auth: RequestAuthentication | None, paths: Paths) -> JwtCheck | None:
     if auth is None:
         return None
     providers = tuple(
@@ -55,5 +61,8 @@ def jwt_check(auth: RequestAuthentication | None) -> JwtCheck | None:
         )
         for p in auth.providers
     )
-    rules = tuple(JwtRequirement(tuple(r.paths), tuple(r.providers), r.allow_missing) for r in auth.rules)
+    rules = tuple(
+        JwtRequirement(tuple(security_path("prefix", p, paths) for p in r.paths), tuple(r.providers), r.allow_missing)
+        for r in auth.rules
+    )
     return JwtCheck(providers, rules or (JwtRequirement((), (), False),))

@@ -42,6 +42,7 @@ from compiler.policy.route import (
     RouteRule,
 )
 from compiler.policy.observability import AccessLog, Metrics, Observability, ObservabilityOverride, Tracing
+from compiler.policy.paths import Paths
 from compiler.policy.security import (
     Authorization,
     AuthorizationPolicy,
@@ -145,6 +146,7 @@ __all__ = [
     "Match",
     "Mesh",
     "PathMatch",
+    "Paths",
     "PolicyDocument",
     "PolicySet",
     "Route",

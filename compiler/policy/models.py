@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.observability import Observability, ObservabilityOverride
+from compiler.policy.paths import Paths
 from compiler.policy.route import Route
 from compiler.policy.security import Authorization, AuthorizationPolicy, Mtls, MtlsMode, RequestAuthentication
 from compiler.policy.traffic import ConnectionPool, OutlierDetection, TrafficPolicy
@@ -70,6 +71,8 @@ class Mesh(Document):
     mtls: Mtls = Mtls()
     authorization: Authorization = Authorization()
     observability: Observability = Observability()
+    paths: Paths = Paths()
+    """Path normalisation on every sidecar and how security rules compare paths (see compiler/policy/paths.py)."""
 
 
 # --------------------------------------------------------------------------

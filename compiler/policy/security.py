@@ -41,6 +41,9 @@ class AuthzRule(PolicyModel):
     from_: list[Name] = Field(default=[], alias="from")
     """Calling services, by their certificate's SPIFFE ID (needs mTLS on this service)."""
     paths: list[PathMatch] = []
+    """Any of these paths (after normalisation, see Mesh `paths`). A `prefix` is a path prefix, not a string
+    prefix: `/admin` is `/admin` and everything under `/admin/`, never `/administrator`; a prefix ending in
+    `/` (`/admin/`) is everything under it. `exact` is one path; `regex` must match the whole path."""
     methods: list[Method] = []
     headers: list[HeaderMatch] = []
     claims: dict[str, str] = {}
@@ -117,7 +120,9 @@ class JwtRule(PolicyModel):
     """Requests on these paths (default: all) need a valid token from one of `providers` (default: any)."""
 
     paths: list[Annotated[str, Field(pattern=r"^/")]] = []
-    """Path prefixes."""
+    """Path prefixes (after normalisation, see Mesh `paths`): `/public` is `/public` and everything under
+    `/public/`, never `/publicity` (Envoy RouteMatch `path_separated_prefix`); `/` and prefixes ending in `/`
+    are plain prefixes (`/public/` is everything under it, not `/public` itself)."""
     providers: list[Name] = []
     allow_missing: bool = False
     """A request without a token passes (an invalid token is still refused with 401)."""
