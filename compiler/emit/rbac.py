@@ -9,8 +9,9 @@ filters count per filter too (`http.<prefix>.rbac.<deny|allow>.denied`).
 
 from __future__ import annotations
 
-from compiler.emit import jwt
+from compiler.emit import rbac_rules
 from compiler.emit.common import typed
+from compiler.emit.rbac_rules import any_of as _any_of
 from compiler.emit.route_match import header_matcher
 from compiler.ir import AccessRule, HttpListener, PathCondition
 
@@ -38,11 +39,8 @@ def _paths(p: PathCondition) -> list[dict]:
     return [{"url_path": {"path": m}} for m in matchers]
 
 
-def _any_of(items: list[dict], key: str) -> dict:
-    return items[0] if len(items) == 1 else {key: {"rules" if key == "or_rules" else "ids": items}}
-
-
-def _policy(rule: AccessRule) -> dict:
+def _permission(rule: AccessRule) -> dict:
+    """What the request asks for: all of the rule's path, method and header conditions."""
     conditions = []
     if rule.paths:
         conditions.append(_any_of([m for p in rule.paths for m in _paths(p)], "or_rules"))
@@ -52,39 +50,14 @@ def _policy(rule: AccessRule) -> dict:
         )
     conditions += [{"header": header_matcher(h)} for h in rule.headers]
     if not conditions:
-        permission = {"any": True}
-    elif len(conditions) == 1:
-        permission = conditions[0]
-    else:
-        permission = {"and_rules": {"rules": conditions}}
-    who = []
-    if rule.principals:
-        ids = [{"authenticated": {"principal_name": {"exact": p}}} for p in rule.principals]
-        who.append(_any_of(ids, "or_ids"))
-    who += [
-        {
-            "sourced_metadata": {
-                "metadata_matcher": {
-                    "filter": jwt.FILTER,
-                    "path": [{"key": jwt.PAYLOAD_KEY}, {"key": claim}],
-                    "value": {"string_match": {"exact": value}},
-                }
-            }
-        }
-        for claim, value in rule.claims
-    ]
-    if not who:
-        principal = {"any": True}
-    elif len(who) == 1:
-        principal = who[0]
-    else:
-        principal = {"and_ids": {"ids": who}}
-    return {"permissions": [permission], "principals": [principal]}
+        return {"any": True}
+    if len(conditions) == 1:
+        return conditions[0]
+    return {"and_rules": {"rules": conditions}}
 
 
 def _rbac(action: str, rules: tuple[AccessRule, ...], dry_run: bool, kind: str) -> dict:
-    policies = {f"{kind}[{i}] {r.source.short}": _policy(r) for i, r in enumerate(rules)}
-    body = {"action": action, "policies": policies}
+    body = rbac_rules.rules(action, rules, kind, _permission)
     if dry_run:
         return typed("envoy.extensions.filters.http.rbac.v3.RBAC", shadow_rules=body, shadow_rules_stat_prefix=kind)
     return typed("envoy.extensions.filters.http.rbac.v3.RBAC", rules=body, rules_stat_prefix=kind)
