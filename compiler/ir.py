@@ -346,7 +346,11 @@ class HttpListener:
 
 @dataclass(frozen=True)
 class TcpListener:
-    """Opaque TCP: everything arriving here goes to one cluster."""
+    """Opaque TCP: everything arriving here goes to one cluster.
+
+    `access` decides per connection, on the caller's identity only (bytes carry no paths, methods,
+    headers or tokens; the checks refuse rules that need them, and RequestAuthentication).
+    """
 
     direction: Direction
     address: str
@@ -354,8 +358,7 @@ class TcpListener:
     cluster: Cluster
     source: Source
     tls_mode: Literal["strict", "permissive"] | None = None  # inbound: terminate mTLS
-    access: Access | None = None  # inbound: who may call what
-    jwt: JwtCheck | None = None  # inbound: verify request tokens
+    access: Access | None = None  # inbound: which callers may connect
 
 
 Listener = Union[HttpListener, TcpListener]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.emit import names, observability, tls
+from compiler.emit import names, observability, tcp_rbac, tls
 from compiler.emit.common import file_source, socket_address, typed
 from compiler.emit.http_filters import http_filters
 from compiler.ir import HttpListener, RouteTable, Sidecar, TcpListener
@@ -88,12 +88,18 @@ def _changes_server_header(table: RouteTable) -> bool:
 
 
 def tcp_listener(s: Sidecar, l: TcpListener, static: bool) -> dict:
+    """`tcp_proxy` to the listener's cluster, after the authorization filters (compiler/emit/tcp_rbac.py)."""
     proxy = typed(
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         stat_prefix=names.stat_prefix(l),
         cluster=names.cluster(l.cluster),
     )
+    if tcp_rbac.holds_connect(l):
+        # Connect to the app only once the caller's first bytes passed the RBAC filters.
+        proxy["upstream_connect_mode"] = "ON_DOWNSTREAM_DATA"
+        proxy["max_early_data_bytes"] = tcp_rbac.EARLY_DATA_BYTES
     logs = observability.access_logs(s, l.direction)
     if logs:
         proxy["access_log"] = logs
-    return _listener(s, l, [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}], static)
+    filters = tcp_rbac.filters(l) + [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]
+    return _listener(s, l, filters, static)

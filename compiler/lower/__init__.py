@@ -213,7 +213,12 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
     mode = mtls_mode(mesh, svc)
     tls_mode = None if mode == "disable" else mode
     if svc.protocol == "tcp":
-        listeners.append(TcpListener("inbound", p.address, p.inbound_port, default, svc.source, tls_mode=tls_mode))
+        listeners.append(
+            TcpListener(
+                "inbound", p.address, p.inbound_port, default, svc.source, tls_mode=tls_mode,
+                access=access(mesh, shared.authz.get(svc.name), shared.services),
+            )
+        )
     else:
         table = RouteTable(
             "inbound", (VirtualHost(name=svc.name, domains=("*",), routes=tuple(inbound_routes)),)
