@@ -64,6 +64,7 @@ REQUIRED = {
     "retry_status_codes_missing",
     "authz_errors",
     "jwt_errors",
+    "tcp_authz_errors",
     "observability_errors",
     "security_paths",
 }

@@ -61,6 +61,8 @@ def check_authorization(policy: PolicySet) -> Iterator[Diagnostic]:
                             "E241", f"unknown service '{caller}'{did_you_mean(caller, sorted(services))}",
                             ap.where(kind, i, "from", j), subject, f"{kind}[{i}].from[{j}]",
                         )
+                if target.protocol == "tcp":
+                    yield from _http_only(ap, kind, i, rule)
                 if rule.from_ and mtls_mode(mesh, target) == "disable":
                     yield Diagnostic(
                         "E242",
@@ -77,6 +79,22 @@ def check_authorization(policy: PolicySet) -> Iterator[Diagnostic]:
                         ap.where("allow", i), subject, f"allow[{i}]", severity=Severity.WARNING,
                     )
                     break
+
+
+_HTTP_ONLY = ("paths", "methods", "headers", "claims")
+
+
+def _http_only(ap, kind: str, i: int, rule) -> Iterator[Diagnostic]:
+    """A tcp service is authorized per connection, on the caller's identity: its bytes carry no paths,
+    methods, headers or tokens, so a rule that needs them could never be enforced as written."""
+    for field in _HTTP_ONLY:
+        if getattr(rule, field):
+            yield Diagnostic(
+                "E245",
+                f"'{field}' cannot apply to tcp service '{ap.service}': a connection is authorized by its "
+                "caller only ('from')",
+                ap.where(kind, i, field), ap.subject, f"{kind}[{i}].{field}",
+            )
 
 
 def _covers(deny, allow, case_sensitive: bool = True) -> bool:
@@ -116,6 +134,13 @@ def check_authentication(policy: PolicySet) -> Iterator[Diagnostic]:
                 "E253", f"unknown service '{ra.service}'{did_you_mean(ra.service, sorted(services))}",
                 ra.where("service"), subject, "service",
             )
+        elif services[ra.service].protocol == "tcp":
+            yield Diagnostic(
+                "E254",
+                f"'{ra.service}' is a tcp service: no request carries a token to verify; authorize its "
+                "callers by certificate instead (AuthorizationPolicy 'from')",
+                ra.where("service"), subject, "service",
+            )
         names = [p.name for p in ra.providers]
         for i, rule in enumerate(ra.rules):
             for j, name in enumerate(rule.providers):
@@ -125,7 +150,8 @@ def check_authentication(policy: PolicySet) -> Iterator[Diagnostic]:
                         ra.where("rules", i, "providers", j), subject, f"rules[{i}].providers[{j}]",
                     )
     for ap in policy.authorization_policies:
-        if ap.service in authn:
+        target = services.get(ap.service)
+        if ap.service in authn or (target is not None and target.protocol == "tcp"):  # tcp: E245 says it
             continue
         for kind in ("allow", "deny"):
             for i, rule in enumerate(getattr(ap, kind)):

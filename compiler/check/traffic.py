@@ -8,6 +8,19 @@ from compiler.diagnostics import Diagnostic, Severity, did_you_mean
 from compiler.policy import PolicySet
 
 _HASHING = ("ring_hash", "maglev")
+# What a tcp service cannot do, and why: its bytes carry no requests.
+_HTTP_ONLY = (
+    (("health_check",), "an HTTP GET checks each instance"),
+    (("rate_limit",), "it takes a token per request"),
+    (("global_rate_limit",), "it asks per request"),
+    (("load_balancer", "hash_on"), "the key comes from each request"),
+)
+
+
+def _get(obj, path: tuple[str, ...]):
+    for part in path:
+        obj = getattr(obj, part)
+    return obj
 
 
 def check_traffic_policies(policy: PolicySet) -> Iterator[Diagnostic]:
@@ -39,11 +52,14 @@ def check_traffic_policies(policy: PolicySet) -> Iterator[Diagnostic]:
                 "W233", f"{lb.policy} without hash_on has no key to hash: requests spread at random",
                 tp.where("load_balancer"), subject, "load_balancer", severity=Severity.WARNING,
             )
-        if svc.protocol == "tcp" and (tp.health_check or tp.rate_limit or tp.global_rate_limit or lb.hash_on):
-            yield Diagnostic(
-                "E234", "HTTP health checks, rate limits and HTTP hashing need an http or grpc service",
-                tp.source, subject,
-            )
+        if svc.protocol == "tcp":
+            for path, why in _HTTP_ONLY:
+                if _get(tp, path) is not None:
+                    field = ".".join(path)
+                    yield Diagnostic(
+                        "E234", f"{field} needs an http or grpc service ({why}), but '{tp.service}' is tcp",
+                        tp.where(*path), subject, field,
+                    )
         hc = tp.health_check
         if hc is not None and hc.timeout >= hc.interval:
             yield Diagnostic(

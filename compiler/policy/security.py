@@ -58,6 +58,8 @@ class AuthorizationPolicy(Document):
     Deny rules win over allow rules; once a service has allow rules, everything
     they do not allow is refused (403). `mode: dry_run` only logs and counts
     what would be refused (`shadow_rules`), for rolling a policy out safely.
+    A tcp service is authorized per connection by `envoy.filters.network.rbac`,
+    on `from` only (a refused connection is closed).
     """
 
     kind: Literal["AuthorizationPolicy"] = "AuthorizationPolicy"
