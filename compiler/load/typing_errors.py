@@ -8,6 +8,7 @@ known field of the model at that path.
 
 from __future__ import annotations
 
+import re
 import typing
 from types import UnionType
 from typing import Annotated, Any, Callable, get_args, get_origin
@@ -95,6 +96,7 @@ def diagnostics_from_validation(
             suggestion = _suggest(kind, loc)
             if suggestion:
                 suggested.add(loc[:-1] + (suggestion,))
+    errors = _without_union_tags(kind, errors)
     for loc, err in errors:
         etype = err["type"]
         msg = err["msg"]
@@ -136,6 +138,61 @@ def diagnostics_from_validation(
                 loc = loc[:-1]
                 path = format_path(loc)
             out.append(Diagnostic("E104", _describe(etype, msg, err), where(loc, value=not is_key), subject, path))
+    return out
+
+
+def _union_tags(model: type[BaseModel], loc: tuple) -> list[int]:
+    """Positions in `loc` where pydantic names the member of a union it tried (`Metrics`, `literal[False]`)."""
+    tags: list[int] = []
+    tp: Any = model
+    i = 0
+    while i < len(loc):
+        while get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+        if get_origin(tp) in (typing.Union, UnionType):
+            arms = [a for a in get_args(tp) if a is not type(None)]
+            if len(arms) == 1:
+                tp = arms[0]
+                continue
+            tags.append(i)
+            tag = str(loc[i])
+            tp = next((a for a in map(_unwrap, arms) if isinstance(a, type) and re.search(rf"\b{a.__name__}\b", tag)), None)
+            i += 1
+            continue
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = next((f for n, f in tp.model_fields.items() if loc[i] in (n, f.alias)), None)
+            if field is None:
+                break
+            tp = field.annotation
+        elif get_origin(tp) in (list, tuple):
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        else:
+            break
+        i += 1
+    return tags
+
+
+def _without_union_tags(kind: Any, errors: list[tuple[tuple, dict]]) -> list[tuple[tuple, dict]]:
+    """One value of a union type fails every member; report it as the member it was meant for.
+
+    `metrics: {port: 0}` fails as `Metrics` (port out of range) and as `literal[False]`; the
+    literal's "Input should be False" is noise when another member has something to say.
+    The member names are dropped from the path.
+    """
+    if kind not in MODELS:
+        return errors
+    tagged = [(loc, err, _union_tags(MODELS[kind], loc)) for loc, err in errors]
+    members: dict[tuple, set] = {}
+    for loc, _, tags in tagged:
+        for t in tags:
+            members.setdefault(loc[:t], set()).add(loc[t])
+    out = []
+    for loc, err, tags in tagged:
+        if any(str(loc[t]).startswith("literal[") and len(members[loc[:t]]) > 1 for t in tags):
+            continue
+        out.append((tuple(part for i, part in enumerate(loc) if i not in tags), err))
     return out
 
 
