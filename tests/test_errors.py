@@ -67,6 +67,8 @@ REQUIRED = {
     "tcp_authz_errors",
     "observability_errors",
     "security_paths",
+    "ignored_settings",
+    "retry_budget_unused",
 }
 
 

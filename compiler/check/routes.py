@@ -36,6 +36,15 @@ def check_routes(policy: PolicySet) -> Iterator[Diagnostic]:
             yield from _mirrors(route, i, rule, target, services)
             yield from _retries(route, i, rule, policy)
             yield from _shaping(route, i, rule)
+        if "retry_budget" in route.model_fields_set and not any(rule.retries for rule in route.rules):
+            yield Diagnostic(
+                "E280",
+                "retry_budget only bounds retries, and no rule of this Route retries, so it would be ignored: "
+                "remove it or give a rule retries",
+                route.where("retry_budget"),
+                route.subject,
+                "retry_budget",
+            )
         if not any(matches_everything(rule) for rule in route.rules):
             yield Diagnostic(
                 "W203",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from compiler.policy.base import PolicyModel
 from compiler.policy.types import Duration, Name, Percent, Port
@@ -44,6 +44,18 @@ class AccessLog(PolicyModel):
     only: Literal["all", "errors", "slow"] = "all"
     """errors: status >= 500 or a connection failure; slow: longer than `slow_over`."""
     slow_over: Duration = Duration(1_000)
+    """With `only: slow`."""
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> "AccessLog":
+        # A setting that the chosen mode never reads would be silently ignored: refuse it instead.
+        if self.to == "file" and self.path is None:
+            raise ValueError("to: file needs a path")
+        if self.to != "file" and self.path is not None:
+            raise ValueError(f"path only applies to: file (this log goes to {self.to})")
+        if self.only != "slow" and "slow_over" in self.model_fields_set:
+            raise ValueError(f"slow_over only applies with only: slow (this log keeps only: {self.only})")
+        return self
 
 
 class Observability(PolicyModel):

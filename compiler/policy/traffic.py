@@ -71,13 +71,16 @@ class HashOn(PolicyModel):
     cookie: str | None = Field(default=None, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
     cookie_ttl: Duration | None = None
     """With a cookie: Envoy sets it (for this long) when the request has none."""
-    source_ip: bool | None = None
+    source_ip: Literal[True] | None = None
+    """`true`: the calling sidecar's address (`false` would say nothing, so it is not a value)."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "HashOn":
         given = [k for k in ("header", "cookie", "source_ip") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("give exactly one of header, cookie, source_ip: true")
+        if self.cookie_ttl is not None and self.cookie is None:
+            raise ValueError("cookie_ttl only applies when hashing on a cookie")
         return self
 
 
