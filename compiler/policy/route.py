@@ -35,6 +35,8 @@ HeaderName = Annotated[str, Field(pattern=r"^:?[a-z0-9!#$%&'*+.^_`|~-]+$")]
 
 Method = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+NON_IDEMPOTENT_METHODS = ("CONNECT", "PATCH", "POST")
+"""Not safe to retry (the first try may have had an effect): retried only with `retries.non_idempotent`."""
 
 
 class _OneOf(PolicyModel):

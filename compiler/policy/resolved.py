@@ -1,0 +1,172 @@
+"""The resolved view: what a loaded policy means, worked out once and read by both check and lower.
+
+`resolve(policy)` indexes the documents by service name and, for every
+Service, merges the Mesh's defaults with the service's own settings: where
+its sidecar listens and how callers reach it (placement), its mTLS mode and
+SPIFFE identity, its versions and their endpoints, its effective default
+version, route timeouts and observability, and what its inbound listener can
+enforce. The check stage validates these values and the lower stage builds
+the IR from the very same ones, so nothing can be checked one way and lowered
+another.
+
+Meaning that needs the Mesh is resolved only when there is exactly one Mesh
+(check reports E201/E202 otherwise, and its Mesh-dependent checks do not
+run); without it those fields are None. Indexes keep the last document of a
+name, like a dict built in document order; check reports the duplicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.policy.models import Mesh, Service
+from compiler.policy.observability import AccessLog, Metrics, Tracing
+from compiler.policy.placement import Placement, mtls_mode, observability, place, reach, spiffe_id
+from compiler.policy.route import NON_IDEMPOTENT_METHODS, Route, RouteRule
+from compiler.policy.security import AuthorizationPolicy, RequestAuthentication
+from compiler.policy.traffic import TrafficPolicy
+from compiler.policy.types import Duration, Endpoint
+
+ENFORCEABLE: dict[str, frozenset[str]] = {
+    "http": frozenset(
+        {
+            "routes",  # Route rules: matching, splits, retries, faults, rewrites, mirrors...
+            "from",  # AuthorizationPolicy conditions
+            "paths",
+            "methods",
+            "headers",
+            "claims",
+            "request_authentication",  # JWT verification
+            "rate_limit",  # TrafficPolicy
+            "global_rate_limit",
+            "health_check",
+            "hash_on",
+        }
+    ),
+    # Opaque bytes: a connection is all there is, authorized by the caller's certificate.
+    "tcp": frozenset({"from"}),
+}
+"""What a service's inbound listener can enforce, by listener kind (policy field names)."""
+
+
+def listener_kind(service: Service) -> str:
+    """http (HTTP connection manager: http and grpc services) or tcp (tcp proxy)."""
+    return "tcp" if service.protocol == "tcp" else "http"
+
+
+def enforces(service: Service, what: str) -> bool:
+    """Whether the service's inbound listener can enforce `what` (a key of ENFORCEABLE's sets)."""
+    return what in ENFORCEABLE[listener_kind(service)]
+
+
+def unretried_methods(rule: RouteRule) -> list[str]:
+    """The methods of the rule's requests that are not safe to retry (sorted): those it matches among
+    NON_IDEMPOTENT_METHODS, or all of them when it matches any method."""
+    methods = rule.match.methods
+    return sorted(set(methods) & set(NON_IDEMPOTENT_METHODS)) if methods else list(NON_IDEMPOTENT_METHODS)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    """One Service with its effective values. Fields after `authn` are None without exactly one Mesh."""
+
+    service: Service
+    listener: str
+    """http or tcp: the kind of its inbound listener (see ENFORCEABLE)."""
+    versions: tuple[str, ...]
+    """Its versions in order (`default` when it declares none)."""
+    default_version: str
+    """Receives the traffic no Route sends elsewhere."""
+    endpoints: dict[str, tuple[Endpoint, ...]]
+    """Version -> where the app's instances listen."""
+    route: Route | None
+    traffic: TrafficPolicy | None
+    authz: AuthorizationPolicy | None
+    authn: RequestAuthentication | None
+    placement: Placement | None
+    reach: Endpoint | None
+    """Where callers send its traffic: its sidecar's inbound listener."""
+    mtls: str | None
+    """strict | permissive | disable."""
+    identity: str | None
+    """Its SPIFFE ID (certificate URI SAN)."""
+    inbound_timeout: Duration | None
+    """Its inbound routes' timeout: the callee enforces no tighter limit than any caller's route to it."""
+    metrics: Metrics | None
+    tracing: Tracing | None
+    access_log: AccessLog | None
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    def enforces(self, what: str) -> bool:
+        return what in ENFORCEABLE[self.listener]
+
+
+class Resolved:
+    """A PolicySet with its meaning resolved; build with `resolve()`."""
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+        meshes = policy.meshes
+        self.mesh: Mesh | None = meshes[0] if len(meshes) == 1 else None
+        """The Mesh, when there is exactly one."""
+        self.services: dict[str, Service] = {s.name: s for s in policy.services}
+        self.routes: dict[str, Route] = {r.service: r for r in policy.routes}
+        self.traffic: dict[str, TrafficPolicy] = {t.service: t for t in policy.traffic_policies}
+        self.authz: dict[str, AuthorizationPolicy] = {a.service: a for a in policy.authorization_policies}
+        self.authn: dict[str, RequestAuthentication] = {a.service: a for a in policy.request_authentications}
+        self.all_services: tuple[ServiceView, ...] = tuple(self._view(s) for s in policy.services)
+        """One view per Service document, in document order (duplicates included)."""
+        self.views: dict[str, ServiceView] = {v.name: v for v in self.all_services}
+        """Service name -> its view (the last document of that name)."""
+
+    def __getitem__(self, name: str) -> ServiceView:
+        return self.views[name]
+
+    def timeout_of(self, rule: RouteRule) -> Duration | None:
+        """A forwarding rule's whole-request timeout: its own, else the Mesh's default (None without one Mesh)."""
+        if rule.timeout:
+            return rule.timeout
+        return self.mesh.defaults.timeout if self.mesh is not None else None
+
+    def _view(self, svc: Service) -> ServiceView:
+        name = svc.name
+        versions = tuple(svc.version_names)
+        route = self.routes.get(name)
+        common = dict(
+            service=svc,
+            listener=listener_kind(svc),
+            versions=versions,
+            default_version=svc.effective_default_version,
+            endpoints={v: tuple(svc.endpoints_of(v)) for v in versions},
+            route=route,
+            traffic=self.traffic.get(name),
+            authz=self.authz.get(name),
+            authn=self.authn.get(name),
+        )
+        mesh = self.mesh
+        if mesh is None:
+            return ServiceView(
+                **common, placement=None, reach=None, mtls=None, identity=None, inbound_timeout=None,
+                metrics=None, tracing=None, access_log=None,
+            )
+        metrics, tracing, access_log = observability(mesh, svc)
+        rules = route.rules if route else []
+        return ServiceView(
+            **common,
+            placement=place(mesh, svc),
+            reach=reach(mesh, svc),
+            mtls=mtls_mode(mesh, svc),
+            identity=spiffe_id(mesh, svc),
+            inbound_timeout=max([mesh.defaults.timeout] + [self.timeout_of(r) for r in rules]),
+            metrics=metrics,
+            tracing=tracing,
+            access_log=access_log,
+        )
+
+
+def resolve(policy) -> Resolved:
+    """The resolved view of a PolicySet (a Resolved is returned as it is)."""
+    return policy if isinstance(policy, Resolved) else Resolved(policy)
