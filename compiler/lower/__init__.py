@@ -39,17 +39,8 @@ from compiler.ir import (
 from compiler.lower.access import access, jwt_check
 from compiler.lower.protection import bucket, hash_key, protection
 from compiler.lower.routes import VERSION_HEADER, lower_rule
-from compiler.policy import (
-    AuthorizationPolicy,
-    Mesh,
-    PolicySet,
-    RequestAuthentication,
-    Route,
-    RouteRule,
-    Service,
-    TrafficPolicy,
-)
-from compiler.policy.placement import mtls_mode, observability, place, reach, spiffe_id
+from compiler.policy import PolicySet, RouteRule
+from compiler.policy.resolved import Resolved, ServiceView, resolve
 
 __all__ = ["VERSION_HEADER", "LowerOptions", "lower"]
 
@@ -62,44 +53,28 @@ class LowerOptions:
     """If set, sidecar S reads its certificates from `<certs_root>/S` instead of the Mesh's `mtls.certs_dir`."""
 
 
-def lower(policy: PolicySet, options: LowerOptions = LowerOptions()) -> MeshIR:
-    mesh = policy.meshes[0]
-    services = {s.name: s for s in policy.services}
-    routes = {r.service: r for r in policy.routes}
-    traffic = {t.service: t for t in policy.traffic_policies}
-    authz = {a.service: a for a in policy.authorization_policies}
-    authn = {a.service: a for a in policy.request_authentications}
-    shared = _Shared(mesh, services, routes, traffic, authz, authn)
-    sidecars = [_sidecar(mesh, svc, shared, options) for svc in sorted(services.values(), key=lambda s: s.name)]
-    return MeshIR(mesh.name, tuple(sidecars))
+def lower(policy: PolicySet | Resolved, options: LowerOptions = LowerOptions()) -> MeshIR:
+    """`policy`: best the Resolved view that check() validated (a PolicySet is resolved here)."""
+    view = resolve(policy)
+    shared = _Shared(view)
+    sidecars = [_sidecar(view[name], shared, options) for name in sorted(view.views)]
+    return MeshIR(view.mesh.name, tuple(sidecars))
 
 
 class _Shared:
     """Per-service IR nodes that every caller references (built once)."""
 
-    def __init__(
-        self,
-        mesh: Mesh,
-        services: dict[str, Service],
-        routes: dict[str, Route],
-        traffic: dict[str, TrafficPolicy],
-        authz: dict[str, AuthorizationPolicy],
-        authn: dict[str, RequestAuthentication],
-    ):
-        self.mesh = mesh
-        self.services = services
-        self.routes = routes
-        self.traffic = traffic
-        self.authz = authz
-        self.authn = authn
+    def __init__(self, view: Resolved):
+        self.view = view
+        self.mesh = view.mesh
         self._outbound: dict[str, dict[str, Cluster]] = {}
         self._vhosts: dict[str, VirtualHost] = {}
 
     def outbound_clusters(self, name: str) -> dict[str, Cluster]:
         if name not in self._outbound:
-            svc = self.services[name]
-            dest = reach(self.mesh, svc)
-            route = self.routes.get(name)
+            sv = self.view[name]
+            svc = sv.service
+            route = sv.route
             budget = None
             if route is not None and any(rule.retries for rule in route.rules):
                 budget = RetryBudget(route.retry_budget.percent, route.retry_budget.min_concurrency)
@@ -108,33 +83,31 @@ class _Shared:
                     direction="outbound",
                     service=svc.name,
                     version=v,
-                    endpoints=(dest,),
+                    endpoints=(sv.reach,),
                     protocol=svc.protocol,
                     connect_timeout=self.mesh.defaults.connect_timeout,
                     source=svc.where("versions", v) if v in svc.versions else svc.source,
                     retry_budget=budget,
-                    protection=protection(self.mesh, self.traffic.get(name), instances=False),
-                    upstream_tls=UpstreamTls(svc.name, spiffe_id(self.mesh, svc))
-                    if mtls_mode(self.mesh, svc) != "disable"
-                    else None,
+                    protection=protection(self.mesh, sv.traffic, instances=False),
+                    upstream_tls=UpstreamTls(svc.name, sv.identity) if sv.mtls != "disable" else None,
                 )
-                for v in svc.version_names
+                for v in sv.versions
             }
         return self._outbound[name]
 
     def virtual_host(self, name: str) -> VirtualHost:
         if name not in self._vhosts:
-            svc = self.services[name]
-            route = self.routes.get(name)
+            sv = self.view[name]
+            svc, route = sv.service, sv.route
             if route is None:
-                rules = [(RouteRule(to={svc.effective_default_version: 100}), svc.source)]
+                rules = [(RouteRule(to={sv.default_version: 100}), svc.source)]
             else:
                 rules = [(rule, route.where("rules", i)) for i, rule in enumerate(route.rules)]
             http_routes = tuple(
                 route
                 for rule, src in rules
                 for route in lower_rule(
-                    rule, src, name, self.outbound_clusters, self.mesh.defaults.timeout, hash_key(self.traffic.get(name))
+                    rule, src, name, self.outbound_clusters, self.view.timeout_of(rule), hash_key(sv.traffic)
                 )
             )
             self._vhosts[name] = VirtualHost(
@@ -143,26 +116,25 @@ class _Shared:
         return self._vhosts[name]
 
 
-def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], Cluster, list[HttpRoute]]:
+def _inbound(sv: ServiceView, shared: _Shared) -> tuple[list[Cluster], Cluster, list[HttpRoute]]:
+    svc, mesh = sv.service, shared.mesh
     clusters = [
         Cluster(
             direction="inbound",
             service=svc.name,
             version=v,
-            endpoints=tuple(svc.endpoints_of(v)),
+            endpoints=sv.endpoints[v],
             protocol=svc.protocol,
             connect_timeout=mesh.defaults.connect_timeout,
             source=svc.where("versions", v) if v in svc.versions else svc.source,
-            protection=protection(mesh, shared.traffic.get(svc.name)),
+            protection=protection(mesh, sv.traffic),
         )
-        for v in svc.version_names
+        for v in sv.versions
     ]
     by_version = {c.version: c for c in clusters}
-    # The callee enforces no tighter limit than any caller's route to it.
-    route = shared.routes.get(svc.name)
-    timeout = max([mesh.defaults.timeout] + [r.timeout for r in (route.rules if route else []) if r.timeout])
+    timeout = sv.inbound_timeout
     # One route per version, chosen by the caller's marker; a single version needs none.
-    versions = svc.version_names if len(svc.version_names) > 1 else []
+    versions = sv.versions if len(sv.versions) > 1 else []
     routes = [
         HttpRoute(
             path=PathCondition("prefix", "/"),
@@ -171,11 +143,11 @@ def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], 
             timeout=timeout,
             request_headers=HeaderOps(remove=(VERSION_HEADER,)),
             source=by_version[v].source,
-            hash_key=hash_key(shared.traffic.get(svc.name)),
+            hash_key=hash_key(sv.traffic),
         )
         for v in versions
     ]
-    default = by_version[svc.effective_default_version]
+    default = by_version[sv.default_version]
     routes.append(
         HttpRoute(
             path=PathCondition("prefix", "/"),
@@ -184,19 +156,18 @@ def _inbound(svc: Service, mesh: Mesh, shared: _Shared) -> tuple[list[Cluster], 
             timeout=timeout,
             request_headers=HeaderOps(remove=(VERSION_HEADER,)),
             source=default.source,
-            hash_key=hash_key(shared.traffic.get(svc.name)),
+            hash_key=hash_key(sv.traffic),
         )
     )
     return clusters, default, routes
 
 
-def _observability(mesh: Mesh, svc: Service, p, shared: _Shared, clusters: list[Cluster]):
-    m, t, a = observability(mesh, svc)
-    metrics = Metrics(p.address, m.port, tuple(m.keep_prefixes)) if m else None
+def _observability(sv: ServiceView, shared: _Shared, clusters: list[Cluster]):
+    m, t, a = sv.metrics, sv.tracing, sv.access_log
+    metrics = Metrics(sv.placement.address, m.port, tuple(m.keep_prefixes)) if m else None
     tracing = None
     if t is not None:
-        collector_svc = shared.services[t.collector]
-        collector = shared.outbound_clusters(t.collector)[collector_svc.effective_default_version]
+        collector = shared.outbound_clusters(t.collector)[shared.view[t.collector].default_version]
         if all(c is not collector for c in clusters):
             clusters.append(collector)
         tracing = Tracing(t.provider, collector, t.sampling, tuple(sorted(t.tags.items())))
@@ -204,31 +175,30 @@ def _observability(mesh: Mesh, svc: Service, p, shared: _Shared, clusters: list[
     return metrics, tracing, access_log
 
 
-def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -> Sidecar:
-    p = place(mesh, svc)
-    inbound_clusters, default, inbound_routes = _inbound(svc, mesh, shared)
+def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar:
+    svc, mesh, p = sv.service, shared.mesh, sv.placement
+    inbound_clusters, default, inbound_routes = _inbound(sv, shared)
     listeners: list = []
     clusters: list[Cluster] = list(inbound_clusters)
 
-    mode = mtls_mode(mesh, svc)
+    mode = sv.mtls
     tls_mode = None if mode == "disable" else mode
-    if svc.protocol == "tcp":
+    if sv.listener == "tcp":
         listeners.append(
             TcpListener(
                 "inbound", p.address, p.inbound_port, default, svc.source, tls_mode=tls_mode,
-                access=access(mesh, shared.authz.get(svc.name), shared.services),
+                access=access(shared.view, sv.authz),
             )
         )
     else:
         table = RouteTable(
             "inbound", (VirtualHost(name=svc.name, domains=("*",), routes=tuple(inbound_routes)),)
         )
-        tp = shared.traffic.get(svc.name)
+        tp = sv.traffic
         global_limit = None
         if tp is not None and tp.global_rate_limit is not None:
             g = tp.global_rate_limit
-            limiter = shared.services[g.service]
-            limiter_cluster = shared.outbound_clusters(g.service)[limiter.effective_default_version]
+            limiter_cluster = shared.outbound_clusters(g.service)[shared.view[g.service].default_version]
             clusters.append(limiter_cluster)
             global_limit = GlobalRateLimit(limiter_cluster, g.domain, tuple(g.descriptors), g.failure_mode_deny, g.timeout)
         listeners.append(
@@ -240,20 +210,20 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
                 rate_limit=bucket(tp.rate_limit) if tp else None,
                 global_rate_limit=global_limit,
                 tls_mode=tls_mode,
-                access=access(mesh, shared.authz.get(svc.name), shared.services),
-                jwt=jwt_check(shared.authn.get(svc.name), mesh.paths),
+                access=access(shared.view, sv.authz),
+                jwt=jwt_check(sv.authn, mesh.paths),
                 paths=PathNormalization(mesh.paths.escaped_slashes),
             )
         )
 
     vhosts = []
     for dep_name in sorted(svc.calls):
-        dep = shared.services[dep_name]
+        dep = shared.view[dep_name]
         dep_clusters = shared.outbound_clusters(dep_name)
         clusters.extend(dep_clusters.values())
-        if dep.protocol == "tcp":
-            target = dep_clusters[dep.effective_default_version]
-            listeners.append(TcpListener("outbound", p.outbound_address, dep.port, target, svc.where("calls")))
+        if dep.listener == "tcp":
+            target = dep_clusters[dep.default_version]
+            listeners.append(TcpListener("outbound", p.outbound_address, dep.service.port, target, svc.where("calls")))
         else:
             vhosts.append(shared.virtual_host(dep_name))
     # Mirrors may copy traffic to services the app does not call itself.
@@ -272,12 +242,12 @@ def _sidecar(mesh: Mesh, svc: Service, shared: _Shared, options: LowerOptions) -
             )
         )
 
-    metrics, tracing, access_log = _observability(mesh, svc, p, shared, clusters)
+    metrics, tracing, access_log = _observability(sv, shared, clusters)
     config_dir = f"{options.config_root.rstrip('/')}/{svc.name}" if options.config_root else mesh.config_dir
     tls = None
     if mode != "disable":
         certs_dir = f"{options.certs_root.rstrip('/')}/{svc.name}" if options.certs_root else mesh.mtls.certs_dir
-        tls = SidecarTls(certs_dir, spiffe_id(mesh, svc), mesh.trust_domain)
+        tls = SidecarTls(certs_dir, sv.identity, mesh.trust_domain)
     return Sidecar(
         service=svc.name,
         mesh=mesh.name,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from compiler.ir import Access, AccessRule, JwtCheck, JwtIssuer, JwtRequirement, PathCondition
 from compiler.lower.routes import header_condition
-from compiler.policy import AuthorizationPolicy, Mesh, Paths, RequestAuthentication, Service
-from compiler.policy.placement import spiffe_id
+from compiler.policy import AuthorizationPolicy, Paths, RequestAuthentication
+from compiler.policy.resolved import Resolved
 
 
 def security_path(kind: str, value: str, paths: Paths) -> PathCondition:
@@ -14,14 +14,14 @@ def security_path(kind: str, value: str, paths: Paths) -> PathCondition:
     return PathCondition("path_prefix" if kind == "prefix" else kind, value, ignore_case=not paths.case_sensitive)
 
 
-def _rule(rule, policy: AuthorizationPolicy, kind: str, i: int, mesh: Mesh, services: dict[str, Service]) -> AccessRule:
+def _rule(rule, policy: AuthorizationPolicy, kind: str, i: int, view: Resolved) -> AccessRule:
     paths = []
     for p in rule.paths:
         for k in ("prefix", "exact", "regex"):
             if getattr(p, k) is not None:
-                paths.append(security_path(k, getattr(p, k), mesh.paths))
+                paths.append(security_path(k, getattr(p, k), view.mesh.paths))
     return AccessRule(
-        principals=tuple(spiffe_id(mesh, services[name]) for name in rule.from_),
+        principals=tuple(view[name].identity for name in rule.from_),
         paths=tuple(paths),
         methods=tuple(sorted(set(rule.methods))),
         headers=tuple(header_condition(h) for h in rule.headers),
@@ -30,13 +30,13 @@ def _rule(rule, policy: AuthorizationPolicy, kind: str, i: int, mesh: Mesh, serv
     )
 
 
-def access(mesh: Mesh, policy: AuthorizationPolicy | None, services: dict[str, Service]) -> Access | None:
+def access(view: Resolved, policy: AuthorizationPolicy | None) -> Access | None:
     """None when nothing restricts the service (no policy and a mesh default of allow)."""
-    default_deny = mesh.authorization.default == "deny"
+    default_deny = view.mesh.authorization.default == "deny"
     if policy is None:
         return Access(deny=(), allow=(), dry_run=False) if default_deny else None
-    deny = tuple(_rule(r, policy, "deny", i, mesh, services) for i, r in enumerate(policy.deny))
-    allow = tuple(_rule(r, policy, "allow", i, mesh, services) for i, r in enumerate(policy.allow))
+    deny = tuple(_rule(r, policy, "deny", i, view) for i, r in enumerate(policy.deny))
+    allow = tuple(_rule(r, policy, "allow", i, view) for i, r in enumerate(policy.allow))
     return Access(
         deny=deny,
         allow=allow if (allow or default_deny) else None,

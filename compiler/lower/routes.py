@@ -26,6 +26,7 @@ from compiler.ir import (
 )
 from compiler.lower.protection import bucket
 from compiler.policy import RouteRule
+from compiler.policy.resolved import unretried_methods
 from compiler.policy.types import Duration
 
 VERSION_HEADER = "x-meshc-version"
@@ -34,15 +35,12 @@ VERSION_HEADER = "x-meshc-version"
 ClustersOf = Callable[[str], dict[str, Cluster]]
 
 
-NON_IDEMPOTENT = ("CONNECT", "PATCH", "POST")
-
-
 def lower_rule(
     rule: RouteRule,
     source: Source,
     service: str,
     clusters_of: ClustersOf,
-    default_timeout: Duration,
+    timeout: Duration,
     hash_key: HashKey | None = None,
 ) -> list[HttpRoute]:
     """One Envoy route per rule, or two when retries must spare non-idempotent methods.
@@ -50,12 +48,12 @@ def lower_rule(
     Envoy's retry policy does not look at the method, so unless the rule says
     `retries.non_idempotent: true`, its POST/PATCH/CONNECT requests go through
     a twin route placed first: the same match limited to those methods, the
-    same action, no retries.
+    same action, no retries. `timeout`: the rule's effective timeout (Resolved.timeout_of).
     """
-    route = _lower(rule, source, service, clusters_of, default_timeout, hash_key)
+    route = _lower(rule, source, service, clusters_of, timeout, hash_key)
     if route.retry is None or rule.retries.non_idempotent:
         return [route]
-    risky = sorted(set(rule.match.methods) & set(NON_IDEMPOTENT)) if rule.match.methods else list(NON_IDEMPOTENT)
+    risky = unretried_methods(rule)
     if not risky:
         return [route]
     others = tuple(h for h in route.headers if h.name != ":method")
@@ -64,7 +62,7 @@ def lower_rule(
 
 
 def _lower(
-    rule: RouteRule, source: Source, service: str, clusters_of: ClustersOf, default_timeout: Duration, hash_key
+    rule: RouteRule, source: Source, service: str, clusters_of: ClustersOf, timeout: Duration, hash_key
 ) -> HttpRoute:
     m = rule.match
     common = dict(
@@ -90,7 +88,7 @@ def _lower(
         targets=tuple(
             Target(clusters[version], weight, ((VERSION_HEADER, version),)) for version, weight in sorted(rule.to.items())
         ),
-        timeout=rule.timeout or default_timeout,
+        timeout=timeout,
         idle_timeout=rule.idle_timeout,
         retry=_retry(rule.retries) if rule.retries else None,
         mirrors=tuple(
