@@ -1,8 +1,10 @@
 """Stage 2, check: the meaning of a loaded policy, all errors at once.
 
-Each check is a function `PolicySet -> iterable of Diagnostic` in a module
-of its own; `check()` runs them in a fixed order and returns everything
-found. Checks that need the Mesh run only when there is exactly one.
+Each check is a function `Resolved -> iterable of Diagnostic` in a module
+of its own; `check()` resolves the policy once (compiler/policy/resolved.py:
+the same view lower() builds from) and runs them in a fixed order, returning
+everything found. Checks that need the Mesh run only when there is exactly
+one (`view.mesh` is None otherwise).
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ from compiler.check.traffic import check_traffic_policies
 from compiler.check.shadowing import check_shadowed_rules
 from compiler.diagnostics import Diagnostic
 from compiler.policy import PolicySet
+from compiler.policy.resolved import Resolved, resolve
+
+
+def _shadowed_rules(view: Resolved):
+    return check_shadowed_rules(view.policy)
+
 
 CHECKS = (
     check_structure,
     check_references,
     check_routes,
-    check_shadowed_rules,
+    _shadowed_rules,
     check_traffic_policies,
     check_ports,
     check_mtls,
@@ -35,8 +43,9 @@ CHECKS = (
 )
 
 
-def check(policy: PolicySet) -> list[Diagnostic]:
+def check(policy: PolicySet | Resolved) -> list[Diagnostic]:
+    view = resolve(policy)
     diags: list[Diagnostic] = []
     for run in CHECKS:
-        diags.extend(run(policy))
+        diags.extend(run(view))
     return diags

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from compiler.diagnostics import Diagnostic, Severity
-from compiler.policy import PolicySet
+from compiler.policy.resolved import Resolved
 
 
 def strongly_connected(graph: dict[str, list[str]]) -> list[list[str]]:
@@ -61,8 +61,8 @@ def strongly_connected(graph: dict[str, list[str]]) -> list[list[str]]:
     return sorted(groups)
 
 
-def check_call_cycles(policy: PolicySet) -> Iterator[Diagnostic]:
-    services = {s.name: s for s in policy.services}
+def check_call_cycles(view: Resolved) -> Iterator[Diagnostic]:
+    services = view.services
     graph = {name: sorted(d for d in svc.calls if d in services and d != name) for name, svc in services.items()}
     for group in strongly_connected(graph):
         first = services[group[0]]

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Iterator
 
 from compiler.diagnostics import Diagnostic, did_you_mean
-from compiler.policy import PolicySet
+from compiler.policy.resolved import Resolved
 
 
-def check_observability(policy: PolicySet) -> Iterator[Diagnostic]:
-    if len(policy.meshes) != 1:
+def check_observability(view: Resolved) -> Iterator[Diagnostic]:
+    mesh = view.mesh
+    if mesh is None:
         return
-    mesh = policy.meshes[0]
-    services = {s.name: s for s in policy.services}
+    services = view.services
     places = [(mesh, ("observability", "tracing"), mesh.observability.tracing)]
-    places += [(svc, ("observability", "tracing"), svc.observability.tracing) for svc in policy.services]
+    places += [(svc, ("observability", "tracing"), svc.observability.tracing) for svc in view.policy.services]
     for doc, path, tracing in places:
         if not tracing:
             continue

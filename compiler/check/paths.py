@@ -17,14 +17,15 @@ from typing import Iterator
 
 from compiler.diagnostics import Diagnostic, Severity
 from compiler.policy import Mesh, PolicySet
+from compiler.policy.resolved import Resolved
 
 _ESCAPED_SLASH = re.compile(r"%(2f|5c)", re.IGNORECASE)
 
 
-def check_paths(policy: PolicySet) -> Iterator[Diagnostic]:
-    if len(policy.meshes) != 1:
+def check_paths(view: Resolved) -> Iterator[Diagnostic]:
+    mesh, policy = view.mesh, view.policy
+    if mesh is None:
         return
-    mesh = policy.meshes[0]
     for doc, where, field, value in _security_paths(policy):
         problem = _never_requested(value, mesh)
         if problem:

@@ -10,25 +10,23 @@ from __future__ import annotations
 from typing import Iterator
 
 from compiler.diagnostics import Diagnostic
-from compiler.policy import PolicySet
-from compiler.policy.placement import observability, place
+from compiler.policy.resolved import Resolved
 
 
-def check_ports(policy: PolicySet) -> Iterator[Diagnostic]:
-    if len(policy.meshes) != 1:
+def check_ports(view: Resolved) -> Iterator[Diagnostic]:
+    if view.mesh is None:
         return
-    mesh = policy.meshes[0]
-    services = {s.name: s for s in policy.services}
+    services = view.services
     host_binds: dict[tuple[str, int], str] = {}
 
-    for svc in policy.services:
-        p = place(mesh, svc)
+    for sv in view.all_services:
+        svc, p = sv.service, sv.placement
         local: list[tuple[int, str, tuple]] = [
             (p.inbound_port, "inbound listener (port)", ("port",)),
             (p.outbound_port, "outbound listener (sidecar.outbound_port)", ("sidecar", "outbound_port")),
             (p.admin_port, "admin interface (sidecar.admin_port)", ("sidecar", "admin_port")),
         ]
-        metrics = observability(mesh, svc)[0]
+        metrics = sv.metrics
         if metrics is not None:
             local.append((metrics.port, "metrics listener (observability.metrics.port)", ("observability", "metrics", "port")))
         for i, dep in enumerate(svc.calls):
@@ -63,8 +61,8 @@ def check_ports(policy: PolicySet) -> Iterator[Diagnostic]:
             binds.append(
                 (p.admin_address, p.admin_port, f"admin interface of the '{svc.name}' sidecar", ("sidecar", "admin_port"))
             )
-        for version in svc.version_names:
-            for ep in svc.endpoints_of(version):
+        for version in sv.versions:
+            for ep in sv.endpoints[version]:
                 if ep.is_ip:
                     path = ("versions", version) if version in svc.versions else ("app_port",)
                     binds.append((ep.host, ep.port, f"app '{svc.name}' version '{version}'", path))

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Iterator
 
 from compiler.diagnostics import Diagnostic, did_you_mean
-from compiler.policy import PolicySet
+from compiler.policy.resolved import Resolved
 
 
-def check_structure(policy: PolicySet) -> Iterator[Diagnostic]:
+def check_structure(view: Resolved) -> Iterator[Diagnostic]:
+    policy = view.policy
     meshes = policy.meshes
     if not meshes:
         first = policy.documents[0].source if policy.documents else None
@@ -47,11 +48,11 @@ def check_structure(policy: PolicySet) -> Iterator[Diagnostic]:
             routed[route.service] = route
 
 
-def check_references(policy: PolicySet) -> Iterator[Diagnostic]:
-    services = {s.name: s for s in policy.services}
+def check_references(view: Resolved) -> Iterator[Diagnostic]:
+    services = view.services
     names = sorted(services)
 
-    for svc in policy.services:
+    for svc in view.policy.services:
         for i, dep in enumerate(svc.calls):
             if dep == svc.name:
                 yield Diagnostic("E206", "a service cannot call itself through its own sidecar", svc.where("calls", i), svc.subject, f"calls[{i}]")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Iterator
 
 from compiler.diagnostics import Diagnostic, Severity, did_you_mean
-from compiler.policy import PolicySet, Route, RouteRule, Service
-from compiler.policy.route import IDEMPOTENT_METHODS
+from compiler.policy import Route, RouteRule, Service
+from compiler.policy.resolved import Resolved, enforces, unretried_methods
 
 
-def check_routes(policy: PolicySet) -> Iterator[Diagnostic]:
-    services = {s.name: s for s in policy.services}
-    for route in policy.routes:
+def check_routes(view: Resolved) -> Iterator[Diagnostic]:
+    services = view.services
+    for route in view.policy.routes:
         target = services.get(route.service)
         if target is None:
             yield Diagnostic(
@@ -22,7 +22,7 @@ def check_routes(policy: PolicySet) -> Iterator[Diagnostic]:
                 "service",
             )
             continue
-        if target.protocol == "tcp":
+        if not enforces(target, "routes"):
             yield Diagnostic(
                 "E208",
                 "routes apply to http and grpc services; tcp traffic goes to the service's default_version",
@@ -34,7 +34,7 @@ def check_routes(policy: PolicySet) -> Iterator[Diagnostic]:
         for i, rule in enumerate(route.rules):
             yield from _targets(route, i, rule, target)
             yield from _mirrors(route, i, rule, target, services)
-            yield from _retries(route, i, rule, policy)
+            yield from _retries(route, i, rule, view)
             yield from _shaping(route, i, rule)
         if "retry_budget" in route.model_fields_set and not any(rule.retries for rule in route.rules):
             yield Diagnostic(
@@ -91,7 +91,7 @@ def _mirrors(route: Route, i: int, rule: RouteRule, target: Service, services: d
             yield Diagnostic("E214", _unknown_version(mirror.to, dest), where, route.subject, path)
 
 
-def _retries(route: Route, i: int, rule: RouteRule, policy: PolicySet) -> Iterator[Diagnostic]:
+def _retries(route: Route, i: int, rule: RouteRule, view: Resolved) -> Iterator[Diagnostic]:
     r = rule.retries
     if r is None:
         return
@@ -101,7 +101,7 @@ def _retries(route: Route, i: int, rule: RouteRule, policy: PolicySet) -> Iterat
         yield Diagnostic(
             "E219", "retriable-status-codes needs the codes, e.g. on: [{retriable-status-codes: [503]}]", where, route.subject, path
         )
-    timeout = rule.timeout or (policy.meshes[0].defaults.timeout if len(policy.meshes) == 1 else None)
+    timeout = view.timeout_of(rule)
     if r.per_try_timeout is not None and timeout is not None:
         worst = r.per_try_timeout.ms * (r.attempts + 1)
         if worst > timeout.ms:
@@ -114,8 +114,7 @@ def _retries(route: Route, i: int, rule: RouteRule, policy: PolicySet) -> Iterat
                 path,
                 severity=Severity.WARNING,
             )
-    methods = set(rule.match.methods)
-    risky = sorted(methods - IDEMPOTENT_METHODS) if methods else ["CONNECT", "PATCH", "POST"]
+    risky = unretried_methods(rule)
     if risky and not r.non_idempotent:
         yield Diagnostic(
             "W302",

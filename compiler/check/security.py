@@ -6,22 +6,20 @@ from typing import Iterator
 
 from compiler.check.shadowing import covers_path
 from compiler.diagnostics import Diagnostic, Severity, did_you_mean
-from compiler.policy import PolicySet
-from compiler.policy.placement import mtls_mode
+from compiler.policy.resolved import Resolved, ServiceView
 
 
-def check_mtls(policy: PolicySet) -> Iterator[Diagnostic]:
+def check_mtls(view: Resolved) -> Iterator[Diagnostic]:
     """A caller without certificates cannot reach a destination that accepts only mTLS."""
-    if len(policy.meshes) != 1:
+    if view.mesh is None:
         return
-    mesh = policy.meshes[0]
-    services = {s.name: s for s in policy.services}
-    for svc in policy.services:
-        if mtls_mode(mesh, svc) != "disable":
+    for sv in view.all_services:
+        svc = sv.service
+        if sv.mtls != "disable":
             continue
         for i, dep in enumerate(svc.calls):
-            target = services.get(dep)
-            if target is not None and mtls_mode(mesh, target) == "strict":
+            target = view.views.get(dep)
+            if target is not None and target.mtls == "strict":
                 yield Diagnostic(
                     "E240",
                     f"'{svc.name}' has mTLS disabled but '{dep}' accepts only mTLS (strict): its calls would be "
@@ -32,13 +30,13 @@ def check_mtls(policy: PolicySet) -> Iterator[Diagnostic]:
                 )
 
 
-def check_authorization(policy: PolicySet) -> Iterator[Diagnostic]:
-    if len(policy.meshes) != 1:
+def check_authorization(view: Resolved) -> Iterator[Diagnostic]:
+    mesh = view.mesh
+    if mesh is None:
         return
-    mesh = policy.meshes[0]
-    services = {s.name: s for s in policy.services}
+    services = view.services
     seen: dict[str, object] = {}
-    for ap in policy.authorization_policies:
+    for ap in view.policy.authorization_policies:
         subject = ap.subject
         if ap.service in seen:
             yield Diagnostic(
@@ -61,9 +59,8 @@ def check_authorization(policy: PolicySet) -> Iterator[Diagnostic]:
                             "E241", f"unknown service '{caller}'{did_you_mean(caller, sorted(services))}",
                             ap.where(kind, i, "from", j), subject, f"{kind}[{i}].from[{j}]",
                         )
-                if target.protocol == "tcp":
-                    yield from _http_only(ap, kind, i, rule)
-                if rule.from_ and mtls_mode(mesh, target) == "disable":
+                yield from _unenforceable(ap, kind, i, rule, view[ap.service])
+                if rule.from_ and view[ap.service].mtls == "disable":
                     yield Diagnostic(
                         "E242",
                         f"'from' needs the caller's certificate, but '{ap.service}' has mTLS disabled: "
@@ -81,14 +78,14 @@ def check_authorization(policy: PolicySet) -> Iterator[Diagnostic]:
                     break
 
 
-_HTTP_ONLY = ("paths", "methods", "headers", "claims")
+_CONDITIONS = ("paths", "methods", "headers", "claims")
 
 
-def _http_only(ap, kind: str, i: int, rule) -> Iterator[Diagnostic]:
+def _unenforceable(ap, kind: str, i: int, rule, target: ServiceView) -> Iterator[Diagnostic]:
     """A tcp service is authorized per connection, on the caller's identity: its bytes carry no paths,
     methods, headers or tokens, so a rule that needs them could never be enforced as written."""
-    for field in _HTTP_ONLY:
-        if getattr(rule, field):
+    for field in _CONDITIONS:
+        if getattr(rule, field) and not target.enforces(field):
             yield Diagnostic(
                 "E245",
                 f"'{field}' cannot apply to tcp service '{ap.service}': a connection is authorized by its "
@@ -118,10 +115,10 @@ def _covers(deny, allow, case_sensitive: bool = True) -> bool:
     return True
 
 
-def check_authentication(policy: PolicySet) -> Iterator[Diagnostic]:
-    services = {s.name: s for s in policy.services}
+def check_authentication(view: Resolved) -> Iterator[Diagnostic]:
+    services = view.services
     authn: dict[str, object] = {}
-    for ra in policy.request_authentications:
+    for ra in view.policy.request_authentications:
         subject = ra.subject
         if ra.service in authn:
             yield Diagnostic(
@@ -134,7 +131,7 @@ def check_authentication(policy: PolicySet) -> Iterator[Diagnostic]:
                 "E253", f"unknown service '{ra.service}'{did_you_mean(ra.service, sorted(services))}",
                 ra.where("service"), subject, "service",
             )
-        elif services[ra.service].protocol == "tcp":
+        elif not view[ra.service].enforces("request_authentication"):
             yield Diagnostic(
                 "E254",
                 f"'{ra.service}' is a tcp service: no request carries a token to verify; authorize its "
@@ -149,9 +146,9 @@ def check_authentication(policy: PolicySet) -> Iterator[Diagnostic]:
                         "E250", f"unknown provider '{name}'{did_you_mean(name, names)} (known: {', '.join(names)})",
                         ra.where("rules", i, "providers", j), subject, f"rules[{i}].providers[{j}]",
                     )
-    for ap in policy.authorization_policies:
-        target = services.get(ap.service)
-        if ap.service in authn or (target is not None and target.protocol == "tcp"):  # tcp: E245 says it
+    for ap in view.policy.authorization_policies:
+        target = view.views.get(ap.service)
+        if ap.service in authn or (target is not None and not target.enforces("claims")):  # tcp: E245 says it
             continue
         for kind in ("allow", "deny"):
             for i, rule in enumerate(getattr(ap, kind)):

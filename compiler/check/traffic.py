@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from compiler.diagnostics import Diagnostic, Severity, did_you_mean
-from compiler.policy import PolicySet
+from compiler.policy.resolved import Resolved, enforces
 
 _HASHING = ("ring_hash", "maglev")
 # What a tcp service cannot do, and why: its bytes carry no requests.
@@ -23,10 +23,10 @@ def _get(obj, path: tuple[str, ...]):
     return obj
 
 
-def check_traffic_policies(policy: PolicySet) -> Iterator[Diagnostic]:
-    services = {s.name: s for s in policy.services}
+def check_traffic_policies(view: Resolved) -> Iterator[Diagnostic]:
+    services = view.services
     seen: dict[str, object] = {}
-    for tp in policy.traffic_policies:
+    for tp in view.policy.traffic_policies:
         subject = tp.subject
         if tp.service in seen:
             yield Diagnostic(
@@ -52,14 +52,13 @@ def check_traffic_policies(policy: PolicySet) -> Iterator[Diagnostic]:
                 "W233", f"{lb.policy} without hash_on has no key to hash: requests spread at random",
                 tp.where("load_balancer"), subject, "load_balancer", severity=Severity.WARNING,
             )
-        if svc.protocol == "tcp":
-            for path, why in _HTTP_ONLY:
-                if _get(tp, path) is not None:
-                    field = ".".join(path)
-                    yield Diagnostic(
-                        "E234", f"{field} needs an http or grpc service ({why}), but '{tp.service}' is tcp",
-                        tp.where(*path), subject, field,
-                    )
+        for path, why in _HTTP_ONLY:
+            if _get(tp, path) is not None and not enforces(svc, path[-1]):
+                field = ".".join(path)
+                yield Diagnostic(
+                    "E234", f"{field} needs an http or grpc service ({why}), but '{tp.service}' is tcp",
+                    tp.where(*path), subject, field,
+                )
         hc = tp.health_check
         if hc is not None and hc.timeout >= hc.interval:
             yield Diagnostic(

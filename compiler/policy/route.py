@@ -34,7 +34,6 @@ HeaderName = Annotated[str, Field(pattern=r"^:?[a-z0-9!#$%&'*+.^_`|~-]+$")]
 """A lowercase HTTP header name (HTTP/2 and Envoy compare them in lowercase)."""
 
 Method = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 NON_IDEMPOTENT_METHODS = ("CONNECT", "PATCH", "POST")
 """Not safe to retry (the first try may have had an effect): retried only with `retries.non_idempotent`."""
 
