@@ -17,6 +17,7 @@ from compiler.emit import emit
 from compiler.ir import MeshIR
 from compiler.load import load
 from compiler.lower import LowerOptions, lower
+from compiler.policy.resolved import Resolved, resolve
 from compiler.render import DEFAULT_TEMPLATES, render
 from compiler.sourcemap import SOURCEMAP, sourcemap_bytes
 
@@ -66,23 +67,25 @@ def paused_gc():
             gc.enable()
 
 
-def check_policies(policy_dir: Path) -> tuple[list[Diagnostic], object]:
+def check_policies(policy_dir: Path) -> tuple[list[Diagnostic], Resolved | None]:
+    """Load and check; the resolved view that passed the checks is what lower() builds from."""
     loaded = load(policy_dir)
     diags = list(loaded.diagnostics)
     if any(d.is_error for d in diags):
         return diags, None
-    diags.extend(check(loaded.policy))
+    view = resolve(loaded.policy)
+    diags.extend(check(view))
     if any(d.is_error for d in diags):
         return diags, None
-    return diags, loaded.policy
+    return diags, view
 
 
 def build(policy_dir: Path, options: BuildOptions = BuildOptions()) -> BuildResult:
     with paused_gc():
-        diags, policy = check_policies(policy_dir)
-        if policy is None:
+        diags, view = check_policies(policy_dir)
+        if view is None:
             return BuildResult(diags)
-        ir = lower(policy, LowerOptions(config_root=options.config_root, certs_root=options.certs_root))
+        ir = lower(view, LowerOptions(config_root=options.config_root, certs_root=options.certs_root))
         files = render(emit(ir, static=options.static), options.templates)
         files[SOURCEMAP] = sourcemap_bytes(ir)  # the only file that holds policy line numbers
         return BuildResult(diags, ir, files)

@@ -124,24 +124,23 @@ def cmd_build(args) -> int:
 
 
 def cmd_check(args) -> int:
-    diags, policy = check_policies(Path(args.policy_dir))
+    diags, view = check_policies(Path(args.policy_dir))
     _print_diags(diags, args.policy_dir)
-    if policy is None:
+    if view is None:
         return 1
-    print(f"{args.policy_dir}: {len(policy.services)} service(s), {len(policy.routes)} route(s): ok", file=sys.stderr)
+    print(f"{args.policy_dir}: {len(view.services)} service(s), {len(view.routes)} route(s): ok", file=sys.stderr)
     return 0
 
 
 def cmd_certs(args) -> int:
     from compiler.certs import write_service_certs
-    from compiler.policy.placement import spiffe_id
 
-    diags, policy = check_policies(Path(args.policy_dir))
+    diags, view = check_policies(Path(args.policy_dir))
     _print_diags(diags, args.policy_dir)
-    if policy is None:
+    if view is None:
         return 1
-    mesh = policy.meshes[0]
-    identities = {svc.name: spiffe_id(mesh, svc) for svc in policy.services}
+    mesh = view.mesh
+    identities = {name: sv.identity for name, sv in view.views.items()}
     for folder in write_service_certs(Path(args.output), mesh.trust_domain, identities, args.days):
         print(f"{folder}: {identities[folder.name]}", file=sys.stderr)
     print("keys are private: keep the certificates folder out of version control", file=sys.stderr)
