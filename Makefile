@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 MESHC  := $(VENV)/bin/meshc
 OUT    ?= out
+JOBS   ?= 2
 
 .PHONY: build test unit integration image golden validate bench check clean
 
@@ -29,9 +30,10 @@ validate: $(VENV)/.installed
 ## test: everything: unit, golden, validation and live-Envoy tests, then the Docker suite
 test: unit integration
 
-## unit: all tests but the Docker suite (they still run the real Envoy)
+## unit: all tests but the Docker suite (they still run the real Envoy), on both cores
+## (each test owns its loopback block and ports, so tests are independent)
 unit: $(VENV)/.installed
-	$(PY) -m pytest --ignore=tests/integration
+	$(PY) -m pytest -n $(JOBS) --ignore=tests/integration
 
 ## image: build the Envoy image FROM scratch (no registry pull); prints its tag
 image: $(VENV)/.installed

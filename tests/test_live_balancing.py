@@ -292,8 +292,8 @@ def _json_yaml(path: Path):
 def test_global_rate_limit_golden_and_validate(capsys):
     """golden/rate-limit: the ratelimit filter points at the ratelimit cluster; descriptors on the inbound vhost; validate passes."""
     gold = ROOT / "golden" / "rate-limit"
-    boot = _json_yaml(gold / "api" / "bootstrap.yaml")
-    (inbound,) = [l for l in boot["static_resources"]["listeners"] if l["name"] == "inbound"]
+    listeners = _json_yaml(gold / "api" / "listeners.yaml")["resources"]
+    (inbound,) = [l for l in listeners if l["name"] == "inbound"]
     hcm = inbound["filter_chains"][0]["filters"][0]["typed_config"]
     filters = {f["name"]: f["typed_config"] for f in hcm["http_filters"]}
     names = [f["name"] for f in hcm["http_filters"]]
@@ -306,10 +306,9 @@ def test_global_rate_limit_golden_and_validate(capsys):
     rl_cluster = rl["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"]
     assert rl_cluster == "outbound|ratelimit|default"
 
-    # the cluster exists on api's sidecar (static in the bootstrap, since the filter names it at start-up),
+    # the cluster exists on api's sidecar (in clusters.yaml: Envoy reads CDS before the listeners that name it),
     # speaks HTTP/2 (gRPC) and points at ratelimit's sidecar
-    clusters = {c["name"]: c for c in boot["static_resources"].get("clusters", [])}
-    clusters.update({c["name"]: c for c in _json_yaml(gold / "api" / "clusters.yaml")["resources"]})
+    clusters = {c["name"]: c for c in _json_yaml(gold / "api" / "clusters.yaml")["resources"]}
     assert rl_cluster in clusters
     c = clusters[rl_cluster]
     proto = json.dumps(c.get("typed_extension_protocol_options", {})) + json.dumps(c.get("http2_protocol_options", {}))
@@ -325,7 +324,7 @@ def test_global_rate_limit_golden_and_validate(capsys):
         {"remote_address": {}},
     ]}]
     # the caller has no ratelimit filter (the global limit is the callee's)
-    web = _json_yaml(gold / "web" / "bootstrap.yaml")
-    assert "envoy.filters.http.ratelimit" not in json.dumps(web)
+    web = _json_yaml(gold / "web" / "listeners.yaml")
+    assert web["resources"] and "envoy.filters.http.ratelimit" not in json.dumps(web)
 
     assert meshc_main(["validate", str(gold)]) == 0, capsys.readouterr()

@@ -52,7 +52,9 @@ def bootstrap_params(
     return BootstrapParams(
         node_id=names.node_id(s),
         node_cluster=s.service,
-        node_metadata={"mesh": s.mesh, "service": s.service, "source": s.source.short},
+        # No provenance here: moving a Service to another policy file must not restart its sidecar
+        # (its resources in listeners.yaml / clusters.yaml carry the anchors, and those reload).
+        node_metadata={"mesh": s.mesh, "service": s.service},
         admin_address=s.admin_address,
         admin_port=s.admin_port,
         listeners=listeners,

@@ -17,11 +17,17 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def policy_yaml(documents: Iterable[Any]) -> str:
-    """Policy documents (models or plain dicts) as one multi-document YAML text."""
+    """Policy documents (models or plain dicts) as one multi-document YAML text.
+
+    A model is written with the fields that were given, as a person would write it: a default
+    written out explicitly can be refused where it would do nothing (e.g. E280 retry_budget).
+    """
     docs = []
     for d in documents:
-        data = d if isinstance(d, dict) else d.model_dump(mode="json", exclude_none=True)
-        docs.append(data)
+        if isinstance(d, dict):
+            docs.append(d)
+        else:
+            docs.append({"kind": d.kind, **d.model_dump(mode="json", exclude_none=True, exclude_unset=True)})
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
