@@ -67,6 +67,14 @@ def check_authorization(view: Resolved) -> Iterator[Diagnostic]:
                         "enable mtls (strict or permissive) for it",
                         ap.where(kind, i, "from"), subject, f"{kind}[{i}].from",
                     )
+                elif kind == "deny" and rule.from_ and view[ap.service].mtls == "permissive":
+                    yield Diagnostic(
+                        "W246",
+                        f"'{ap.service}' is permissive: a plaintext connection has no identity, so this rule cannot "
+                        f"stop {', '.join(rule.from_)} from calling without its sidecar; make '{ap.service}' strict "
+                        "(or allow-list the callers instead, which refuses plaintext)",
+                        ap.where(kind, i, "from"), subject, f"{kind}[{i}].from", severity=Severity.WARNING,
+                    )
         for i, allow in enumerate(ap.allow):
             for j, deny in enumerate(ap.deny):
                 if _covers(deny, allow, mesh.paths.case_sensitive):
