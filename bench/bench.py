@@ -165,7 +165,6 @@ def generate(n: int, seed: int, dest: Path) -> dict:
             f"name: {name}",
             "protocol: http",
             "port: 8080",
-            "app_port: 18080",
             "versions:",
         ]
         for vi, v in enumerate(versions_of(i), start=1):

@@ -69,6 +69,7 @@ REQUIRED = {
     "security_paths",
     "ignored_settings",
     "retry_budget_unused",
+    "app_port",
 }
 
 

@@ -199,7 +199,6 @@ def test_python_validation_error_points_at_the_argument(tmp_path):
         reviews = Service(
             name="reviews",
             port=9080,
-            app_port=19081,
             versions={"v1": {"endpoints": ["127.0.0.1:1", "nope"]}},
         )
     ''')
@@ -207,7 +206,7 @@ def test_python_validation_error_points_at_the_argument(tmp_path):
     assert diag.code == "E104"
     assert diag.subject == "Service 'reviews'"
     assert diag.path == "versions.v1.endpoints[1]"
-    assert diag.source == Source("bad.py", 7, 51)  # the string "nope"
+    assert diag.source == Source("bad.py", 6, 51)  # the string "nope"
 
 
 def test_python_syntax_error_has_its_line(tmp_path):
@@ -366,8 +365,11 @@ def test_endpoint_rejects(text, why):
 
 
 def test_endpoint_in_a_model():
-    svc = Service(name="reviews", port=9080, app_port=19081, versions={"v1": {"endpoints": ["[::1]:19082"]}})
+    svc = Service(name="reviews", port=9080, app_port=19081, versions={"v1": {"endpoints": ["[::1]:19082"]}, "v2": {}})
     assert svc.endpoints_of("v1") == [Endpoint("::1", 19082)]
-    assert svc.endpoints_of("v2") == [Endpoint("127.0.0.1", 19081)]  # no such version: the app port
+    assert svc.endpoints_of("v2") == [Endpoint("127.0.0.1", 19081)]  # lists none: the app port
+    assert [svc.uses_app_port(v) for v in svc.version_names] == [False, True]
+    bare = Service(name="reviews", port=9080, versions={"v1": {"endpoints": ["[::1]:19082"]}, "v2": {}})
+    assert bare.app_port is None and bare.endpoints_of("v2") == []  # refused by check (E215), never lowered
     with pytest.raises(ValidationError, match="invalid endpoint '::1:80'"):
-        Service(name="reviews", port=9080, app_port=19081, versions={"v1": {"endpoints": ["::1:80"]}})
+        Service(name="reviews", port=9080, versions={"v1": {"endpoints": ["::1:80"]}})

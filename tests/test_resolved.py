@@ -68,3 +68,47 @@ def test_methods_unsafe_to_retry():
                                      {"match": {"methods": ["GET"]}, "to": {"v1": 100}}]}
     )
     assert [unretried_methods(r) for r in route.rules] == [["CONNECT", "PATCH", "POST"], ["PATCH", "POST"], []]
+
+
+def test_versions_that_list_no_endpoints_are_the_app_on_app_port():
+    view = resolve(_policy(Service(name="cart", port=8082, app_port=18082, versions={"v1": {"endpoints": ["10.0.0.1:80"]}, "v2": {}})))
+    assert view["api"].app_port_versions == ("v1", "v2") and view["web"].app_port_versions == ("default",)
+    cart = view["cart"]
+    assert cart.app_port_versions == ("v2",)
+    assert {v: [str(e) for e in eps] for v, eps in cart.endpoints.items()} == {"v1": ["10.0.0.1:80"], "v2": ["127.0.0.1:18082"]}
+    assert [d for d in check(view) if d.is_error] == []
+
+
+def test_app_port_is_needed_by_a_version_without_endpoints_and_refused_when_none_is():
+    mesh = Mesh(name="m")
+    needs = Service(name="a", port=1000, versions={"v1": {"endpoints": ["127.0.0.1:2001"]}, "v2": {}, "v3": {}})
+    bare = Service(name="b", port=1001)
+    unused = Service(name="c", port=1002, app_port=2002, versions={"v1": {"endpoints": ["127.0.0.1:2003"]}})
+    diags = [(d.code, d.subject, d.path, d.message) for d in check(PolicySet((mesh, needs, bare, unused)))]
+    assert diags == [
+        ("E215", "Service 'a'", f"versions.{v}",
+         f"app_port is needed: version '{v}' lists no endpoints, so it is the app on 127.0.0.1:<app_port>")
+        for v in ("v2", "v3")
+    ] + [
+        ("E215", "Service 'b'", "",
+         "app_port is needed: the service lists no versions, so its one version 'default' is the app on 127.0.0.1:<app_port>"),
+        ("E281", "Service 'c'", "app_port", "app_port is not used: every version lists its endpoints; remove it"),
+    ]
+
+
+def test_port_clashes_on_one_host_know_where_an_app_listens():
+    mesh = Mesh(name="m")
+    # a's v2 is the app on its app_port: a clash with b's endpoint points at that app_port; c has no
+    # app_port (E215) and so binds nothing on the host
+    a = Service(name="a", port=1000, app_port=2000, sidecar={"address": "127.0.0.2"},
+                versions={"v1": {"endpoints": ["127.0.0.1:2001"]}, "v2": {}})
+    b = Service(name="b", port=1000, sidecar={"address": "127.0.0.3"}, versions={"v1": {"endpoints": ["127.0.0.1:2000"]}})
+    c = Service(name="c", port=1000, sidecar={"address": "127.0.0.4"})
+    diags = [(d.code, d.subject, d.path) for d in check(PolicySet((mesh, a, b, c)))]
+    assert ("E215", "Service 'c'", "") in diags
+    (clash,) = [d for d in check(PolicySet((mesh, b, a))) if d.code == "E213"]
+    assert clash.message == (
+        "127.0.0.1:2000 is bound twice on this host: by the app 'b' version 'v1' and by the app 'a' version 'v2'"
+    )
+    assert (clash.subject, clash.source.anchor) == ("Service 'a'", "Service/a/app_port")
+    assert [d.code for d in check(PolicySet((mesh, a, b, c))) if d.code == "E213"] == ["E213"]

@@ -62,9 +62,10 @@ def check_ports(view: Resolved) -> Iterator[Diagnostic]:
                 (p.admin_address, p.admin_port, f"admin interface of the '{svc.name}' sidecar", ("sidecar", "admin_port"))
             )
         for version in sv.versions:
+            # a version without endpoints binds the app_port (nothing when that is missing: E215)
+            path = ("app_port",) if version in sv.app_port_versions else ("versions", version)
             for ep in sv.endpoints[version]:
                 if ep.is_ip:
-                    path = ("versions", version) if version in svc.versions else ("app_port",)
                     binds.append((ep.host, ep.port, f"app '{svc.name}' version '{version}'", path))
         for host, port, what, path in binds:
             key = (host, port)

@@ -1,11 +1,12 @@
-"""Structure and references: one Mesh, unique names, services and versions named exist."""
+"""Structure and references: one Mesh, unique names, services and versions named exist, and
+each version has somewhere to send its traffic (its own endpoints or the service's app_port)."""
 
 from __future__ import annotations
 
 from typing import Iterator
 
 from compiler.diagnostics import Diagnostic, did_you_mean
-from compiler.policy.resolved import Resolved
+from compiler.policy.resolved import Resolved, ServiceView
 
 
 def check_structure(view: Resolved) -> Iterator[Diagnostic]:
@@ -72,5 +73,39 @@ def check_references(view: Resolved) -> Iterator[Diagnostic]:
                 svc.where("default_version"),
                 svc.subject,
                 "default_version",
+            )
+    for sv in view.all_services:
+        yield from _app_port(sv)
+
+
+def _app_port(sv: ServiceView) -> Iterator[Diagnostic]:
+    """app_port is the endpoint of the versions that list none: needed for them, refused without them."""
+    svc = sv.service
+    if svc.app_port is not None:
+        if not sv.app_port_versions:
+            yield Diagnostic(
+                "E281",
+                "app_port is not used: every version lists its endpoints; remove it",
+                svc.where("app_port"),
+                svc.subject,
+                "app_port",
+            )
+        return
+    for version in sv.app_port_versions:
+        if version in svc.versions:
+            yield Diagnostic(
+                "E215",
+                f"app_port is needed: version '{version}' lists no endpoints, so it is the app on 127.0.0.1:<app_port>",
+                svc.where("versions", version),
+                svc.subject,
+                f"versions.{version}",
+            )
+        else:
+            yield Diagnostic(
+                "E215",
+                f"app_port is needed: the service lists no versions, so its one version '{version}' "
+                "is the app on 127.0.0.1:<app_port>",
+                svc.source,
+                svc.subject,
             )
 

@@ -84,7 +84,8 @@ class Version(PolicyModel):
     """A named subset of a service (Envoy: one cluster per version)."""
 
     endpoints: list[Endpoint] = []
-    """Instances of this version (`host:port`). Default: the app on `127.0.0.1:<app_port>`."""
+    """Instances of this version (`host:port`). None listed: the app on `127.0.0.1:<app_port>` (the
+    Service's `app_port` is then required)."""
 
 
 class SidecarSettings(PolicyModel):
@@ -114,8 +115,11 @@ class Service(Document):
     """`http` (HTTP/1.1 to the app), `grpc` (HTTP/2 to the app), `tcp` (opaque bytes)."""
     port: Port
     """The port callers use: the sidecar's inbound listener."""
-    app_port: Port
-    """Where the app listens on loopback behind its sidecar (default endpoint of each version)."""
+    app_port: Port | None = None
+    """The loopback port of the app behind this sidecar: the one endpoint, `127.0.0.1:<app_port>`, of
+    every version that lists no `endpoints` (and of the one version `default` of a service without
+    `versions`). Needed exactly then: without it such a version has nowhere to send its traffic
+    (E215); when every version lists its endpoints it would be ignored, so it is refused (E281)."""
     versions: dict[Name, Version] = {}
     """Named subsets; a service with none has one version called `default`."""
     default_version: Name | None = None
@@ -148,11 +152,16 @@ class Service(Document):
     def effective_default_version(self) -> str:
         return self.default_version or self.version_names[0]
 
-    def endpoints_of(self, version: str) -> list[Endpoint]:
+    def uses_app_port(self, version: str) -> bool:
+        """Whether `version` lists no endpoints, so that it is the app on `127.0.0.1:<app_port>`."""
         spec = self.versions.get(version)
-        if spec and spec.endpoints:
-            return list(spec.endpoints)
-        return [Endpoint("127.0.0.1", self.app_port)]
+        return not (spec and spec.endpoints)
+
+    def endpoints_of(self, version: str) -> list[Endpoint]:
+        """The version's own endpoints, else the app on `127.0.0.1:<app_port>` (none without an `app_port`)."""
+        if not self.uses_app_port(version):
+            return list(self.versions[version].endpoints)
+        return [Endpoint("127.0.0.1", self.app_port)] if self.app_port is not None else []
 
 
 PolicyDocument = Annotated[

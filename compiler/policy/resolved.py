@@ -78,7 +78,9 @@ class ServiceView:
     default_version: str
     """Receives the traffic no Route sends elsewhere."""
     endpoints: dict[str, tuple[Endpoint, ...]]
-    """Version -> where the app's instances listen."""
+    """Version -> where the app's instances listen (empty for a version that needs a missing app_port)."""
+    app_port_versions: tuple[str, ...]
+    """The versions that list no endpoints: each is the app on 127.0.0.1:<app_port> (Service.uses_app_port)."""
     route: Route | None
     traffic: TrafficPolicy | None
     authz: AuthorizationPolicy | None
@@ -141,6 +143,7 @@ class Resolved:
             versions=versions,
             default_version=svc.effective_default_version,
             endpoints={v: tuple(svc.endpoints_of(v)) for v in versions},
+            app_port_versions=tuple(v for v in versions if svc.uses_app_port(v)),
             route=route,
             traffic=self.traffic.get(name),
             authz=self.authz.get(name),

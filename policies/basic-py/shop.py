@@ -20,7 +20,6 @@ productpage = Service(
 reviews = Service(
     name="reviews",
     port=9080,
-    app_port=19081,
     sidecar=SidecarSettings(address="127.0.0.3"),
     versions={
         "v1": Version(endpoints=["127.0.0.1:19081"]),

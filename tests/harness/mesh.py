@@ -77,13 +77,13 @@ class LiveMesh:
 
         `versions` maps a version to its upstream app(s) (or endpoint strings, or a
         Version). Without versions the service has one `default` version whose
-        endpoint is a free port on 127.0.0.1 where nothing listens (callers only).
+        endpoint is a free port on 127.0.0.1 where nothing listens (callers only):
+        `app_port` is set (to that port) only when some version lists no endpoints.
         Other Service fields (protocol, default_version, ...) pass through.
         """
         sidecar = self.placement(name)
         port, app_port = self._ports[name]
         fields.setdefault("port", port)
-        fields.setdefault("app_port", app_port)
         if "sidecar" not in fields:
             fields["sidecar"] = sidecar
         vs: dict[str, Version] = {}
@@ -95,6 +95,8 @@ class LiveMesh:
                 vs[v] = Version(endpoints=[u.endpoint if isinstance(u, Upstream) else u for u in items])
         if vs:
             fields["versions"] = vs
+        if not vs or not all(v.endpoints for v in vs.values()):
+            fields.setdefault("app_port", app_port)
         return Service(name=name, calls=list(calls), **fields)
 
     def write_policy(self, documents: Iterable[Any] | str) -> Path:

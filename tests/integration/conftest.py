@@ -116,11 +116,13 @@ class MeshEnv:
         """The policy text; `pinned` is the version that requests to /pinned go to (changed for the hot reload)."""
         p = self.placements
 
-        def svc(name: str, extra: str) -> str:
+        def svc(name: str, extra: str, app: bool = False) -> str:
+            """A Service document; `app`: its one version is the app on the placement's app_port (no endpoints listed)."""
             pl = p[name]
             return (
-                f"kind: Service\nname: {name}\nport: {pl.port}\napp_port: {pl.app_port}\n"
-                f"sidecar: {{address: {pl.address}, outbound_port: {pl.outbound_port}, admin_port: {pl.admin_port}}}\n"
+                f"kind: Service\nname: {name}\nport: {pl.port}\n"
+                + (f"app_port: {pl.app_port}\n" if app else "")
+                + f"sidecar: {{address: {pl.address}, outbound_port: {pl.outbound_port}, admin_port: {pl.admin_port}}}\n"
                 f"{extra}"
             )
 
@@ -133,7 +135,7 @@ class MeshEnv:
             "observability:\n"
             f"  metrics: {{port: {self.metrics_port}}}\n"
             "  access_log: {to: stdout, only: errors}\n",
-            svc("frontend", "calls: [reviews]\n"),
+            svc("frontend", "calls: [reviews]\n", app=True),
             svc(
                 "reviews",
                 "calls: [ratings]\nversions:\n"
