@@ -41,6 +41,7 @@ from compiler.policy.route import (
     Route,
     RouteRule,
 )
+from compiler.policy.kubernetes import Kubernetes, ResourceList, Resources
 from compiler.policy.observability import AccessLog, Metrics, Observability, ObservabilityOverride, Tracing
 from compiler.policy.paths import Paths
 from compiler.policy.security import (
@@ -100,6 +101,9 @@ class PolicySet:
 
 __all__ = [
     "KINDS",
+    "Kubernetes",
+    "ResourceList",
+    "Resources",
     "AccessLog",
     "Metrics",
     "Observability",

@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator
 
 from compiler.policy.base import Document, PolicyModel
+from compiler.policy.kubernetes import Kubernetes
 from compiler.policy.observability import Observability, ObservabilityOverride
 from compiler.policy.paths import Paths
 from compiler.policy.route import Route
@@ -73,6 +74,9 @@ class Mesh(Document):
     observability: Observability = Observability()
     paths: Paths = Paths()
     """Path normalisation on every sidecar and how security rules compare paths (see compiler/policy/paths.py)."""
+    kubernetes: Kubernetes = Kubernetes()
+    """Services running in pods (sidecar address a wildcard): discovery, readiness, manifests (see
+    compiler/policy/kubernetes.py)."""
 
 
 # --------------------------------------------------------------------------
