@@ -93,6 +93,17 @@ class SidecarTls:
 
 
 @dataclass(frozen=True)
+class Dns:
+    """How a cluster whose endpoints are names follows what they resolve to (Kubernetes mode: one host per
+    pod IP of a headless Service). Envoy re-resolves every `refresh`, sooner when a record's TTL is shorter
+    (`respect_ttl`), and asks for IPv4 first (`v4_preferred`: AAAA only when there is no A record)."""
+
+    refresh: Duration
+    respect_ttl: bool = True
+    lookup_family: Literal["v4_preferred", "v4_only", "v6_only", "all"] = "v4_preferred"
+
+
+@dataclass(frozen=True)
 class Cluster:
     """A set of endpoints of one version of one service, seen from one side."""
 
@@ -106,6 +117,7 @@ class Cluster:
     retry_budget: RetryBudget | None = None
     protection: Protection | None = None
     upstream_tls: UpstreamTls | None = None  # used by callers that have certificates (Sidecar.tls)
+    dns: Dns | None = None  # endpoints are names resolved by Envoy with these settings (else Envoy's defaults)
 
     @property
     def id(self) -> str:
@@ -391,6 +403,44 @@ class AccessLog:
 
 
 @dataclass(frozen=True)
+class KubernetesVersion:
+    """One version of a service that runs in pods.
+
+    `selector`: the pod labels of its instances (`app`, and `version` unless it is the implicit `default`),
+    which its headless Service `headless_service` selects. `explicit_endpoints`: the version lists its own
+    endpoints (VMs, external hosts): its instances are not pods, so callers do not resolve its headless
+    Service but reach any pod of the service (the ClusterIP Service), whose sidecar forwards to them.
+    """
+
+    name: str
+    headless_service: str  # <service>-<version>
+    selector: tuple[tuple[str, str], ...]
+    explicit_endpoints: bool = False
+
+
+@dataclass(frozen=True)
+class KubernetesSidecar:
+    """What the Kubernetes manifests need beyond the rest of the Sidecar (present for services in pods).
+
+    The service's port, protocol, config_dir, certificates (`tls.certs_dir`) and metrics port are on the
+    Sidecar itself. `readiness_address`:`probe_port` is the readiness listener (`/ready` only), where the
+    pod's readiness and liveness probes go. Quantities are Kubernetes text (`100m`, `128Mi`).
+    """
+
+    namespace: str
+    versions: tuple[KubernetesVersion, ...]  # in the service's order
+    cluster_domain: str
+    image: str
+    probe_port: int
+    readiness_address: str  # the sidecar's wildcard address: 0.0.0.0 or ::
+    requests: tuple[tuple[str, str], ...]  # (cpu|memory, quantity)
+    limits: tuple[tuple[str, str], ...]
+    shutdown_grace: Duration  # whole seconds: terminationGracePeriodSeconds
+    certs_secret: str | None  # the Secret mounted at tls.certs_dir; None when mTLS is off for the service
+    selector: tuple[tuple[str, str], ...]  # pods of every version: (("app", <service>),), the ClusterIP Service's
+
+
+@dataclass(frozen=True)
 class Sidecar:
     service: str
     mesh: str
@@ -406,6 +456,7 @@ class Sidecar:
     tracing: Tracing | None = None
     access_log: AccessLog | None = None
     source_address: str | None = None  # one host: outbound connections leave from the sidecar's own address
+    kubernetes: KubernetesSidecar | None = None  # the service runs in pods (its sidecar address is a wildcard)
 
 
 @dataclass(frozen=True)

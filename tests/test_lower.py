@@ -34,9 +34,9 @@ def test_kubernetes_defaults_keep_outbound_and_admin_on_loopback():
     assert by_dir[("outbound", "HttpListener")].address == "127.0.0.1", "outbound must not be an open proxy"
     assert by_dir[("outbound", "TcpListener")].address == "127.0.0.1"
     assert (web.admin_address, web.admin_port) == ("127.0.0.1", 15000)
-    # Callers reach a Kubernetes service by its DNS name, so the cluster resolves it.
+    # Callers reach each version of a Kubernetes service by its headless Service's name, so the cluster resolves it.
     api = next(c for c in web.clusters if c.id == "outbound/api/default")
-    assert [str(e) for e in api.endpoints] == ["api:8080"]
+    assert [str(e) for e in api.endpoints] == ["api-default.default.svc.cluster.local:8080"]
     cluster = next(c for c in emit(ir).sidecars[2].clusters if c["name"] == "outbound|api|default")
     assert cluster["type"] == "STRICT_DNS"
 

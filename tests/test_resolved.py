@@ -31,7 +31,10 @@ def test_one_view_holds_the_effective_values():
     assert [view.timeout_of(r) for r in api.route.rules] == [Duration(30000), Duration(2000), Duration(5000)]
     assert api.inbound_timeout == Duration(30000), "the callee allows the longest caller timeout"
     assert view["web"].inbound_timeout == Duration(5000), "no Route: the mesh default"
-    assert (api.placement.inbound_port, str(api.reach)) == (8080, "api:8080")
+    assert (api.placement.inbound_port, str(api.reach)) == (8080, "api.default.svc.cluster.local:8080")
+    assert {v: str(e) for v, e in api.version_reach.items()} == {
+        "v1": "api-v1.default.svc.cluster.local:8080", "v2": "api-v2.default.svc.cluster.local:8080"
+    }
     assert (view["db"].listener, api.listener) == ("tcp", "http")
     assert view["db"].enforces("from") and not view["db"].enforces("paths") and api.enforces("paths")
     assert ENFORCEABLE["tcp"] < ENFORCEABLE["http"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from compiler.emit import names
 from compiler.emit.common import provenance, socket_address, typed
-from compiler.ir import Cluster, HealthCheck, Outlier
+from compiler.ir import Cluster, Dns, HealthCheck, Outlier
 
 _LB = {
     "round_robin": "ROUND_ROBIN",
@@ -43,6 +43,18 @@ def _health_check(h: HealthCheck) -> dict:
         "http_health_check": {"path": h.path},
     }
 
+_LOOKUP_FAMILY = {"v4_preferred": "V4_PREFERRED", "v4_only": "V4_ONLY", "v6_only": "V6_ONLY", "all": "ALL"}
+
+
+def _dns(d: Dns) -> dict:
+    """Resolver settings of a STRICT_DNS cluster: every address a name resolves to is one host."""
+    return {
+        "dns_refresh_rate": d.refresh.proto(),
+        "respect_dns_ttl": d.respect_ttl,
+        "dns_lookup_family": _LOOKUP_FAMILY[d.lookup_family],
+    }
+
+
 _HTTP2 = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -53,10 +65,11 @@ _HTTP2 = {
 
 def cluster(c: Cluster) -> dict:
     name = names.cluster(c)
+    # Static addresses need no resolver; names (Kubernetes services, external hosts) are re-resolved by Envoy.
+    dns = not all(ep.is_ip for ep in c.endpoints)
     out = {
         "name": name,
-        # Static addresses need no resolver; names (Kubernetes services) are re-resolved by Envoy.
-        "type": "STATIC" if all(ep.is_ip for ep in c.endpoints) else "STRICT_DNS",
+        "type": "STRICT_DNS" if dns else "STATIC",
         "connect_timeout": c.connect_timeout.proto(),
         "load_assignment": {
             "cluster_name": name,
@@ -66,6 +79,8 @@ def cluster(c: Cluster) -> dict:
         },
         "metadata": provenance(c.source, service=c.service, version=c.version, direction=c.direction),
     }
+    if dns and c.dns is not None:
+        out.update(_dns(c.dns))
     thresholds: dict = {"priority": "DEFAULT"}
     if c.protection is not None:
         p = c.protection

@@ -99,33 +99,45 @@ def access_logs(s: Sidecar, direction: str) -> list[dict]:
     return [logger]
 
 
-def metrics_listener(s: Sidecar) -> dict:
-    m = s.metrics
+def _admin_window(name: str, vhost: str, address: str, port: int, path: str) -> dict:
+    """A listener that passes exactly one path (exact match) to the admin interface; anything else is 404."""
     routes = {
-        "name": "metrics",
+        "name": name,
         "virtual_hosts": [
             {
-                "name": "prometheus",
+                "name": vhost,
                 "domains": ["*"],
-                "routes": [{"match": {"path": "/stats/prometheus"}, "route": {"cluster": ADMIN_CLUSTER}}],
+                "routes": [{"match": {"path": path}, "route": {"cluster": ADMIN_CLUSTER}}],
             }
         ],
     }
     hcm = typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        stat_prefix="metrics",
+        stat_prefix=name,
         route_config=routes,
         http_filters=[{"name": "envoy.filters.http.router", "typed_config": typed("envoy.extensions.filters.http.router.v3.Router")}],
     )
     return {
-        "name": "metrics",
-        "address": socket_address(m.address, m.port),
+        "name": name,
+        "address": socket_address(address, port),
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
     }
 
 
+def metrics_listener(s: Sidecar) -> dict:
+    m = s.metrics
+    return _admin_window("metrics", "prometheus", m.address, m.port, "/stats/prometheus")
+
+
+def readiness_listener(s: Sidecar) -> dict:
+    """Kubernetes mode: the pod's probes ask `GET /ready` here, on every interface of the pod. The admin
+    interface answers 200 `LIVE` once Envoy has loaded its configuration and 503 while it starts or drains."""
+    k = s.kubernetes
+    return _admin_window("readiness", "ready", k.readiness_address, k.probe_port, "/ready")
+
+
 def admin_cluster(s: Sidecar) -> dict:
-    """Only the metrics listener uses it; the admin interface itself stays on loopback."""
+    """Only the metrics and readiness listeners use it; the admin interface itself stays on loopback."""
     return {
         "name": ADMIN_CLUSTER,
         "type": "STATIC",

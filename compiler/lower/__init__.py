@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from compiler.ir import (
     AccessLog,
     Cluster,
+    Dns,
     GlobalRateLimit,
     HeaderCondition,
     HeaderOps,
@@ -37,6 +38,7 @@ from compiler.ir import (
     VirtualHost,
 )
 from compiler.lower.access import access, jwt_check
+from compiler.lower.kubernetes import kubernetes_sidecar
 from compiler.lower.protection import bucket, hash_key, protection
 from compiler.lower.routes import VERSION_HEADER, lower_rule
 from compiler.policy import PolicySet, RouteRule
@@ -78,18 +80,24 @@ class _Shared:
             budget = None
             if route is not None and any(rule.retries for rule in route.rules):
                 budget = RetryBudget(route.retry_budget.percent, route.retry_budget.min_concurrency)
+            # In pods a version's name resolves to its pods: the caller balances, ejects and health-checks
+            # each of them (one Envoy host per pod IP), and follows them as DNS changes.
+            dns = Dns(self.mesh.kubernetes.dns_refresh) if sv.in_pods else None
             self._outbound[name] = {
                 v: Cluster(
                     direction="outbound",
                     service=svc.name,
                     version=v,
-                    endpoints=(sv.reach,),
+                    endpoints=(sv.version_reach[v],),
                     protocol=svc.protocol,
                     connect_timeout=self.mesh.defaults.connect_timeout,
                     source=svc.where("versions", v) if v in svc.versions else svc.source,
                     retry_budget=budget,
-                    protection=protection(self.mesh, sv.traffic, instances=False),
+                    protection=protection(
+                        self.mesh, sv.traffic, instances=bool(sv.in_pods) and v in sv.app_port_versions
+                    ),
                     upstream_tls=UpstreamTls(svc.name, sv.identity) if sv.mtls != "disable" else None,
+                    dns=dns,
                 )
                 for v in sv.versions
             }
@@ -265,4 +273,5 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
         # On one host every connection would leave from 127.0.0.1; from its own address a caller stays
         # recognisable to the callee (source_ip hashing, logs).
         source_address=p.address if p.one_host else None,
+        kubernetes=kubernetes_sidecar(sv, mesh) if sv.in_pods else None,
     )

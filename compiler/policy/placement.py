@@ -26,6 +26,11 @@ class Placement:
         """A specific address means sidecars share a network namespace (one host)."""
         return not is_wildcard(self.address)
 
+    @property
+    def in_pods(self) -> bool:
+        """A wildcard address (`0.0.0.0`, `::`): the service runs in pods (Kubernetes mode)."""
+        return is_wildcard(self.address)
+
 
 def place(mesh: Mesh, service: Service) -> Placement:
     own = service.sidecar
@@ -47,12 +52,43 @@ def place(mesh: Mesh, service: Service) -> Placement:
 def reach(mesh: Mesh, service: Service) -> Endpoint:
     """Where callers send traffic for `service`: its sidecar's inbound listener.
 
-    With a wildcard sidecar address (Kubernetes) that is the service's DNS
-    name; on one host it is the sidecar's own address.
+    On one host that is the sidecar's own address; in pods (Kubernetes) it is
+    the fully qualified name of the service's ClusterIP Service, any pod.
     """
     placement = place(mesh, service)
-    host = placement.address if placement.one_host else service.name
-    return Endpoint(host, service.port)
+    if placement.one_host:
+        return Endpoint(placement.address, service.port)
+    return Endpoint(service_dns(mesh, service.namespace, service.name), service.port)
+
+
+def service_dns(mesh: Mesh, namespace: str, name: str) -> str:
+    """The fully qualified DNS name of the Kubernetes Service `name` in `namespace`."""
+    return f"{name}.{namespace}.svc.{mesh.kubernetes.cluster_domain}"
+
+
+def headless_service(service: Service, version: str) -> str:
+    """The headless Kubernetes Service whose records are the pod IPs of one version: `<service>-<version>`."""
+    return f"{service.name}-{version}"
+
+
+def version_reach(mesh: Mesh, service: Service) -> dict[str, Endpoint]:
+    """Where callers send each version's traffic.
+
+    On one host: the service's sidecar (it delivers to the version chosen by
+    the caller). In pods: the version's headless Service, whose records are
+    exactly that version's pods, so the caller balances over them itself;
+    a version that lists its own endpoints has no pods of its own, so callers
+    reach any pod of the service, whose sidecar forwards to those endpoints.
+    """
+    any_sidecar = reach(mesh, service)
+    if place(mesh, service).one_host:
+        return {v: any_sidecar for v in service.version_names}
+    return {
+        v: Endpoint(service_dns(mesh, service.namespace, headless_service(service, v)), service.port)
+        if service.uses_app_port(v)
+        else any_sidecar
+        for v in service.version_names
+    }
 
 
 def mtls_mode(mesh: Mesh, service: Service) -> str:

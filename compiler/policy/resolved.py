@@ -21,7 +21,16 @@ from dataclasses import dataclass
 
 from compiler.policy.models import Mesh, Service
 from compiler.policy.observability import AccessLog, Metrics, Tracing
-from compiler.policy.placement import Placement, mtls_mode, observability, place, reach, spiffe_id
+from compiler.policy.placement import (
+    Placement,
+    headless_service,
+    mtls_mode,
+    observability,
+    place,
+    reach,
+    spiffe_id,
+    version_reach,
+)
 from compiler.policy.route import NON_IDEMPOTENT_METHODS, Route, RouteRule
 from compiler.policy.security import AuthorizationPolicy, RequestAuthentication
 from compiler.policy.traffic import TrafficPolicy
@@ -87,7 +96,15 @@ class ServiceView:
     authn: RequestAuthentication | None
     placement: Placement | None
     reach: Endpoint | None
-    """Where callers send its traffic: its sidecar's inbound listener."""
+    """Where callers send its traffic: its sidecar's inbound listener (in pods: its ClusterIP Service)."""
+    in_pods: bool | None
+    """Its sidecar address is a wildcard: it runs in pods (Kubernetes mode, Mesh `kubernetes`)."""
+    version_reach: dict[str, Endpoint] | None
+    """Version -> where callers send that version's traffic: `reach` on one host; in pods the version's
+    headless Service (`<service>-<version>.<namespace>.svc.<cluster_domain>`, one record per pod), or
+    `reach` for a version that lists its own endpoints."""
+    headless_services: dict[str, str] | None
+    """In pods: version -> the name of its headless Kubernetes Service (`<service>-<version>`); else None."""
     mtls: str | None
     """strict | permissive | disable."""
     identity: str | None
@@ -152,15 +169,19 @@ class Resolved:
         mesh = self.mesh
         if mesh is None:
             return ServiceView(
-                **common, placement=None, reach=None, mtls=None, identity=None, inbound_timeout=None,
-                metrics=None, tracing=None, access_log=None,
+                **common, placement=None, reach=None, in_pods=None, version_reach=None, headless_services=None,
+                mtls=None, identity=None, inbound_timeout=None, metrics=None, tracing=None, access_log=None,
             )
         metrics, tracing, access_log = observability(mesh, svc)
         rules = route.rules if route else []
+        placement = place(mesh, svc)
         return ServiceView(
             **common,
-            placement=place(mesh, svc),
+            placement=placement,
             reach=reach(mesh, svc),
+            in_pods=placement.in_pods,
+            version_reach=version_reach(mesh, svc),
+            headless_services={v: headless_service(svc, v) for v in versions} if placement.in_pods else None,
             mtls=mtls_mode(mesh, svc),
             identity=spiffe_id(mesh, svc),
             inbound_timeout=max([mesh.defaults.timeout] + [self.timeout_of(r) for r in rules]),
