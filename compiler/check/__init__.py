@@ -10,6 +10,7 @@ one (`view.mesh` is None otherwise).
 from __future__ import annotations
 
 from compiler.check.graph import check_call_cycles
+from compiler.check.kubernetes import check_kubernetes
 from compiler.check.observability import check_observability
 from compiler.check.paths import check_paths
 from compiler.check.ports import check_ports
@@ -34,6 +35,7 @@ CHECKS = (
     _shadowed_rules,
     check_traffic_policies,
     check_ports,
+    check_kubernetes,
     check_mtls,
     check_authorization,
     check_authentication,

@@ -3,6 +3,8 @@
 Sidecars with a wildcard address (Kubernetes) live in their own network
 namespaces, so only sidecars with specific addresses are compared with each
 other; the apps behind one-host sidecars are included, since they bind too.
+In a pod, the app's loopback port and the readiness listener's probe port
+must also differ from the sidecar's ports (E212).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ def check_ports(view: Resolved) -> Iterator[Diagnostic]:
         return
     services = view.services
     host_binds: dict[tuple[str, int], str] = {}
+    mesh_said: set = set()
 
     for sv in view.all_services:
         svc, p = sv.service, sv.placement
@@ -49,6 +52,13 @@ def check_ports(view: Resolved) -> Iterator[Diagnostic]:
                 )
             else:
                 owners[port] = (what, path)
+        if p.in_pods:
+            for d in _pod_ports(view, sv, owners):
+                if d.subject == view.mesh.subject:  # a Mesh setting clashes in every pod: say it once
+                    if (d.source, d.message) in mesh_said:
+                        continue
+                    mesh_said.add((d.source, d.message))
+                yield d
 
         if not p.one_host:
             continue
@@ -78,6 +88,35 @@ def check_ports(view: Resolved) -> Iterator[Diagnostic]:
                 )
             else:
                 host_binds.setdefault(key, what)
+
+
+def _pod_ports(view: Resolved, sv, owners: dict[int, tuple[str, tuple]]) -> Iterator[Diagnostic]:
+    """In a pod the sidecar, its readiness listener and the app share one network namespace: the app's
+    loopback port and the probe port must differ from every port the sidecar binds (and each other)."""
+    svc, mesh = sv.service, view.mesh
+    owners = dict(owners)
+    if sv.app_port_versions and svc.app_port is not None:
+        port = svc.app_port
+        if port in owners:
+            yield Diagnostic(
+                "E212",
+                f"port {port} is used twice in the pods of '{svc.name}': {owners[port][0]} and the app (app_port); "
+                "the sidecar and its app share the pod's network, so the app needs a port of its own",
+                svc.where("app_port"), svc.subject,
+            )
+        else:
+            owners[port] = ("the app (app_port)", ("app_port",))
+    port = mesh.kubernetes.probe_port
+    if port in owners:
+        first, first_path = owners[port]
+        clash = f"{first} and the readiness listener (Mesh kubernetes.probe_port)"
+        at, subject = svc.where(*first_path), svc.subject
+        if "probe_port" in mesh.kubernetes.model_fields_set:
+            at, subject = mesh.where("kubernetes", "probe_port"), mesh.subject
+        elif at == svc.source and first_path[0] != "port":  # the service keeps the Mesh's setting
+            at, subject = mesh.where(*first_path), mesh.subject
+        where = "every pod that keeps the Mesh's settings" if subject == mesh.subject else f"the pods of '{svc.name}'"
+        yield Diagnostic("E212", f"port {port} is used twice in {where}: {clash}", at, subject)
 
 
 def _address(host: str, port: int) -> str:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, field_validator, model_validator
 
 from compiler.policy.base import PolicyModel
 from compiler.policy.types import Duration, Port
@@ -37,6 +39,25 @@ IMAGE = (
     r"(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
 """A container image reference: `[registry[:port]/]repository[:tag][@sha256:digest]`."""
+
+
+
+def _text(pattern: str, what: str):
+    """A string type that must match `pattern`; the error says what was expected, not the pattern."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return Annotated[str, AfterValidator(check)]
+
+
+CpuQuantity = _text(CPU_QUANTITY, "a CPU quantity: cores (1, 0.5) or millicores (100m)")
+MemoryQuantity = _text(MEMORY_QUANTITY, "a memory quantity: bytes with a suffix such as 128Mi, 1Gi or 500M")
+DnsDomain = _text(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", "a DNS domain in lowercase, e.g. cluster.local")
+ImageRef = _text(IMAGE, "a container image such as envoyproxy/envoy:v1.40.0 or registry:5000/envoy@sha256:<digest>")
 
 _MEMORY_FACTOR = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
                   "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
@@ -60,9 +81,9 @@ def memory_bytes(quantity: str) -> int:
 class ResourceList(PolicyModel):
     """CPU and memory of the sidecar container (Kubernetes `resources.requests` or `.limits`)."""
 
-    cpu: str | None = Field(default=None, pattern=CPU_QUANTITY)
+    cpu: CpuQuantity | None = None
     """Cores (`1`, `0.5`) or millicores (`100m`)."""
-    memory: str | None = Field(default=None, pattern=MEMORY_QUANTITY)
+    memory: MemoryQuantity | None = None
     """Bytes, e.g. `128Mi` (binary) or `128M` (decimal)."""
 
 
@@ -89,7 +110,7 @@ class Resources(PolicyModel):
 class Kubernetes(PolicyModel):
     """Settings of the services that run in pods (sidecar address a wildcard); ignored by one-host services."""
 
-    cluster_domain: str = Field(default="cluster.local", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    cluster_domain: DnsDomain = "cluster.local"
     """The cluster's DNS domain (kubelet `--cluster-domain`). Callers resolve each version of a service as
     `<service>-<version>.<namespace>.svc.<cluster_domain>` (Envoy STRICT_DNS cluster address), a fully
     qualified name, so no resolver search list is involved."""
@@ -99,7 +120,7 @@ class Kubernetes(PolicyModel):
     pod that starts or goes away is seen within this time. The records' TTL is honoured too
     (`respect_dns_ttl`): a shorter TTL makes Envoy re-resolve sooner. At least 100ms."""
 
-    image: str = Field(default="envoyproxy/envoy:v1.40.0", pattern=IMAGE)
+    image: ImageRef = "envoyproxy/envoy:v1.40.0"
     """The sidecar container's image (manifests only). The default is the Envoy version meshc is tested
     with; the output uses Envoy features of that version."""
 

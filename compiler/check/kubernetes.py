@@ -1,0 +1,154 @@
+"""Kubernetes mode: names the cluster must accept, and meshes that cannot work across pods.
+
+A service whose sidecar address is a wildcard runs in pods; its versions are
+found through headless Services named `<service>-<version>` (see
+compiler/policy/kubernetes.py). What a platform engineer gets wrong there:
+
+- E290 a Service name or the name callers resolve is no valid DNS name (a label
+  is at most 63 characters, a name at most 253): Kubernetes refuses the Service,
+  or callers resolve nothing;
+- E291 two of the mesh's Kubernetes Services get one name in one namespace
+  (`reviews` version `v1-canary` and service `reviews-v1` version `canary`, or
+  version `v1` of `reviews` and a service `reviews-v1`): one would overwrite the
+  other, and callers would reach the wrong pods;
+- E292 a service's certificate Secret name (`kubernetes.certs_secret`) is too long;
+- E293 a service in pods and a service on a host's loopback address call each
+  other: from a pod, a loopback address is the pod itself, and a host's loopback
+  cannot resolve cluster DNS;
+- E294 `kubernetes.shutdown_grace` too short for a pod to leave without failing
+  requests: callers notice it is gone only at their next DNS refresh, then its
+  sidecar drains its connections;
+- E295 `kubernetes` settings while no service runs in pods: they would be ignored.
+
+Port clashes inside a pod (the app's port, the probe port) are E212 (ports.py).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from compiler.diagnostics import Diagnostic
+from compiler.emit.bootstrap import ENVOY_ARGS
+from compiler.policy.kubernetes import DNS_LABEL
+from compiler.policy.resolved import Resolved, ServiceView
+from compiler.policy.types import Duration, is_loopback
+
+DRAIN_TIME = Duration(1000 * int(ENVOY_ARGS[ENVOY_ARGS.index("--drain-time-s") + 1]))
+"""How long a sidecar that is going away keeps draining its connections (how sidecars are started)."""
+
+
+def check_kubernetes(view: Resolved) -> Iterator[Diagnostic]:
+    mesh = view.mesh
+    if mesh is None:
+        return
+    in_pods = [sv for sv in view.views.values() if sv.in_pods]
+    if not in_pods:
+        for name in sorted(mesh.kubernetes.model_fields_set):
+            yield Diagnostic(
+                "E295",
+                "no service runs in pods (every sidecar address is specific), so this would be ignored: "
+                "remove it, or leave a service's sidecar address at 0.0.0.0",
+                mesh.where("kubernetes", name), mesh.subject, f"kubernetes.{name}",
+            )
+        return
+    yield from _names(view, in_pods)
+    yield from _mixed_hosts(view)
+    k = mesh.kubernetes
+    if k.shutdown_grace <= Duration(k.dns_refresh.ms + DRAIN_TIME.ms):
+        yield Diagnostic(
+            "E294",
+            f"{k.shutdown_grace} is too short: a pod that goes away is dropped by callers "
+            f"within dns_refresh ({k.dns_refresh}) and then drains for {DRAIN_TIME}, so give it more than "
+            f"{Duration(k.dns_refresh.ms + DRAIN_TIME.ms)}",
+            mesh.where("kubernetes", "shutdown_grace"), mesh.subject, "kubernetes.shutdown_grace",
+        )
+
+
+def _version_place(sv: ServiceView, version: str):
+    svc = sv.service
+    return svc.where("versions", version) if version in svc.versions else svc.where("name")
+
+
+def _names(view: Resolved, in_pods: list[ServiceView]) -> Iterator[Diagnostic]:
+    mesh = view.mesh
+    k = mesh.kubernetes
+    taken: dict[tuple[str, str], tuple[str, object]] = {}  # (namespace, Service name) -> (what, where)
+    # ClusterIP Services first: a headless name that hits a service's own name is the headless one's fault.
+    for sv in in_pods:
+        taken[(sv.service.namespace, sv.name)] = (f"the ClusterIP Service of '{sv.name}'", sv.service.where("name"))
+    for sv in in_pods:
+        svc = sv.service
+        for version, name in sv.headless_services.items():
+            at = _version_place(sv, version)
+            what = f"the headless Service of '{svc.name}' version '{version}'"
+            fqdn = f"{name}.{svc.namespace}.svc.{k.cluster_domain}"
+            if not DNS_LABEL.match(name):
+                yield Diagnostic(
+                    "E290",
+                    f"{what} would be named '{name}' ({len(name)} characters), longer than a DNS label (63): "
+                    "shorten the service or version name",
+                    at, svc.subject,
+                )
+            elif len(fqdn) > 253:
+                yield Diagnostic(
+                    "E290",
+                    f"callers of '{svc.name}' version '{version}' would resolve '{fqdn}' ({len(fqdn)} characters), "
+                    "longer than a DNS name (253): shorten the names or kubernetes.cluster_domain",
+                    at, svc.subject,
+                )
+            key = (svc.namespace, name)
+            if key in taken:
+                other, other_at = taken[key]
+                yield Diagnostic(
+                    "E291",
+                    f"{what} would be named '{name}' in namespace '{svc.namespace}', like {other} ({{0}}): "
+                    "one would replace the other; rename a service or version",
+                    at, svc.subject, refs=(other_at,),
+                )
+            else:
+                taken[key] = (what, at)
+        if sv.mtls != "disable":
+            secret = k.certs_secret_of(svc.name)
+            if not DNS_LABEL.match(secret):
+                explicit = "certs_secret" in k.model_fields_set
+                yield Diagnostic(
+                    "E292",
+                    f"the certificate Secret of '{svc.name}' would be named '{secret}' ({len(secret)} characters), "
+                    "longer than a DNS label (63): shorten kubernetes.certs_secret or the service name",
+                    mesh.where("kubernetes", "certs_secret") if explicit else svc.where("name"),
+                    mesh.subject if explicit else svc.subject,
+                )
+
+
+def _mixed_hosts(view: Resolved) -> Iterator[Diagnostic]:
+    """Outbound clusters (calls, tracing collector, rate-limit service) between pods and a host's loopback."""
+
+    def on_loopback(sv: ServiceView) -> bool:
+        return sv.placement.one_host and is_loopback(sv.placement.address)
+
+    for sv in view.views.values():
+        svc = sv.service
+        targets = [(dep, svc, ("calls", i)) for i, dep in enumerate(svc.calls)]
+        if sv.tracing is not None:
+            own = svc.observability.tracing
+            doc = svc if own else view.mesh
+            targets.append((sv.tracing.collector, doc, ("observability", "tracing", "collector")))
+        if sv.traffic is not None and sv.traffic.global_rate_limit is not None:
+            targets.append((sv.traffic.global_rate_limit.service, sv.traffic, ("global_rate_limit", "service")))
+        for name, doc, path in targets:
+            target = view.views.get(name)
+            if target is None or target.placement is None:
+                continue  # unknown services are reported elsewhere
+            if sv.in_pods and on_loopback(target):
+                reason = f"from a pod, {target.placement.address} is the pod itself"
+            elif on_loopback(sv) and target.in_pods:
+                reason = f"'{svc.name}' runs on a host's loopback ({sv.placement.address}), outside the cluster's network"
+            else:
+                continue
+            yield Diagnostic(
+                "E293",
+                f"'{svc.name}' {'runs in pods' if sv.in_pods else 'is on one host'} and reaches '{name}', which "
+                f"{'runs in pods' if target.in_pods else 'is on one host'}: {reason}; run both in pods "
+                "(sidecar address 0.0.0.0) or give the one-host service an address pods can reach",
+                doc.where(*path), doc.subject,
+            )
