@@ -18,19 +18,27 @@ compiler/policy/kubernetes.py). What a platform engineer gets wrong there:
 - E294 `kubernetes.shutdown_grace` too short for a pod to leave without failing
   requests: callers notice it is gone only at their next DNS refresh, then its
   sidecar drains its connections;
-- E295 `kubernetes` settings while no service runs in pods: they would be ignored.
+- E295 `kubernetes` settings while no service runs in pods: they would be ignored;
+- W296 callers health-check each pod of a service in pods through its sidecar
+  (`GET <health_check.path>` with the caller's identity and no token): when
+  its AuthorizationPolicy or RequestAuthentication refuses that request, every
+  pod looks unhealthy to that caller.
 
 Port clashes inside a pod (the app's port, the probe port) are E212 (ports.py).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
-from compiler.diagnostics import Diagnostic
+from compiler.check.shadowing import covers_path
+from compiler.diagnostics import Diagnostic, Severity
 from compiler.emit.bootstrap import ENVOY_ARGS
 from compiler.policy.kubernetes import DNS_LABEL
 from compiler.policy.resolved import Resolved, ServiceView
+from compiler.policy.route import PathMatch
+from compiler.policy.security import AuthzRule
 from compiler.policy.types import Duration, is_loopback
 
 DRAIN_TIME = Duration(1000 * int(ENVOY_ARGS[ENVOY_ARGS.index("--drain-time-s") + 1]))
@@ -53,6 +61,7 @@ def check_kubernetes(view: Resolved) -> Iterator[Diagnostic]:
         return
     yield from _names(view, in_pods)
     yield from _mixed_hosts(view)
+    yield from _health_checks(view, in_pods)
     k = mesh.kubernetes
     if k.shutdown_grace <= Duration(k.dns_refresh.ms + DRAIN_TIME.ms):
         yield Diagnostic(
@@ -152,3 +161,68 @@ def _mixed_hosts(view: Resolved) -> Iterator[Diagnostic]:
                 "(sidecar address 0.0.0.0) or give the one-host service an address pods can reach",
                 doc.where(*path), doc.subject,
             )
+
+
+def _health_checks(view: Resolved, in_pods: list[ServiceView]) -> Iterator[Diagnostic]:
+    for sv in in_pods:
+        tp = sv.traffic
+        if tp is None or tp.health_check is None or sv.listener != "http":
+            continue
+        path = tp.health_check.path
+        for caller in sorted((c for c in view.views.values() if sv.name in c.service.calls), key=lambda c: c.name):
+            reason = _refuses(view, sv, caller, path)
+            if reason:
+                yield Diagnostic(
+                    "W296",
+                    f"'{caller.name}' health-checks each pod of '{sv.name}' through its sidecar (GET {path}, "
+                    f"as '{caller.name}', without a token), and {reason}: every pod would look unhealthy to "
+                    f"'{caller.name}'; allow GET {path} to its callers",
+                    tp.where("health_check", "path"), tp.subject, severity=Severity.WARNING,
+                )
+
+
+def _refuses(view: Resolved, sv: ServiceView, caller: ServiceView, path: str) -> str | None:
+    """Why the callee's sidecar would refuse a caller's health check, if it certainly would."""
+    mesh = view.mesh
+    sensitive = mesh.paths.case_sensitive
+    identity = caller.name if sv.mtls != "disable" and caller.mtls != "disable" else None
+
+    def matches(rule: AuthzRule) -> bool:
+        if rule.from_ and identity not in rule.from_:
+            return False
+        if rule.paths and not any(_path_holds(p, path, sensitive) for p in rule.paths):
+            return False
+        if rule.methods and "GET" not in rule.methods:
+            return False
+        if any(h.present is not False for h in rule.headers) or rule.claims:
+            return False  # the check sends no such header and no token
+        return True
+
+    ap = sv.authz
+    if ap is None or ap.mode == "enforce":
+        deny = ap.deny if ap else []
+        allow = ap.allow if ap else []
+        if any(matches(r) for r in deny):
+            return "its AuthorizationPolicy denies it"
+        if (allow or mesh.authorization.default == "deny") and not any(matches(r) for r in allow):
+            return "its AuthorizationPolicy does not allow it"
+    authn = sv.authn
+    if authn is not None:
+        rules = authn.rules or []
+        first = next((r for r in rules if not r.paths or any(_under(path, p, sensitive) for p in r.paths)), None)
+        if (not rules or first is not None) and not (first is not None and first.allow_missing):
+            return "its RequestAuthentication requires a token there"
+    return None
+
+
+def _path_holds(rule_path: PathMatch, path: str, case_sensitive: bool) -> bool:
+    if rule_path.regex is not None:
+        try:
+            return re.fullmatch(rule_path.regex, path) is not None
+        except re.error:
+            return False
+    return covers_path(rule_path, PathMatch(exact=path), segments=True, case_sensitive=case_sensitive)
+
+
+def _under(path: str, prefix: str, case_sensitive: bool) -> bool:
+    return covers_path(PathMatch(prefix=prefix), PathMatch(exact=path), segments=True, case_sensitive=case_sensitive)

@@ -47,11 +47,19 @@ _LOOKUP_FAMILY = {"v4_preferred": "V4_PREFERRED", "v4_only": "V4_ONLY", "v6_only
 
 
 def _dns(d: Dns) -> dict:
-    """Resolver settings of a STRICT_DNS cluster: every address a name resolves to is one host."""
+    """A strict DNS cluster with resolver settings: every address a name resolves to is one host (Envoy's
+    `envoy.cluster.dns` extension, which replaces `type: STRICT_DNS` with the Cluster's own `dns_*` fields,
+    deprecated since Envoy 1.33)."""
     return {
-        "dns_refresh_rate": d.refresh.proto(),
-        "respect_dns_ttl": d.respect_ttl,
-        "dns_lookup_family": _LOOKUP_FAMILY[d.lookup_family],
+        "cluster_type": {
+            "name": "envoy.cluster.dns",
+            "typed_config": typed(
+                "envoy.extensions.clusters.dns.v3.DnsCluster",
+                dns_refresh_rate=d.refresh.proto(),
+                respect_dns_ttl=d.respect_ttl,
+                dns_lookup_family=_LOOKUP_FAMILY[d.lookup_family],
+            ),
+        }
     }
 
 
@@ -69,7 +77,7 @@ def cluster(c: Cluster) -> dict:
     dns = not all(ep.is_ip for ep in c.endpoints)
     out = {
         "name": name,
-        "type": "STRICT_DNS" if dns else "STATIC",
+        **(_dns(c.dns) if dns and c.dns is not None else {"type": "STRICT_DNS" if dns else "STATIC"}),
         "connect_timeout": c.connect_timeout.proto(),
         "load_assignment": {
             "cluster_name": name,
@@ -79,8 +87,6 @@ def cluster(c: Cluster) -> dict:
         },
         "metadata": provenance(c.source, service=c.service, version=c.version, direction=c.direction),
     }
-    if dns and c.dns is not None:
-        out.update(_dns(c.dns))
     thresholds: dict = {"priority": "DEFAULT"}
     if c.protection is not None:
         p = c.protection
