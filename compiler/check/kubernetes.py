@@ -16,8 +16,8 @@ compiler/policy/kubernetes.py). What a platform engineer gets wrong there:
   other: from a pod, a loopback address is the pod itself, and a host's loopback
   cannot resolve cluster DNS;
 - E294 `kubernetes.shutdown_grace` too short for a pod to leave without failing
-  requests: callers notice it is gone only at their next DNS refresh, then its
-  sidecar drains its connections;
+  requests: callers notice it is gone only at their next DNS refresh (plus
+  DNS_MARGIN for TTLs), then its sidecar drains its connections;
 - E295 `kubernetes` settings while no service runs in pods: they would be ignored;
 - W296 callers health-check each pod of a service in pods through its sidecar
   (`GET <health_check.path>` with the caller's identity and no token): when
@@ -35,7 +35,7 @@ from typing import Iterator
 from compiler.check.shadowing import covers_path
 from compiler.diagnostics import Diagnostic, Severity
 from compiler.emit.bootstrap import ENVOY_ARGS
-from compiler.policy.kubernetes import DNS_LABEL
+from compiler.policy.kubernetes import DNS_LABEL, DNS_MARGIN
 from compiler.policy.resolved import Resolved, ServiceView
 from compiler.policy.route import PathMatch
 from compiler.policy.security import AuthzRule
@@ -63,12 +63,13 @@ def check_kubernetes(view: Resolved) -> Iterator[Diagnostic]:
     yield from _mixed_hosts(view)
     yield from _health_checks(view, in_pods)
     k = mesh.kubernetes
-    if k.shutdown_grace <= Duration(k.dns_refresh.ms + DRAIN_TIME.ms):
+    needed = Duration(k.dns_refresh.ms + DNS_MARGIN.ms + DRAIN_TIME.ms)
+    if k.shutdown_grace <= needed:
         yield Diagnostic(
             "E294",
-            f"{k.shutdown_grace} is too short: a pod that goes away is dropped by callers "
-            f"within dns_refresh ({k.dns_refresh}) and then drains for {DRAIN_TIME}, so give it more than "
-            f"{Duration(k.dns_refresh.ms + DRAIN_TIME.ms)}",
+            f"{k.shutdown_grace} is too short: a pod that goes away still gets requests until its callers' next "
+            f"DNS refresh ({k.dns_refresh}) plus {DNS_MARGIN} for DNS TTLs, then its sidecar drains for "
+            f"{DRAIN_TIME}; give it more than {needed}",
             mesh.where("kubernetes", "shutdown_grace"), mesh.subject, "kubernetes.shutdown_grace",
         )
 
@@ -88,6 +89,8 @@ def _names(view: Resolved, in_pods: list[ServiceView]) -> Iterator[Diagnostic]:
     for sv in in_pods:
         svc = sv.service
         for version, name in sv.headless_services.items():
+            if version not in sv.app_port_versions:
+                continue  # its instances are not pods: no headless Service (callers reach any pod)
             at = _version_place(sv, version)
             what = f"the headless Service of '{svc.name}' version '{version}'"
             fqdn = f"{name}.{svc.namespace}.svc.{k.cluster_domain}"

@@ -59,6 +59,11 @@ MemoryQuantity = _text(MEMORY_QUANTITY, "a memory quantity: bytes with a suffix 
 DnsDomain = _text(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", "a DNS domain in lowercase, e.g. cluster.local")
 ImageRef = _text(IMAGE, "a container image such as envoyproxy/envoy:v1.40.0 or registry:5000/envoy@sha256:<digest>")
 
+DNS_MARGIN = Duration(5_000)
+"""How long after the callers' DNS refresh a pod that is going away may still get requests: the cluster
+DNS's record TTL (CoreDNS: 5 s, callers honour TTLs) and the time the control plane takes to drop a
+terminating pod from DNS. A leaving pod's sidecar keeps serving for dns_refresh + this, then drains."""
+
 _MEMORY_FACTOR = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
                   "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
@@ -136,7 +141,7 @@ class Kubernetes(PolicyModel):
     shutdown_grace: Duration = Duration(20_000)
     """How long a pod that is going away has before it is killed (pod `terminationGracePeriodSeconds`,
     whole seconds): the sidecar stops being ready, then drains its connections (Envoy drain time) before
-    it exits. Must be longer than the sidecar's drain time (E291)."""
+    it exits. Must be longer than `dns_refresh` + 5 s (DNS_MARGIN) + the sidecar's drain time (E294)."""
 
     certs_secret: str = "meshc-certs-{service}"
     """Name of the Secret that holds a service's certificate (cert.pem, key.pem, ca.pem), mounted at
