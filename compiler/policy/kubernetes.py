@@ -94,7 +94,9 @@ class ResourceList(PolicyModel):
 
 class Resources(PolicyModel):
     """The sidecar container's resources. The defaults reserve 0.1 core and 128 MiB and cap memory at
-    256 MiB; no CPU limit, so a busy sidecar is slowed by its request share, not throttled to a ceiling."""
+    256 MiB; no CPU limit, so a busy sidecar is slowed by its request share, not throttled to a ceiling.
+    A `requests` or `limits` written in the policy replaces that default list whole (what is written is
+    what the pod gets)."""
 
     requests: ResourceList = ResourceList(cpu="100m", memory="128Mi")
     """What the scheduler reserves for the sidecar on a node."""
