@@ -133,7 +133,8 @@ class Kubernetes(PolicyModel):
 
     probe_port: Port = 15021
     """The readiness listener, on every interface of the pod: answers `GET /ready` with Envoy's readiness
-    (200 when its configuration is loaded and it is not draining, else 503) and 404 to anything else;
+    (200 once its configuration is loaded; 503 while it starts or after `/healthcheck/fail`) and 404 to
+    anything else;
     the admin interface stays on loopback. The manifests point the sidecar's readiness and liveness
     probes here. Must differ from the service's other ports (E212)."""
 
