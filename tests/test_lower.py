@@ -38,7 +38,7 @@ def test_kubernetes_defaults_keep_outbound_and_admin_on_loopback():
     api = next(c for c in web.clusters if c.id == "outbound/api/default")
     assert [str(e) for e in api.endpoints] == ["api-default.default.svc.cluster.local:8080"]
     cluster = next(c for c in emit(ir).sidecars[2].clusters if c["name"] == "outbound|api|default")
-    assert cluster["type"] == "STRICT_DNS"
+    assert cluster["cluster_type"]["name"] == "envoy.cluster.dns", "a strict DNS cluster: one host per pod"
 
 
 def test_one_host_sidecars_listen_on_their_own_address():
