@@ -85,6 +85,7 @@ def test_a_caller_resolves_each_version_by_its_headless_service():
                              "dns_lookup_family": "V4_PREFERRED"},
         }
         assert not any(k.startswith("dns_") or k == "respect_dns_ttl" for k in c), "no deprecated Cluster dns_* fields"
+    assert _sidecar(lower(_bookinfo()), "productpage").source_address is None, "no source binding in pods"
     # the callee's own side still delivers to the app in its pod
     assert _address(_clusters(_bookinfo(), "reviews")["inbound|reviews|v2"]) == "127.0.0.1:19081"
 
