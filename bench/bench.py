@@ -203,7 +203,7 @@ def _output_stats(out: Path) -> dict:
             files += 1
             total += size
             rel = p.relative_to(out)
-            if len(rel.parts) > 1:
+            if len(rel.parts) > 1 and rel.parts[0] != "kubernetes":  # out/kubernetes/: manifests, no sidecar
                 per_sidecar[rel.parts[0]] = per_sidecar.get(rel.parts[0], 0) + size
     largest = max(per_sidecar.items(), key=lambda kv: (kv[1], kv[0])) if per_sidecar else ("", 0)
     return {

@@ -1,4 +1,4 @@
-"""The pipeline, end to end: load -> check -> lower -> emit -> render.
+"""The pipeline, end to end: load -> check -> lower -> emit -> render -> Kubernetes manifests.
 
 Pure apart from reading the policy files: returns the files of the build
 (or the diagnostics that stopped it); writing is the caller's step.
@@ -15,6 +15,7 @@ from compiler.check import check
 from compiler.diagnostics import Diagnostic
 from compiler.emit import emit
 from compiler.ir import MeshIR
+from compiler.kubernetes import manifests
 from compiler.load import load
 from compiler.lower import LowerOptions, lower
 from compiler.policy.resolved import Resolved, resolve
@@ -88,4 +89,8 @@ def build(policy_dir: Path, options: BuildOptions = BuildOptions()) -> BuildResu
         ir = lower(view, LowerOptions(config_root=options.config_root, certs_root=options.certs_root))
         files = render(emit(ir, static=options.static), options.templates)
         files[SOURCEMAP] = sourcemap_bytes(ir)  # the only file that holds policy line numbers
+        kubernetes, problems = manifests(ir, files)  # out/kubernetes/: only when some service runs in pods
+        if problems:
+            return BuildResult(diags + problems, ir)
+        files.update(kubernetes)
         return BuildResult(diags, ir, files)

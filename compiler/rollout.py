@@ -35,6 +35,8 @@ from pathlib import PurePosixPath
 
 import yaml
 
+KUBERNETES_BASE = "kubernetes/kustomization.yaml"  # compiler.kubernetes.layout.BASE
+
 BOOTSTRAP = "bootstrap.yaml"
 CLUSTERS = "clusters.yaml"
 LISTENERS = "listeners.yaml"
@@ -75,8 +77,11 @@ class SidecarChange:
 
 
 def _sidecar(rel: str) -> str | None:
+    """The sidecar whose folder holds `rel` (`<service>/<file>`), or None for a file outside every sidecar
+    folder: the source map, and the Kubernetes manifests (`kubernetes/kustomization.yaml` has two parts
+    like a sidecar file, but no service may be named `kubernetes` when they are written: E401)."""
     parts = PurePosixPath(rel).parts
-    return parts[0] if len(parts) == 2 else None
+    return parts[0] if len(parts) == 2 and rel != KUBERNETES_BASE else None
 
 
 def _load(data: bytes):

@@ -139,3 +139,21 @@ def test_a_forgotten_certs_root_cannot_move_the_certificates(tmp_path: Path, cap
     assert main(["build", str(MTLS), "-o", str(plain), "--certs-root", "/srv/certs"]) == 1
     assert "was built with no --certs-root" in capsys.readouterr().err
     shutil.rmtree(plain)
+
+
+def test_kubernetes_manifests_are_no_sidecar_and_land_last() -> None:
+    # kubernetes/kustomization.yaml has two path parts like a sidecar file; it must not read as a sidecar
+    # named 'kubernetes' (no service may have that name when the manifests are written: E401).
+    old = {"reviews/bootstrap.yaml": b"node: {id: a}\n", "reviews/clusters.yaml": b"{}",
+           "kubernetes/kustomization.yaml": b"base", "kubernetes/reviews/configmap.yaml": b"cm",
+           "kubernetes/sidecar/kustomization.yaml": b"component"}
+    assert [(c.service, c.action) for c in changes(None, old)] == [("reviews", "added")]
+    new = {**old, "kubernetes/kustomization.yaml": b"base2", "kubernetes/reviews/configmap.yaml": b"cm2",
+           "reviews/clusters.yaml": b'{"resources": []}', "reviews/bootstrap.yaml": b"node: {id: b}\n"}
+    assert [(c.service, c.action, c.files) for c in changes(old, new)] == [
+        ("reviews", "restart", ("bootstrap.yaml", "clusters.yaml"))]
+    # Read by no sidecar of this output: they come with the last step, with the bootstraps.
+    assert [sorted(step) for step in steps(old, new)] == [
+        ["reviews/clusters.yaml"],
+        ["kubernetes/kustomization.yaml", "kubernetes/reviews/configmap.yaml", "reviews/bootstrap.yaml"],
+    ]

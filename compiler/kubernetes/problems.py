@@ -1,0 +1,64 @@
+"""What stops the Kubernetes output from being written, found only once the files exist, as diagnostics
+at the Service (the meaning checks, compiler/check/pod_folders.py, say the rest before anything renders):
+
+- E402 a sidecar's files are more than a ConfigMap holds (1 MiB): Kubernetes would refuse it;
+- E403 two of the sidecar's volumes at one folder, or one at `/`, when `--config-root` or `--certs-root`
+  moved them there (the check sees the policy's folders, not the build's options).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from compiler.diagnostics import Diagnostic
+from compiler.ir import MeshIR, Sidecar
+from compiler.kubernetes import layout
+from compiler.kubernetes.sidecar import mounts
+
+CONFIGMAP_LIMIT = 1024 * 1024
+"""Kubernetes refuses a ConfigMap whose values add up to more than this many bytes."""
+
+_WHAT = {
+    layout.VOLUME_CONFIG: "the config folder (config_dir, --config-root)",
+    layout.VOLUME_CERTS: "the certificates folder (mtls.certs_dir, --certs-root)",
+    layout.VOLUME_TMP: "/tmp (the sidecar's scratch folder)",
+    layout.VOLUME_LOGS: "the access log's folder",
+}
+
+
+def problems(ir: MeshIR, sizes: dict[str, int]) -> Iterator[Diagnostic]:
+    """`sizes`: service in pods -> the bytes of its sidecar files."""
+    pods = [s for s in ir.sidecars if s.kubernetes is not None]
+    if not pods:
+        return
+    for s in pods:
+        size = sizes.get(s.service, 0)
+        if size > CONFIGMAP_LIMIT:
+            yield Diagnostic(
+                "E402",
+                f"the sidecar's files add up to {size} bytes, more than a ConfigMap holds ({CONFIGMAP_LIMIT}): "
+                "Kubernetes would refuse ConfigMap "
+                f"'{layout.configmap_name(s.service)}'; split the service's calls or routes",
+                s.source, f"Service '{s.service}'",
+            )
+        yield from _mount_clashes(s)
+
+
+def _mount_clashes(s: Sidecar) -> Iterator[Diagnostic]:
+    seen: dict[str, str] = {}
+    for name, path, _ in mounts(s):
+        folder = path.rstrip("/") or "/"
+        if folder == "/":
+            yield Diagnostic(
+                "E403", f"{_WHAT[name]} is '/': the sidecar cannot mount a volume over its whole filesystem",
+                s.source, f"Service '{s.service}'",
+            )
+        elif folder in seen:
+            yield Diagnostic(
+                "E403",
+                f"{_WHAT[name]} and {_WHAT[seen[folder]]} are both '{folder}': in a pod each needs a volume of "
+                "its own there, and a folder holds one; choose different folders",
+                s.source, f"Service '{s.service}'",
+            )
+        else:
+            seen[folder] = name
