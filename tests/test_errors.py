@@ -70,6 +70,7 @@ REQUIRED = {
     "ignored_settings",
     "retry_budget_unused",
     "app_port",
+    "kubernetes_output",
 }
 
 

@@ -13,6 +13,7 @@ from compiler.check.graph import check_call_cycles
 from compiler.check.kubernetes import check_kubernetes
 from compiler.check.observability import check_observability
 from compiler.check.paths import check_paths
+from compiler.check.pod_folders import check_pod_folders
 from compiler.check.ports import check_ports
 from compiler.check.references import check_references, check_structure
 from compiler.check.routes import check_routes
@@ -36,6 +37,7 @@ CHECKS = (
     check_traffic_policies,
     check_ports,
     check_kubernetes,
+    check_pod_folders,
     check_mtls,
     check_authorization,
     check_authentication,
