@@ -5,6 +5,10 @@
     envoy_path     path of the real envoy binary (session).
     loopback       a Loopback: fresh 127.a.b.c addresses and free ports.
     upstream       factory: upstream(service, version="default", host="127.0.0.1") -> started Upstream.
+    kube_cluster   KubeCluster (harness.cluster): a cluster in a box in tmp_path, started; removed at teardown
+                   (namespaces, dnsmasq, every process), with the pods' log tails when the test failed.
+                   Skipped where network namespaces cannot be made (not Linux, not root, no ip/dnsmasq),
+                   except under CI=true, where .ci/run has installed what it needs: there it fails.
 """
 
 from __future__ import annotations
@@ -66,3 +70,25 @@ def live_mesh(request, tmp_path, envoy_path):
             if tails:
                 print(f"\n=== sidecar logs ({tmp_path / 'logs'}) ===\n{tails}")
         mesh.close()
+
+
+@pytest.fixture
+def kube_cluster(request, tmp_path, envoy_path):
+    from harness.cluster import KubeCluster
+    from harness.netns import can_run
+
+    why = can_run()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the cluster in a box cannot run: {why}")
+        pytest.skip(f"cluster in a box: {why}")
+    cluster = KubeCluster(tmp_path, binary=envoy_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        if _failed(request):
+            tails = cluster.log_tails()
+            if tails:
+                print(f"\n=== cluster in a box logs ({tmp_path}) ===\n{tails}")
+        cluster.close()

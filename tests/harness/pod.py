@@ -1,0 +1,224 @@
+"""A pod of the cluster in a box: its own network namespace, the real Envoy as a sidecar, the app, and volumes.
+
+Inside a pod (`ip netns exec <netns>`, which also gives the command a mount
+namespace of its own and bind-mounts /etc/netns/<netns>/resolv.conf over
+/etc/resolv.conf), Envoy starts exactly as a deployment starts it:
+
+    envoy -c <config_dir>/bootstrap.yaml --drain-strategy immediate --drain-time-s 5 ...
+
+after a tiny shell has bind-mounted, read-only, the pod's ConfigMap volume at
+the Mesh's `config_dir` (/etc/meshc) and its certificate Secret volume at
+`mtls.certs_dir` (/etc/meshc/certs): the volumes are folders kubelet-style
+(`..data` swaps, harness.configmap) on the host, so Envoy reads the compiled
+output unchanged, from the paths it names. The mounts stay inside the pod's
+mount namespace (`ip netns exec` makes / a slave first).
+
+Admin (127.0.0.1 inside the pod) is reached with sockets opened in the pod's
+namespace (harness.netns), readiness from the node namespace like kubelet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from compiler.emit.bootstrap import ENVOY_ARGS
+
+from .netns import NetnsHTTPConnection, exec_argv, http_get
+from .sidecar import EnvoySidecar
+from .util import POLL_INTERVAL, STOP_TIMEOUT, HarnessError
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
+"""On PYTHONPATH of the pod's processes, so `python -m harness.podapp` works inside a pod."""
+
+_MOUNT_AND_EXEC = (
+    'set -e; while [ "$1" != "--" ]; do mount --bind "$1" "$2"; mount -o remount,bind,ro "$2"; shift 2; done; '
+    'shift; exec "$@"'
+)
+
+
+def pod_python(netns: str, module: str, *args: str) -> list[str]:
+    """Command line that runs `python -m <module> args` inside a pod's namespace."""
+    return exec_argv(netns, [sys.executable, "-m", module, *args])
+
+
+def pod_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH", "")]))
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+class PodEnvoy(EnvoySidecar):
+    """The pod's sidecar: EnvoySidecar whose process and admin calls live in the pod's namespaces.
+
+    `volume` is the pod's ConfigMap folder on the host; `mounts` the (host folder, path in the pod)
+    bind mounts, the ConfigMap at `config_dir` first.
+    """
+
+    def __init__(self, pod: "Pod", volume: Path, mounts: list[tuple[Path, str]], config_dir: str, **kwargs):
+        super().__init__(pod.service, volume.parent, pod.dir / "logs", **kwargs)
+        if volume.name != pod.service:
+            raise HarnessError(f"the ConfigMap volume of {pod.name} must be named after its service: {volume}")
+        self.pod = pod
+        self.mounts = mounts
+        self.pod_config_dir = config_dir
+
+    @property
+    def command(self) -> list[str]:
+        envoy = [
+            self.binary, "-c", f"{self.pod_config_dir}/bootstrap.yaml",
+            *ENVOY_ARGS, "--disable-hot-restart", "--reject-unknown-dynamic-fields",
+            "--concurrency", str(self.concurrency), "-l", self.log_level, *self.extra_args,
+        ]  # fmt: skip
+        binds = [str(x) for src, dst in self.mounts for x in (src, dst)]
+        return exec_argv(self.pod.netns, ["sh", "-c", _MOUNT_AND_EXEC, "sh", *binds, "--", *envoy])
+
+    def launch(self) -> "PodEnvoy":
+        """Start the process without waiting (see `wait_live`)."""
+        if self.proc is not None:
+            raise HarnessError(f"sidecar of pod {self.pod.name} is already started")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.log_dir / "envoy.log"
+        self._log_fh = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.command, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return self
+
+    def wait_live(self, deadline: float) -> None:
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                raise HarnessError(f"envoy of pod {self.pod.name} exited with {code}\n{self.log_tail()}")
+            if self._ready():
+                break
+            if time.monotonic() >= deadline:
+                raise HarnessError(f"envoy of pod {self.pod.name} not LIVE in time\n{self.log_tail()}")
+            time.sleep(POLL_INTERVAL)
+        problems = self.config_problems()
+        if problems:
+            raise HarnessError(f"envoy of pod {self.pod.name} did not accept its config: {problems}\n{self.log_tail()}")
+
+    def _admin(self, method: str, path: str, timeout: float) -> tuple[int, str]:
+        conn = NetnsHTTPConnection(self.pod.netns, self.admin_host, self.admin_port, timeout=timeout)
+        try:
+            conn.request(method, path)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode(errors="replace")
+        finally:
+            conn.close()
+
+    def hosts(self, cluster: str) -> list[dict]:
+        """The hosts Envoy has in `cluster` (admin /clusters): [{"address", "port", "health"}], health flags as
+        Envoy lists them (`failed_outlier_check`, ...), [] when healthy."""
+        for c in self.admin_json("/clusters?format=json").get("cluster_statuses", []):
+            if c["name"] == cluster:
+                out = []
+                for h in c.get("host_statuses", []):
+                    sa = h["address"]["socket_address"]
+                    flags = sorted(k for k, v in (h.get("health_status") or {}).items() if v is True)
+                    out.append({"address": sa["address"], "port": sa["port_value"], "health": flags})
+                return sorted(out, key=lambda h: (h["address"], h["port"]))
+        return []
+
+
+class Pod:
+    """One pod: network namespace `netns` with address `ip`, its app (podapp) and its Envoy sidecar."""
+
+    def __init__(self, name: str, service: str, version: str, ip: str, netns: str, workdir: Path, app_port: int | None):
+        self.name = name
+        self.service = service
+        self.version = version
+        self.ip = ip
+        self.netns = netns
+        self.dir = Path(workdir)
+        self.app_port = app_port
+        self.control_file = self.dir / "app-control.json"
+        self.app: subprocess.Popen | None = None
+        self.envoy: PodEnvoy | None = None
+        self.terminating = False
+        self.published = False  # in its Services' endpoints (DNS) once ready, until it terminates
+        self._app_log = None
+
+    def __repr__(self) -> str:
+        return f"Pod({self.name}, {self.ip}, envoy pid={self.envoy.pid if self.envoy else None})"
+
+    # -- the app --------------------------------------------------------------
+    def start_app(self) -> None:
+        if self.app_port is None:
+            return
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        self._app_log = open(self.dir / "logs" / "app.log", "ab")
+        self.app = subprocess.Popen(
+            pod_python(self.netns, "harness.podapp", "--service", self.service, "--version", self.version,
+                       "--pod", self.name, "--port", str(self.app_port), "--control", str(self.control_file)),
+            stdin=subprocess.DEVNULL, stdout=self._app_log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=pod_env(), cwd=TESTS_DIR,
+        )  # fmt: skip
+
+    def app_up(self) -> bool:
+        if self.app is None:
+            return True
+        if self.app.poll() is not None:
+            raise HarnessError(f"app of pod {self.name} exited with {self.app.returncode}")
+        try:
+            return http_get(self.netns, "127.0.0.1", self.app_port, "/__podapp/ready", timeout=0.5)[0] > 0
+        except OSError:
+            return False
+
+    def set_app(self, *, status: int = 200, delay: float = 0.0) -> None:
+        """Make the running app answer `status` after `delay` seconds (its control file, re-read per request)."""
+        tmp = self.control_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"status": status, "delay": delay}))
+        os.replace(tmp, self.control_file)
+
+    # -- readiness, as kubelet probes it --------------------------------------
+    def ready(self, node_netns: str) -> bool:
+        """The sidecar's readiness listener answers 200 on /ready, asked from the node (else admin /ready)."""
+        if self.envoy is None or not self.envoy.running:
+            return False
+        try:
+            if "readiness" in self.envoy.listeners:
+                _host, port = self.envoy.listener("readiness")
+                return http_get(node_netns, self.ip, port, "/ready", timeout=1.0)[0] == 200
+            return self.envoy._ready()
+        except OSError:
+            return False
+
+    def request(self, host: str, port: int, path: str = "/", headers: dict | None = None) -> tuple[int, bytes]:
+        """One HTTP request from inside this pod."""
+        return http_get(self.netns, host, port, path, headers=headers)
+
+    # -- stopping ---------------------------------------------------------------
+    def stop_app(self, timeout: float = STOP_TIMEOUT) -> None:
+        _stop(self.app, timeout)
+        if self._app_log is not None:
+            self._app_log.close()
+            self._app_log = None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """App first, then the sidecar (native sidecars stop after the main containers), SIGKILL after `timeout`."""
+        self.stop_app(timeout)
+        if self.envoy is not None:
+            _stop(self.envoy.proc, timeout)
+            self.envoy.stop()
+
+
+def _stop(proc: subprocess.Popen | None, timeout: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT)
+
