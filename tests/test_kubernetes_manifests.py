@@ -491,3 +491,12 @@ def test_policy_cases_in_pods_render_and_validate(case: str, tmp_path: Path) -> 
         annotations = d["spec"]["template"]["metadata"]["annotations"]
         assert annotations[layout.ANNOTATION_BOOTSTRAP] == hashlib.sha256(result.files[f"{service}/bootstrap.yaml"]).hexdigest()
         assert _sidecar_container(d)["restartPolicy"] == "Always"
+
+
+def test_a_port_below_1024_is_allowed_by_a_sysctl_not_a_capability(tmp_path: Path) -> None:
+    files = _build(tmp_path, POLICY.replace("name: reviews\nnamespace: shop\nport: 9080", "name: reviews\nnamespace: shop\nport: 80"))
+    spec = yaml.safe_load(files["kubernetes/sidecar/patch-reviews.yaml"])["spec"]["template"]["spec"]
+    assert spec["securityContext"] == {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]}
+    assert spec["initContainers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    other = yaml.safe_load(files["kubernetes/sidecar/patch-productpage.yaml"])["spec"]["template"]["spec"]
+    assert "securityContext" not in other
