@@ -30,6 +30,7 @@ from compiler.emit.bootstrap import ENVOY_ARGS
 from compiler.ir import MeshIR, Sidecar
 from compiler.kubernetes import layout
 from compiler.kubernetes.objects import inbound_port
+from compiler.policy.kubernetes import DNS_MARGIN  # a constant shared with the E294 check, not a model
 
 ENVOY_BINARY = "/usr/local/bin/envoy"
 """Where Envoy is in the official images (envoyproxy/envoy, its distroless variant) and in meshc's own
@@ -38,10 +39,11 @@ image (docker/Dockerfile). Started directly, not through the image's entrypoint 
 ENVOY_UID = 101
 """The `envoy` user of the official images."""
 
-DNS_MARGIN_MS = 5_000
+DNS_MARGIN_MS = DNS_MARGIN.ms
 """Added to the callers' DNS refresh before a pod's sidecar may stop: CoreDNS's default record TTL (5 s;
 callers honour TTLs) and the time the control plane takes to take a terminating pod out of DNS and of
-the ClusterIP Service's endpoints."""
+the ClusterIP Service's endpoints. The same constant as the check that `shutdown_grace` leaves room for
+it (E294), so the preStop sleep always ends before the grace period."""
 
 STARTUP = {"periodSeconds": 1, "failureThreshold": 60, "timeoutSeconds": 1}
 READINESS = {"periodSeconds": 5, "failureThreshold": 2, "timeoutSeconds": 1}
