@@ -17,7 +17,8 @@ compiler/policy/kubernetes.py). What a platform engineer gets wrong there:
   cannot resolve cluster DNS;
 - E294 `kubernetes.shutdown_grace` too short for a pod to leave without failing
   requests: callers notice it is gone only at their next DNS refresh (plus
-  DNS_MARGIN for TTLs), then its sidecar drains its connections;
+  DNS_MARGIN for TTLs), which the sidecar's preStop sleep waits out, and the
+  app then needs time to finish (DRAIN_TIME of headroom before SIGKILL);
 - E295 `kubernetes` settings while no service runs in pods: they would be ignored;
 - W296 callers health-check each pod of a service in pods through its sidecar
   (`GET <health_check.path>` with the caller's identity and no token): when
@@ -68,8 +69,8 @@ def check_kubernetes(view: Resolved) -> Iterator[Diagnostic]:
         yield Diagnostic(
             "E294",
             f"{k.shutdown_grace} is too short: a pod that goes away still gets requests until its callers' next "
-            f"DNS refresh ({k.dns_refresh}) plus {DNS_MARGIN} for DNS TTLs, then its sidecar drains for "
-            f"{DRAIN_TIME}; give it more than {needed}",
+            f"DNS refresh ({k.dns_refresh}) plus {DNS_MARGIN} for DNS TTLs (the sidecar's preStop sleep), and then "
+            f"needs {DRAIN_TIME} to finish before it is killed; give it more than {needed}",
             mesh.where("kubernetes", "shutdown_grace"), mesh.subject, "kubernetes.shutdown_grace",
         )
 
