@@ -142,8 +142,9 @@ def test_a_terminating_pod_drains_without_failing_requests(kube_cluster):
     gone = c.pod("reviews-v1-0")
     with c.load(caller, "reviews", count=20_000, seconds=60, concurrency=4, keepalive=True) as load:
         load.wait_for(200)
-        # Kubernetes: the endpoints go first; the pod gets SIGTERM after dns_refresh (1s) + a margin.
-        step = c.delete_pod(gone, drain=2.0)
+        # Kubernetes: out of DNS at once; the app (its own preStop: 2s) gets SIGTERM before the sidecar, whose
+        # preStop sleep (the Component's: callers' dns_refresh + a margin) keeps it serving until then.
+        step = c.delete_pod(gone, app_pre_stop=2.0)
         terminated = time.monotonic()
         load.wait_for(len(load.samples()) + 300)
     samples = load.samples()
@@ -152,7 +153,7 @@ def test_a_terminating_pod_drains_without_failing_requests(kube_cluster):
            last_answer_before_sigterm=terminated - last, **step, by_pod=tally(samples, "pod"),
            failed=len(failures(samples)))
     assert not failures(samples), failures(samples)[:5]
-    assert step["envoy_exit"] == 0, "the sidecar stopped cleanly"
+    assert step["sidecar_exit"] == 0, "the sidecar stopped cleanly"
     assert last < terminated
     assert {s.pod for s in samples if s.at > terminated} == {"reviews-v1-1", "reviews-v1-2"}
 
@@ -235,14 +236,19 @@ def test_mtls_strict_with_per_service_identities_across_pods(kube_cluster):
     target = c.pod("reviews-v2-1")
     presented = _peer_identity(c, target, "frontend")
     plaintext = _plaintext(c, target)
+    proc = target.envoy.process()
+    mounts = {p: proc["mounts"].get(p) for p in ("/", "/etc/meshc", "/etc/meshc/certs", "/tmp")}
     report("mTLS strict across pods", requests=len(samples), failed=len(failures(samples)),
            inbound_handshakes=handshakes, san_failures=san_failures, reviews_presents=presented,
-           plaintext_to_reviews=plaintext)
+           plaintext_to_reviews=plaintext, sidecar_uid=proc["uid"], sidecar_mounts=mounts)
     assert not failures(samples), failures(samples)[:5]
     assert all(n > 0 for n in handshakes.values()), "every reviews pod terminated mTLS from frontend"
     assert san_failures == 0
     assert presented == "spiffe://box.test/ns/default/sa/reviews"
     assert plaintext != "200", "strict: a client without a certificate is refused"
+    # The sidecar runs as the Component's securityContext and volumes say (the Secret at mtls.certs_dir).
+    assert (proc["uid"], proc["gid"], proc["cap_eff"], proc["no_new_privs"]) == (101, 101, 0, 1), proc
+    assert mounts == {"/": "ro", "/etc/meshc": "ro", "/etc/meshc/certs": "ro", "/tmp": "rw"}, mounts
 
 
 def _peer_identity(cluster, target, as_service: str) -> str:

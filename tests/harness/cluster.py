@@ -40,6 +40,7 @@ from compiler.policy import Mesh
 from . import netns as ns
 from .clusterdns import DNS_TTL, ClusterDNS
 from .configmap import configmap_data, current_payload, project
+from .manifests import Mount, SidecarSpec, services, sidecar_spec
 from .pod import Pod, PodEnvoy
 from .policy import compile_policy, write_policy
 from .traffic import PodLoad
@@ -124,27 +125,21 @@ class KubeCluster:
             raise HarnessError(f"expected one trust domain, got {sorted(trust)}")
         certs.write_service_certs(self.certs_root, trust.pop(), {s.service: s.tls.identity for s in sidecars})
 
-    # -- names -----------------------------------------------------------------------
-    def dns_names(self, service: str, version: str) -> list[str]:
-        """The names a pod of (service, version) answers to: its version's headless Service, the ClusterIP name."""
-        sc = self.sidecar_ir(service)
-        k8s = getattr(sc, "kubernetes", None)
-        namespace, domain = (k8s.namespace, k8s.cluster_domain) if k8s else ("default", "cluster.local")
-        headless = f"{service}-{version}"
-        for v in getattr(k8s, "versions", ()) or ():
-            if v.name == version:
-                headless = v.headless_service
-        return [f"{headless}.{namespace}.svc.{domain}", f"{service}.{namespace}.svc.{domain}"]
+    # -- the endpoints controller ------------------------------------------------------
+    def cluster_domain(self) -> str:
+        domains = {sc.kubernetes.cluster_domain for sc in self.last_build.ir.sidecars if sc.kubernetes is not None}
+        if len(domains) != 1:
+            raise HarnessError(f"expected one cluster domain among the sidecars in pods, got {sorted(domains)}")
+        return domains.pop()
 
     def endpoints(self) -> dict[str, list[str]]:
-        """What the endpoints controller publishes: every name -> IPs of its ready, not terminating pods."""
-        records: dict[str, list[str]] = {}
-        for pod in self.pods.values():
-            if pod.terminating or not pod.published:
-                continue
-            for name in self.dns_names(pod.service, pod.version):
-                records.setdefault(name, []).append(pod.ip)
-        return records
+        """What cluster DNS serves: for every Service of out/kubernetes, `<name>.<namespace>.svc.<domain>` -> the
+        IPs of the ready, not terminating pods its selector matches (a ClusterIP Service: all of them too,
+        where a real cluster would answer its one virtual IP)."""
+        domain = self.cluster_domain()
+        pods = [p for p in self.pods.values() if p.published and not p.terminating]
+        return {f"{svc.name}.{svc.namespace}.svc.{domain}": [p.ip for p in pods if svc.selects(p.labels)]
+                for svc in services(self.out)}
 
     def publish(self) -> float:
         """Cluster DNS answers `endpoints()` now (SIGHUP, checked); returns the seconds it took."""
@@ -163,7 +158,8 @@ class KubeCluster:
         want = {}
         for c in self.sidecar_ir(caller.service).clusters:
             if c.direction == "outbound" and c.service == service and c.dns is not None:
-                want[f"outbound|{service}|{c.version}"] = sorted(records.get(self.dns_names(service, c.version)[0], []))
+                (name,) = {e.host for e in c.endpoints}
+                want[f"outbound|{service}|{c.version}"] = sorted(records.get(name, []))
         if not want:
             raise HarnessError(f"{caller.service} has no DNS-resolved cluster of '{service}'")
 
@@ -217,13 +213,13 @@ class KubeCluster:
         ns.ip_cmd("addr", "add", f"{ip}/{self.net.prefixlen}", "dev", "eth0", netns=netns)
         ns.ip_cmd("link", "set", "eth0", "up", netns=netns)
         self._resolver(pod)
-        pod.envoy = PodEnvoy(pod, *self._volumes(pod), binary=self.binary)
+        spec = sidecar_spec(self.out, service)
+        pod.envoy = PodEnvoy(pod, *self._volumes(pod, spec), spec=spec, binary=self.binary)
         return pod
 
     def _resolver(self, pod: Pod) -> None:
         """/etc/resolv.conf and /etc/hosts of the pod, as kubelet writes them (dnsPolicy ClusterFirst)."""
-        names = self.dns_names(pod.service, pod.version)
-        namespace, domain = names[1].split(".", 1)[1].split(".svc.")
+        namespace, domain = self.sidecar_ir(pod.service).kubernetes.namespace, self.cluster_domain()
         etc = ns.ETC_NETNS / pod.netns
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "resolv.conf").write_text(
@@ -231,23 +227,45 @@ class KubeCluster:
         )
         (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n{pod.ip}\t{pod.name}\n")
 
-    def _volumes(self, pod: Pod) -> tuple[Path, list[tuple[Path, str]], str]:
-        """Project the pod's ConfigMap (and certificate Secret) volumes; the bind mounts that put them in place."""
-        sc = self.sidecar_ir(pod.service)
-        volume = pod.dir / "volumes" / pod.service
-        project(volume, configmap_data(self.out, pod.service))
-        mounts = [(volume, sc.config_dir)]
-        _mountpoint(Path(sc.config_dir), self._made_dirs)
-        if sc.tls is not None:
-            secret = pod.dir / "volumes" / "certs"
-            project(secret, self._cert_payload(pod.service), mode=0o600)
-            inside = Path(sc.tls.certs_dir)
-            try:  # a mount point inside the ConfigMap volume, as the container runtime makes it
-                (volume / inside.relative_to(sc.config_dir)).mkdir(parents=True, exist_ok=True)
-            except ValueError:
-                _mountpoint(inside, self._made_dirs)
-            mounts.append((secret, str(inside)))
-        return volume, mounts, sc.config_dir
+    def _volumes(self, pod: Pod, spec: SidecarSpec) -> tuple[Path, list[tuple[Path, str, bool]]]:
+        """Kubelet's part: every volume the sidecar mounts, on the host (the ConfigMap and the Secret written
+        with the `..data` swap, emptyDirs empty); returns the ConfigMap's folder and the binds in mount order
+        (parents first; a mount that would cover the host folders, like /tmp, last)."""
+        config = None
+        for m in spec.mounts:
+            if m.kind == "configMap":
+                host = config = pod.dir / "configmap" / pod.service
+            else:
+                host = pod.dir / "volumes" / m.volume
+            pod.volumes[m.volume] = (m, host)
+            self._project(pod, m, host)
+        if config is None:
+            raise HarnessError(f"the sidecar of {pod.service} mounts no ConfigMap")
+        binds = [(host, m.path, m.read_only) for m, host in pod.volumes.values()]
+        sources = [str(h) for h, _, _ in binds]
+        binds.sort(key=lambda b: (any(src.startswith(b[1].rstrip("/") + "/") for src in sources), b[1].count("/")))
+        for i, (host, path, _) in enumerate(binds):
+            outer = [(h, p) for h, p, _ in binds[:i] if path.startswith(p.rstrip("/") + "/")]
+            if outer:  # a mount point inside another volume, as the container runtime makes it
+                h, p = max(outer, key=lambda hp: len(hp[1]))
+                (h / path[len(p.rstrip("/")) + 1:]).mkdir(parents=True, exist_ok=True)
+            else:
+                _mountpoint(Path(path), self._made_dirs)
+        return config, binds
+
+    def _project(self, pod: Pod, m: Mount, host: Path) -> bool:
+        """Write one volume's current content; True when it changed."""
+        if m.kind == "configMap":
+            data = configmap_data(self.out, pod.service, name=m.source["configMap"]["name"])
+            return project(host, data, mode=m.source["configMap"].get("defaultMode", 0o644))
+        if m.kind == "secret":
+            data = self._cert_payload(pod.service)  # the box's Secret store: certs_root/<service>
+            return project(host, data, mode=m.source["secret"].get("defaultMode", 0o644))
+        if m.kind == "emptyDir":
+            host.mkdir(parents=True, exist_ok=True)
+            host.chmod(0o1777)
+            return False
+        raise HarnessError(f"{pod.name}: volume '{m.volume}' of a kind the box does not know: {m.source}")
 
     def _cert_payload(self, service: str) -> dict[str, bytes]:
         folder = self.certs_root / service
@@ -271,24 +289,27 @@ class KubeCluster:
         for pod in self.pods.values():
             if pod.envoy is None or not pod.envoy.running:
                 continue
-            mounts = pod.envoy.mounts
-            changed = project(pod.envoy.config_dir, configmap_data(self.out, pod.service))
-            if len(mounts) > 1:
-                changed |= project(mounts[1][0], self._cert_payload(pod.service), mode=0o600)
-            if changed:
+            if any([self._project(pod, m, host) for m, host in pod.volumes.values()]):
                 updated.append(pod.name)
                 pod.envoy.reload_listeners()
         return updated
 
-    def delete_pod(self, pod: Pod, *, drain: float) -> dict:
-        """Terminate a pod as Kubernetes does: out of its Services' endpoints first (DNS), `drain` seconds for
-        callers to re-resolve (the preStop wait), then SIGTERM to the app, then to the sidecar."""
+    def delete_pod(self, pod: Pod, *, app_pre_stop: float = 0.0) -> dict:
+        """Terminate a pod as Kubernetes does. At once: out of its Services' endpoints (DNS), and every
+        container's preStop starts. The app gets SIGTERM after its own preStop (`app_pre_stop`, the user's
+        Deployment); the sidecar after its preStop sleep (from the Component) and after the app has exited;
+        SIGKILL when terminationGracePeriodSeconds runs out. Returns when they happened (seconds from the start)."""
+        spec = pod.envoy.spec
         t0 = time.monotonic()
         dns = self.unpublish(pod)
-        time.sleep(max(0.0, drain - (time.monotonic() - t0)))
-        pod.stop()
-        code = pod.envoy.proc.returncode if pod.envoy and pod.envoy.proc else None
-        return {"dns_seconds": round(dns, 3), "sigterm_after": round(time.monotonic() - t0, 3), "envoy_exit": code}
+        time.sleep(max(0.0, app_pre_stop - (time.monotonic() - t0)))
+        app_sigterm = time.monotonic() - t0
+        pod.stop_app(timeout=max(0.1, spec.grace - app_sigterm))
+        time.sleep(max(0.0, spec.pre_stop_sleep - (time.monotonic() - t0)))
+        sidecar_sigterm = time.monotonic() - t0
+        pod.stop(timeout=max(0.1, spec.grace - sidecar_sigterm))
+        return {"dns_seconds": round(dns, 3), "app_sigterm_at": round(app_sigterm, 3),
+                "sidecar_sigterm_at": round(sidecar_sigterm, 3), "sidecar_exit": pod.envoy.proc.returncode}
 
     def volume_payload(self, pod: Pod) -> dict[str, bytes]:
         return current_payload(pod.envoy.config_dir)

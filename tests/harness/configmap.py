@@ -84,14 +84,17 @@ def _read_dir(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
-def configmap_data(out: Path, service: str) -> dict[str, bytes]:
-    """What kubelet projects for `service`'s sidecar: its ConfigMap's data, else the files of out/<service>/."""
+def configmap_data(out: Path, service: str, name: str | None = None) -> dict[str, bytes]:
+    """What kubelet projects for `service`'s sidecar: its ConfigMap's data (checked to be named `name`), else
+    the files of out/<service>/."""
     out = Path(out)
     manifest = out / "kubernetes" / service / "configmap.yaml"
     if manifest.is_file():
         doc = load_json_yaml(manifest)
         if (doc or {}).get("kind") != "ConfigMap":
             raise HarnessError(f"{manifest}: not a ConfigMap")
+        if name is not None and doc["metadata"]["name"] != name:
+            raise HarnessError(f"{manifest}: ConfigMap '{doc['metadata']['name']}', the pod mounts '{name}'")
         data = doc.get("data") or {}
         binary = doc.get("binaryData") or {}
         if binary:

