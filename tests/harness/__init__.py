@@ -23,6 +23,19 @@ Building blocks (usable on their own), by module:
             with readiness, admin helpers (stats, clusters, config_dump,
             server_info) and a check that file-based xDS updates were accepted.
 - mesh      `LiveMesh`: all of the above for one test, in one temporary directory.
+
+The cluster in a box (Kubernetes mode; Linux, root, `ip`, `dnsmasq`; the `kube_cluster` fixture). These
+leave loopback, but only inside network namespaces the harness makes, in a private /24 with no uplink:
+
+- cluster     `KubeCluster`: node namespace with a bridge, cluster DNS, pods, kubelet's volume updates and
+              termination, the endpoints controller; teardown of everything.
+- netns       namespaces, veth, `socket_in` (a socket opened inside a namespace), a tiny DNS client.
+- clusterdns  `ClusterDNS`: dnsmasq serving the Services' names, SIGHUP on change.
+- configmap   kubelet's `..data` swap (`project`) and a sidecar's ConfigMap data.
+- manifests   what the box reads from out/kubernetes: Services, the sidecar Component's container.
+- pod         `Pod`, `PodEnvoy` (the sidecar as the Component says, in the pod's namespaces).
+- podapp      the app inside a pod (`python -m harness.podapp`).
+- podload, traffic  the load client inside a caller pod and its samples (`PodLoad`, `tally`, `failures`).
 """
 
 from .client import Response, raw_exchange, send_many
