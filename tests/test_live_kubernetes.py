@@ -74,13 +74,16 @@ def test_canary_90_10_split_by_version_with_several_pods_each(kube_cluster):
     share = by_version.get("v2", 0) / len(samples)
     after = _answered_by_cluster(caller)
     chosen = {v: after[v] - before[v] for v in after}
+    asked = c.dns.queries(caller.ip)  # the caller's Envoy (c-ares, the pod's resolv.conf) asked cluster DNS
     report("canary 90/10, 3 pods of v1 and 2 of v2", requests=len(samples), seconds=seconds, v2_share=share,
-           by_version=by_version, by_pod=by_pod, chosen_by_caller=chosen, failed=len(failures(samples)))
+           by_version=by_version, by_pod=by_pod, chosen_by_caller=chosen, failed=len(failures(samples)),
+           caller_asked_dns_for=sorted(asked))
     assert not failures(samples), failures(samples)[:5]
     assert abs(share - 0.10) <= 0.03, f"v2 got {share:.3f} of the traffic, want 0.10 +- 0.03"
     assert set(by_pod) == {p.name for p in c.pods_of("reviews")}, "every pod of each version gets traffic"
     # The version the caller chose is the version that answered (issue 11: the ClusterIP name lost it).
     assert chosen == by_version, (chosen, by_version)
+    assert {f"reviews-{v}.default.svc.cluster.local" for v in ("v1", "v2")} <= asked, asked
 
 
 def test_header_match_routes_to_v2_pods_only(kube_cluster):

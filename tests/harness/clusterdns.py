@@ -128,6 +128,15 @@ class ClusterDNS:
         if self.proc.stderr:
             self.proc.stderr.close()
 
+    def queries(self, client: str) -> set[str]:
+        """The names `client` (an IP) asked for (A records), from dnsmasq's query log."""
+        if not self.log_path.exists():
+            return set()
+        marker = f" from {client}"
+        return {line.split("query[A] ", 1)[1].split(" ", 1)[0]
+                for line in self.log_path.read_text(errors="replace").splitlines()
+                if "query[A] " in line and line.endswith(marker)}
+
     def log_tail(self, lines: int = 20) -> str:
         if not self.log_path.exists():
             return ""

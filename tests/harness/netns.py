@@ -223,11 +223,17 @@ def owned_by_dead_runs() -> dict[str, list[str]]:
     for f in sorted(RUNS_DIR.glob("*.json")) if RUNS_DIR.is_dir() else []:
         try:
             doc = json.loads(f.read_text())
-            os.kill(int(doc["pid"]), 0)
-        except ProcessLookupError:
-            dead[f.stem] = list(doc.get("namespaces", []))
+            pid = int(doc["pid"])
         except (OSError, ValueError, KeyError):
-            continue  # being written, or not ours to judge
+            continue  # being written or removed
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":  # killed, not yet reaped
+                dead[f.stem] = list(doc.get("namespaces", []))
+        except FileNotFoundError:
+            dead[f.stem] = list(doc.get("namespaces", []))
+        except (OSError, IndexError):
+            continue  # not ours to judge
     return dead
 
 
