@@ -29,12 +29,12 @@ APP_PORT = 9081  # where each pod's app listens, behind its sidecar
 CALLER = "frontend-default-0"
 
 
-def _docs(cluster, *extra, rules=None, mesh=None) -> list:
+def _docs(cluster, *extra, rules=None, mesh=None, port: int = PORT) -> list:
     """frontend calls reviews (v1, v2), both in pods (wildcard sidecar address: the Mesh default)."""
     return [
         cluster.mesh_doc(**(mesh or {})),
         {"kind": "Service", "name": "frontend", "port": PORT, "app_port": APP_PORT, "calls": ["reviews"]},
-        {"kind": "Service", "name": "reviews", "port": PORT, "app_port": APP_PORT, "versions": {"v1": {}, "v2": {}}},
+        {"kind": "Service", "name": "reviews", "port": port, "app_port": APP_PORT, "versions": {"v1": {}, "v2": {}}},
         {"kind": "Route", "service": "reviews", "rules": rules or [{"to": {"v1": 90, "v2": 10}}]},
         *extra,
     ]
@@ -87,10 +87,13 @@ def test_canary_90_10_split_by_version_with_several_pods_each(kube_cluster):
 
 
 def test_header_match_routes_to_v2_pods_only(kube_cluster):
+    """reviews listens on port 80: its sidecar (user 101, no capabilities) binds it thanks to the pod sysctl
+    the Component sets (net.ipv4.ip_unprivileged_port_start), which the box applies in the pod's namespace."""
     c = kube_cluster
     beta = {"match": {"headers": [{"name": "x-user-group", "exact": "beta"}]}, "to": {"v2": 100}}
-    c.build(_docs(c, rules=[beta, {"to": {"v1": 100}}]))
+    c.build(_docs(c, rules=[beta, {"to": {"v1": 100}}], port=80))
     caller = _up(c)
+    assert c.pod("reviews-v1-0").envoy.spec.sysctls == {"net.ipv4.ip_unprivileged_port_start": "0"}
     betas = c.load(caller, "reviews", count=200, headers={"x-user-group": "beta"}).start().wait().samples()
     others = c.load(caller, "reviews", count=200).start().wait().samples()
     report("A/B on a header", beta=tally(betas, "pod"), others=tally(others, "pod"),

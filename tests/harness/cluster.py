@@ -214,6 +214,10 @@ class KubeCluster:
         ns.ip_cmd("link", "set", "eth0", "up", netns=netns)
         self._resolver(pod)
         spec = sidecar_spec(self.out, service)
+        for key, value in spec.sysctls.items():  # the pod's sysctls: network ones live in its namespace
+            if not key.startswith("net."):
+                raise HarnessError(f"{name}: sysctl {key} is not per network namespace; the box cannot set it")
+            ns.set_sysctl(netns, key, value)
         pod.envoy = PodEnvoy(pod, *self._volumes(pod, spec), spec=spec, binary=self.binary)
         return pod
 

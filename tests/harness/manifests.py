@@ -55,6 +55,7 @@ class SidecarSpec:
     grace: float  # terminationGracePeriodSeconds
     readiness: tuple[str, int] | None  # (path, port) of the readinessProbe's httpGet
     annotations: dict[str, str] = field(default_factory=dict)
+    sysctls: dict[str, str] = field(default_factory=dict)  # the pod's securityContext.sysctls
 
 
 def services(out: Path) -> list[ServiceObject]:
@@ -103,4 +104,5 @@ def sidecar_spec(out: Path, service: str, container: str = "meshc-sidecar") -> S
         grace=float(pod.get("terminationGracePeriodSeconds", 30)),
         readiness=(probe["path"], int(probe["port"])) if probe else None,
         annotations=dict((template.get("metadata") or {}).get("annotations") or {}),
+        sysctls={x["name"]: str(x["value"]) for x in (pod.get("securityContext") or {}).get("sysctls", [])},
     )

@@ -84,6 +84,15 @@ def delete_netns(name: str) -> None:
     shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
 
 
+def set_sysctl(netns: str, key: str, value: str) -> None:
+    """A sysctl of one network namespace (/proc/sys/net/... as seen from inside it)."""
+    path = "/proc/sys/" + key.replace(".", "/")
+    proc = subprocess.run(exec_argv(netns, ["sh", "-c", 'echo "$1" > "$2"', "sh", value, path]),
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise HarnessError(f"sysctl {key}={value} in {netns}: {proc.stderr.strip()}")
+
+
 def pick_pod_range(rng: random.Random | None = None) -> ipaddress.IPv4Network:
     """A random /24 of 10.250.0.0/16 that no address or route (any table) of the root namespace overlaps."""
     rng = rng or random.Random()
