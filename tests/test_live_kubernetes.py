@@ -220,8 +220,8 @@ def test_ring_hash_on_a_header_sticks_each_user_to_one_pod(kube_cluster):
             assert status == 200, body
             pods_of_user.setdefault(user, set()).add(json.loads(body)["pod"])
     spread = sorted({p for ps in pods_of_user.values() for p in ps})
-    report("ring_hash on x-user-id, 12 users x 15 requests", pods_per_user=sorted(len(p) for p in pods_of_user.values()),
-           pods_used=spread)
+    report("ring_hash on x-user-id, 12 users x 15 requests",
+           pods_per_user=sorted(len(p) for p in pods_of_user.values()), pods_used=spread)
     assert all(len(p) == 1 for p in pods_of_user.values()), pods_of_user
     assert len(spread) >= 2, "different users land on different pods"
 

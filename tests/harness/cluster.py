@@ -27,7 +27,6 @@ run killed outright is swept by the next one (harness.netns `RUNS_DIR`).
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from compiler.policy import Mesh
 
 from . import netns as ns
 from .clusterdns import DNS_TTL, ClusterDNS
-from .configmap import configmap_data, current_payload, project
+from .configmap import configmap_data, project
 from .manifests import Mount, SidecarSpec, services, sidecar_spec
 from .pod import Pod, PodEnvoy
 from .policy import compile_policy, write_policy
@@ -77,7 +76,7 @@ class KubeCluster:
         why = ns.can_run()
         if why:
             raise HarnessError(f"cannot build a cluster in a box here: {why}")
-        sweep_dead_runs()
+        ns.sweep_dead_runs()
         self.net = ns.pick_pod_range()
         self.gateway = str(self.net[1])
         self._netns_add(self.node)
@@ -315,9 +314,6 @@ class KubeCluster:
         return {"dns_seconds": round(dns, 3), "app_sigterm_at": round(app_sigterm, 3),
                 "sidecar_sigterm_at": round(sidecar_sigterm, 3), "sidecar_exit": pod.envoy.proc.returncode}
 
-    def volume_payload(self, pod: Pod) -> dict[str, bytes]:
-        return current_payload(pod.envoy.config_dir)
-
     # -- traffic -------------------------------------------------------------------------
     def load(self, pod: Pod, service: str, **kwargs) -> PodLoad:
         """A load client inside `pod` calling `service` through the pod's sidecar (not started yet)."""
@@ -338,7 +334,7 @@ class KubeCluster:
                 self.dns.stop()
             except Exception as exc:  # noqa: BLE001
                 errors.append(exc)
-        _remove_namespaces(self.namespaces)
+        ns.remove_namespaces(self.namespaces)
         ns.forget_run(self.run)
         self.namespaces = []
         if errors:
@@ -363,25 +359,3 @@ def _mountpoint(path: Path, made: list[Path]) -> None:
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
         made.append(path)
-
-
-def _remove_namespaces(names: list[str]) -> None:
-    """SIGKILL what still runs inside (our own pods' processes), then remove the namespaces."""
-    for name in names:
-        for pid in ns.pids_in(name):
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-    for name in reversed(names):
-        ns.delete_netns(name)
-
-
-def sweep_dead_runs() -> list[str]:
-    """Remove namespaces of earlier clusters whose test process died without cleaning up."""
-    swept = []
-    for run, names in ns.owned_by_dead_runs().items():
-        _remove_namespaces(names)
-        ns.forget_run(run)
-        swept += names
-    return swept

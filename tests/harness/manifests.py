@@ -75,7 +75,8 @@ def sidecar_spec(out: Path, service: str, container: str = "meshc-sidecar") -> S
     component = load_json_yaml(folder / "kustomization.yaml")
     if (component or {}).get("kind") != "Component":
         raise HarnessError(f"{folder / 'kustomization.yaml'}: not a kustomize Component")
-    patches = [p for p in component.get("patches", []) if (p.get("target") or {}).get("labelSelector") == f"app={service}"]
+    selector = f"app={service}"
+    patches = [p for p in component.get("patches", []) if (p.get("target") or {}).get("labelSelector") == selector]
     if len(patches) != 1:
         raise HarnessError(f"the sidecar Component has {len(patches)} patch(es) for app={service}, want 1")
     template = load_json_yaml(folder / patches[0]["path"])["spec"]["template"]

@@ -250,3 +250,25 @@ def pids_in(netns: str) -> list[int]:
     """Processes running inside a namespace (`ip netns pids`)."""
     out = ip_cmd("netns", "pids", netns, check=False)
     return [int(p) for p in out.split() if p.isdigit()]
+
+
+def remove_namespaces(names: list[str]) -> None:
+    """SIGKILL what still runs inside (our own pods' processes), then remove the namespaces."""
+    for name in names:
+        for pid in pids_in(name):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+    for name in reversed(names):
+        delete_netns(name)
+
+
+def sweep_dead_runs() -> list[str]:
+    """Remove namespaces of earlier clusters whose test process died without cleaning up."""
+    swept = []
+    for run, names in owned_by_dead_runs().items():
+        remove_namespaces(names)
+        forget_run(run)
+        swept += names
+    return swept

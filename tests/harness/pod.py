@@ -95,7 +95,8 @@ class PodEnvoy(EnvoySidecar):
                 *self.extra_args]
         binds = [x for src, dst, ro in self.binds for x in (str(src), dst, "ro" if ro else "rw")]
         ro_root = "1" if self.spec.read_only_root else "0"
-        return exec_argv(self.pod.netns, ["sh", "-c", _START_SIDECAR, "sh", self.binary, user, ro_root, *binds, "--", *args])
+        start = ["sh", "-c", _START_SIDECAR, "sh", self.binary, user, ro_root, *binds, "--", *args]
+        return exec_argv(self.pod.netns, start)
 
     def launch(self) -> "PodEnvoy":
         """Start the process without waiting (see `wait_live`)."""
@@ -105,7 +106,8 @@ class PodEnvoy(EnvoySidecar):
         self.log_path = self.log_dir / "envoy.log"
         self._log_fh = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True
+            self.command, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 
