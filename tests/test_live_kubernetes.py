@@ -256,9 +256,32 @@ def test_mtls_strict_with_per_service_identities_across_pods(kube_cluster):
     assert (proc["uid"], proc["gid"], proc["cap_eff"], proc["no_new_privs"]) == (101, 101, 0, 1), proc
     assert mounts == {"/": "ro", "/etc/meshc": "ro", "/etc/meshc/certs": "ro", "/tmp": "rw"}, mounts
 
+    # Rotation: new certificates in the Secrets, projected by kubelet's ..data swap, under load.
+    pids, before = _pids(c), _peer_serial(c, target, "frontend")
+    with c.load(caller, "reviews", count=20_000, seconds=60, concurrency=2) as load:
+        load.wait_for(200)
+        c.write_certs()  # compiler.certs: same CA, new service certificates
+        rotated = c.sync_volumes()
+        swapped = time.monotonic()
+        wait_until(lambda: _peer_serial(c, target, "frontend") != before, 15, message="the new certificate served")
+        served = time.monotonic() - swapped
+        load.wait_for(len(load.samples()) + 300)
+    rotation = load.samples()
+    report("certificate rotation by the Secret's ..data swap", pods_updated=len(rotated),
+           seconds_until_new_certificate=served, requests=len(rotation), failed=len(failures(rotation)))
+    assert sorted(rotated) == sorted(c.pods), "every pod's Secret changed"
+    assert not failures(rotation), failures(rotation)[:5]
+    assert _pids(c) == pids, "no sidecar restarted"
+
 
 def _peer_identity(cluster, target, as_service: str) -> str:
     """Handshake with `target`'s sidecar from the node, with `as_service`'s certificate: the URI SAN it presents."""
+    sans = _handshake(cluster, target, as_service).get("subjectAltName", ())
+    return next((v for k, v in sans if k == "URI"), "")
+
+
+def _handshake(cluster, target, as_service: str) -> dict:
+    """The certificate `target`'s sidecar presents to a client with `as_service`'s certificate (from the node)."""
     folder = cluster.certs_root / as_service
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -268,8 +291,11 @@ def _peer_identity(cluster, target, as_service: str) -> str:
     sock.settimeout(5)
     sock.connect((target.ip, PORT))
     with ctx.wrap_socket(sock) as tls:
-        sans = tls.getpeercert().get("subjectAltName", ())
-    return next((v for k, v in sans if k == "URI"), "")
+        return tls.getpeercert()
+
+
+def _peer_serial(cluster, target, as_service: str) -> int:
+    return _handshake(cluster, target, as_service)["serialNumber"]
 
 
 def _plaintext(cluster, target) -> str:
