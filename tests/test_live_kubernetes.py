@@ -150,13 +150,14 @@ def test_a_terminating_pod_drains_without_failing_requests(kube_cluster):
         load.wait_for(200)
         # Kubernetes: out of DNS at once; the app (its own preStop: 2s) gets SIGTERM before the sidecar, whose
         # preStop sleep (the Component's: callers' dns_refresh + a margin) keeps it serving until then.
+        deleting = time.monotonic()
         step = c.delete_pod(gone, app_pre_stop=2.0)
         terminated = time.monotonic()
         load.wait_for(len(load.samples()) + 300)
     samples = load.samples()
     last = max(s.at for s in samples if s.pod == gone.name)
     report("a pod going away under load (4 keep-alive streams)", requests=len(samples),
-           last_answer_before_sigterm=terminated - last, **step, by_pod=tally(samples, "pod"),
+           last_answer_after_deletion_began=last - deleting, **step, by_pod=tally(samples, "pod"),
            failed=len(failures(samples)))
     assert not failures(samples), failures(samples)[:5]
     assert step["sidecar_exit"] == 0, "the sidecar stopped cleanly"
