@@ -25,6 +25,9 @@ def _outlier(o: Outlier) -> dict:
         "interval": o.interval.proto(),
         "base_ejection_time": o.base_ejection_time.proto(),
         "max_ejection_percent": o.max_ejection_percent,
+        # Without it Envoy ejects nobody while one host is more than max_ejection_percent of the cluster
+        # (3 pods at 10%): the failing pod would keep its share of the traffic.
+        "always_eject_one_host": True,
     }
     if o.success_rate is not None:
         min_hosts, volume, stdev = o.success_rate

@@ -62,6 +62,9 @@ class OutlierDetection(PolicyModel):
     """How often ejections are decided and expire."""
     base_ejection_time: Duration = Duration(30_000)
     max_ejection_percent: Percent = 10
+    """At most this share of a version's instances is ejected at once; one failing instance can always be
+    ejected, however few there are (Envoy `always_eject_one_host`): with 10% and fewer than ten pods,
+    Envoy would otherwise eject nobody."""
 
 
 class HashOn(PolicyModel):
