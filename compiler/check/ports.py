@@ -74,6 +74,8 @@ def check_ports(view: Resolved) -> Iterator[Diagnostic]:
         for version in sv.versions:
             # a version without endpoints binds the app_port (nothing when that is missing: E215)
             path = ("app_port",) if version in sv.app_port_versions else ("versions", version)
+            if path == ("app_port",) and version != sv.app_port_versions[0]:
+                continue  # every such version is the one app on its app_port: one bind, named by the first
             for ep in sv.endpoints[version]:
                 if ep.is_ip:
                     binds.append((ep.host, ep.port, f"app '{svc.name}' version '{version}'", path))
