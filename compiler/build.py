@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from compiler.check import check
-from compiler.diagnostics import Diagnostic
+from compiler.diagnostics import Diagnostic, Source
 from compiler.emit import emit
 from compiler.ir import MeshIR
 from compiler.kubernetes import manifests
@@ -75,7 +75,10 @@ def check_policies(policy_dir: Path) -> tuple[list[Diagnostic], Resolved | None]
     if any(d.is_error for d in diags):
         return diags, None
     view = resolve(loaded.policy)
-    diags.extend(check(view))
+    for diag in check(view):
+        if diag.source is None and diag.code == "E201" and loaded.files:
+            diag = replace(diag, source=Source(loaded.files[0], 1, 1))  # no document at all: name the first file
+        diags.append(diag)
     if any(d.is_error for d in diags):
         return diags, None
     return diags, view

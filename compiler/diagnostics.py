@@ -15,6 +15,7 @@ Codes (stable, documented in the README):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -90,7 +91,7 @@ class Diagnostic:
         message = self.message
         for i, ref in enumerate(self.refs):
             message = message.replace(f"{{{i}}}", self._location(ref, root) if ref is not None else "?")
-        return f"{where}{self.severity.value}[{self.code}]: {what}{message}"
+        return printable(f"{where}{self.severity.value}[{self.code}]: {what}{message}")
 
     def sort_key(self) -> tuple:
         src = self.source or Source("", 0, 0)
@@ -119,6 +120,38 @@ class Diagnostics:
 
     def sorted(self) -> list[Diagnostic]:
         return sorted(self.items, key=Diagnostic.sort_key)
+
+
+MAX_RUN = 200
+"""Longest stretch of a printed line between two quotes or spaces: longer ones are cut in the middle."""
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_LONG_RUN = re.compile(rf"[^'\s]{{{MAX_RUN + 1},}}|'[^']{{{MAX_RUN + 1},}}'")
+
+
+def _escape(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    point = ord(ch)
+    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}" if point < 0x10000 else f"\\U{point:08x}"
+
+
+def _shorten(match: re.Match) -> str:
+    run = match.group(0)
+    keep = MAX_RUN - 1
+    return f"{run[: keep - keep // 4]}…{run[len(run) - keep // 4 :]}"
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: text from policies (names, values, a Python policy's messages)
+    can hold escape sequences, CR/LF or 100,000 characters. Every character Python does not call
+    printable (control and format characters, line separators, lone surrogates) is shown escaped
+    (`\\x1b`, `\\n`, `\\u202e`); a quoted or unbroken stretch longer than MAX_RUN keeps its start
+    and end around an ellipsis. Used for every diagnostic line and every error the CLI prints."""
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+    if len(text) > MAX_RUN:
+        text = _LONG_RUN.sub(_shorten, text)
+    return text
 
 
 def format_path(path: tuple) -> str:

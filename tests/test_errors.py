@@ -71,6 +71,16 @@ REQUIRED = {
     "retry_budget_unused",
     "app_port",
     "kubernetes_output",
+    # never a traceback (issue 12)
+    "yaml_tag_values",
+    "yaml_huge_number",
+    "yaml_control_characters",
+    "python_raises_anything",
+    "python_sys_exit",
+    "python_bypass_validation",
+    "untrusted_text",
+    "no_documents",
+    "not_a_policy_file",
 }
 
 
@@ -96,7 +106,9 @@ def _snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple]:
         rel = path.relative_to(root).as_posix()
         if rel in skip:
             continue
-        if path.is_dir():
+        if path.is_symlink():  # a case may hold a broken link (not_a_policy_file)
+            out[rel] = ("link", os.readlink(path), st.st_ino, st.st_mtime_ns)
+        elif path.is_dir():
             out[rel + "/"] = ("dir", st.st_mode)
         else:
             out[rel] = (path.read_bytes(), st.st_mode, st.st_ino, st.st_mtime_ns)

@@ -14,12 +14,13 @@ import ast
 import sys
 import traceback
 import types
+import warnings
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from compiler.diagnostics import Diagnostic, Source
-from compiler.load.typing_errors import MODELS, diagnostics_from_validation
+from compiler.diagnostics import Diagnostic, Severity, Source
+from compiler.load.typing_errors import MODELS, diagnostics_from_validation, show
 from compiler.policy.base import PYTHON_POLICY_FILE, Document
 
 
@@ -28,19 +29,24 @@ def load_python(path: Path, rel: str) -> tuple[list[Document], list[Diagnostic]]
     module_name = f"_meshc_policy_{abs(hash(abs_path))}"
     try:
         text = path.read_bytes()
+    except OSError as exc:
+        return [], [Diagnostic("E013", f"cannot read this file: {exc.strerror or type(exc).__name__}", Source(rel, 1, 1))]
+    try:
         # compiled here rather than imported: an import would leave __pycache__/ in the policy directory
         code = compile(text, abs_path, "exec", dont_inherit=True)
     except SyntaxError as exc:
         where = Source(rel, exc.lineno or 1, exc.offset or 1)
         return [], [Diagnostic("E010", f"invalid Python: {exc.msg}", where)]
-    except (OSError, ValueError) as exc:
-        return [], [Diagnostic("E010", f"cannot load this Python file: {exc}", Source(rel, 1, 1))]
+    except (ValueError, RecursionError, MemoryError) as exc:
+        return [], [Diagnostic("E010", f"cannot compile this Python file: {safe_str(exc)}", Source(rel, 1, 1))]
     module = types.ModuleType(module_name)
     module.__file__ = abs_path
     sys.modules[module_name] = module
     token = PYTHON_POLICY_FILE.set((abs_path, rel))
     try:
-        exec(code, module.__dict__)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            exec(code, module.__dict__)
     except ValidationError as exc:
         call = _failing_call(exc, abs_path, text)
         data: dict = {"kind": exc.title} if exc.title in MODELS else {}
@@ -48,21 +54,110 @@ def load_python(path: Path, rel: str) -> tuple[list[Document], list[Diagnostic]]
             data.update(_constant_names(call))
         line = _failing_line(exc, abs_path, rel)
         return [], diagnostics_from_validation(exc, data, lambda loc, value=False: _argument_at(call, loc, value, rel) or line)
-    except Exception as exc:  # noqa: BLE001 - any failure of user code is a diagnostic
-        where = _failing_line(exc, abs_path, rel)
-        return [], [Diagnostic("E010", f"the policy file raised {type(exc).__name__}: {exc}", where)]
+    except BaseException as exc:  # noqa: BLE001 - any way user code ends (sys.exit too) is a diagnostic
+        return [], [_raised(exc, abs_path, rel)]
     finally:
         PYTHON_POLICY_FILE.reset(token)
         sys.modules.pop(module_name, None)
+    notes = [_warning(w, abs_path, rel) for w in caught]
 
-    found: dict[int, Document] = {}
-    for value in vars(module).values():
-        items = value if isinstance(value, (list, tuple)) else [value]
-        for item in items:
-            if isinstance(item, Document):
-                found[id(item)] = item
-    docs = sorted(found.values(), key=lambda d: (d.source.line if d.source else 0, d.kind, d.subject))
-    return docs, []
+    try:
+        found: dict[int, Document] = {}
+        for value in list(vars(module).values()):
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if isinstance(item, Document):
+                    found[id(item)] = item
+    except BaseException as exc:  # noqa: BLE001 - a module-level object of the policy file misbehaved
+        return [], [*notes, _raised(exc, abs_path, rel)]
+    docs, errors = revalidate(found.values(), rel)
+    docs.sort(key=lambda d: (d.source.line if d.source else 0, d.kind, d.subject))
+    return docs, [*notes, *errors]
+
+
+def safe_str(exc: BaseException) -> str:
+    """`str(exc)`, or a placeholder when the exception's own `__str__` fails."""
+    try:
+        return str(exc)
+    except BaseException:  # noqa: BLE001 - user code
+        return f"<{type(exc).__name__} that cannot be printed>"
+
+
+def _raised(exc: BaseException, abs_path: str, rel: str) -> Diagnostic:
+    where = _failing_line(exc, abs_path, rel)
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, (int, type(None))) else safe_str(exc)
+        return Diagnostic("E010", f"the policy file called sys.exit({show(code)}) (a policy file must not exit)", where)
+    text = safe_str(exc)
+    return Diagnostic("E010", f"the policy file raised {type(exc).__name__}" + (f": {text}" if text else ""), where)
+
+
+def _warning(w: warnings.WarningMessage, abs_path: str, rel: str) -> Diagnostic:
+    """A warning issued while the policy file ran, at its line when it came from the file."""
+    line = w.lineno if w.filename == abs_path and isinstance(w.lineno, int) else 1
+    category = getattr(w.category, "__name__", "Warning")
+    return Diagnostic(
+        "W011", f"the policy file issued a {category}: {safe_str(w.message)}", Source(rel, line, 1), severity=Severity.WARNING
+    )
+
+
+_MISSING = object()
+
+
+def _fields(value):
+    """A model's fields as the input that would build it again: nested models as dicts (pydantic takes a
+    model instance as it is), keyed by alias; a field left at its default and never set is left out."""
+    if isinstance(value, BaseModel):
+        out = {}
+        fields_set = value.model_fields_set
+        for name, info in type(value).model_fields.items():
+            current = value.__dict__.get(name, _MISSING)
+            if current is _MISSING:
+                continue  # model_construct() without a required field: validation says it is missing
+            if name not in fields_set and current == info.get_default(call_default_factory=True):
+                continue
+            out[info.alias or name] = _fields(current)
+        return out
+    if isinstance(value, dict):
+        return {k: _fields(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_fields(v) for v in value) if type(value) in (list, tuple) else [_fields(v) for v in value]
+    return value
+
+
+def revalidate(documents, rel: str) -> tuple[list[Document], list[Diagnostic]]:
+    """Every collected object validated again, from its fields.
+
+    `Service.model_construct(...)` or `object.__setattr__` on a frozen model skip validation; a policy
+    object is used only when its fields, read back, pass it. The original object is kept when
+    validation reads them back unchanged (it remembers the lines of its nested objects).
+    """
+    docs: list[Document] = []
+    diags: list[Diagnostic] = []
+    for doc in documents:
+        at = doc._source or Source(rel, 1, 1)
+        data = None
+        try:
+            data = _fields(doc)
+            again = type(doc).model_validate(data)
+            same = _fields(again) == data
+        except ValidationError as exc:
+            data = data if isinstance(data, dict) else {}
+            data.setdefault("kind", type(doc).__name__)
+            diags.extend(diagnostics_from_validation(exc, data, lambda loc, value=False: at))
+            continue
+        except BaseException as exc:  # noqa: BLE001 - a field holds something that cannot be read back
+            diags.append(
+                Diagnostic("E014", f"a {type(doc).__name__} whose fields cannot be read back ({type(exc).__name__}); "
+                           "build policy objects by calling their class", at)
+            )
+            continue
+        if same:
+            docs.append(doc)
+        else:
+            again._source = doc._source
+            docs.append(again)
+    return docs, diags
 
 
 def _failing_line(exc: BaseException, abs_path: str, rel: str) -> Source:

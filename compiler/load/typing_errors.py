@@ -216,18 +216,31 @@ def _describe(etype: str, msg: str, err: dict) -> str:
     value = err.get("input")
     if etype == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == _NAME_RE.pattern:
         return (
-            f"invalid name {value!r}: names become file paths and Envoy names, so use lowercase letters, "
+            f"invalid name {show(value)}: names become file paths and Envoy names, so use lowercase letters, "
             "digits and '-', starting with a letter (at most 63 characters)"
         )
     if etype == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == "^/":
-        return f"a path must start with '/' (got {value!r})"
+        return f"a path must start with '/' (got {show(value)})"
     if etype in _NUMBER_TYPES and isinstance(value, str):
         try:
             _NUMBER_TYPES[etype](value)
         except ValueError:
             pass
         else:
-            return f"{msg}, not the string {value!r} (write the number without quotes)"
-    if "input" in err and not isinstance(value, (dict, list)) and repr(value) not in msg:
-        return f"{msg} (got {err['input']!r})"
+            return f"{msg}, not the string {show(value)} (write the number without quotes)"
+    if "input" in err and not isinstance(value, (dict, list)):
+        shown = show(value)
+        if shown not in msg:
+            return f"{msg} (got {shown})"
     return msg
+
+
+def show(value: Any) -> str:
+    """`repr(value)`, for any value a Python policy can pass (Python will not print an int of 5,000 digits;
+    a policy's own class can fail in `__repr__`)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value).bit_length() > 4000:
+        return f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
+    try:
+        return repr(value)
+    except BaseException:  # noqa: BLE001 - user code
+        return f"a {type(value).__name__} that cannot be printed"

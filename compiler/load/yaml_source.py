@@ -26,6 +26,7 @@ except AttributeError:  # pragma: no cover - libyaml missing
     _Loader = yaml.SafeLoader
 
 _STR = "tag:yaml.org,2002:str"
+_NULL = "tag:yaml.org,2002:null"
 _SCALAR_TAGS = {
     _STR,
     "tag:yaml.org,2002:int",
@@ -33,6 +34,9 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:bool",
     "tag:yaml.org,2002:null",
 }
+_NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+MAX_DIGITS = 4300
+"""Longer numbers are refused: no field needs them, and Python will not convert them to text (its int limit)."""
 _TEXT_TAGS = {"tag:yaml.org,2002:timestamp"}  # kept as text: dates mean nothing to the language
 _constructor = SafeConstructor()
 
@@ -128,10 +132,27 @@ class _Builder:
                 items.append(self.build(item, path + (i,)))
             return items
         if node.tag in _SCALAR_TAGS:
-            return _constructor.yaml_constructors[node.tag](_constructor, node)
+            return self._scalar(node)
         if node.tag in _TEXT_TAGS:
             return node.value
         raise _Refused(Diagnostic("E004", f"unsupported YAML tag {node.tag!r}", _src(self.file, node)))
+
+
+    def _scalar(self, node):
+        """The value of a scalar; a value its explicit tag cannot read (`!!int "abc"`) is an error, not a crash."""
+        if node.tag in _NUMBER_TAGS and sum(c.isdigit() for c in node.value) > MAX_DIGITS:
+            raise _Refused(
+                Diagnostic("E012", f"a number with more than {MAX_DIGITS} digits", _src(self.file, node))
+            )
+        try:
+            if node.tag == _NULL and node.value not in ("", "~", "null", "Null", "NULL"):
+                raise ValueError(node.value)  # PyYAML would read any text tagged !!null as null
+            return _constructor.yaml_constructors[node.tag](_constructor, node)
+        except (ValueError, KeyError, IndexError, TypeError, ArithmeticError, yaml.YAMLError):
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise _Refused(
+                Diagnostic("E011", f"{node.value!r} is not a valid {kind} (tagged !!{kind})", _src(self.file, node))
+            ) from None
 
 
 def parse_yaml(text: str, file: str) -> tuple[list[RawDocument], list[Diagnostic]]:
@@ -163,6 +184,23 @@ def parse_yaml(text: str, file: str) -> tuple[list[RawDocument], list[Diagnostic
                 problem += f" that starts at line {ctx.line + 1}, column {ctx.column + 1}"
             problem += ")"
         return docs, [Diagnostic("E001", f"invalid YAML: {problem}", where)]
-    except yaml.YAMLError as exc:  # reader errors (bad encoding, control characters)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        return docs, [_reader_error(exc, text, file)]
+    except yaml.YAMLError as exc:  # pragma: no cover - every other error carries a mark
         return docs, [Diagnostic("E001", f"invalid YAML: {exc}", Source(file, 1, 1))]
     return docs, []
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str) -> Diagnostic:
+    """Where the refused character is (the reader only knows its offset), and which one it is."""
+    position = exc.position if isinstance(exc.position, int) and 0 <= exc.position <= len(text) else 0
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    char = exc.character
+    point = ord(char) if isinstance(char, str) and len(char) == 1 else char if isinstance(char, int) else None
+    code = "a character" if point is None else f"character U+{point:04X}"
+    return Diagnostic(
+        "E001",
+        f"invalid YAML: {code} is not allowed in YAML text (in a double-quoted string, write it as an escape)",
+        Source(file, line, column),
+    )

@@ -134,7 +134,7 @@ def _validate_ip(value: Any) -> str:
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
-        raise PydanticCustomError("ip_format", "{value!r} is not an IP address", {"value": value}) from None
+        raise PydanticCustomError("ip_format", "'{value}' is not an IP address", {"value": value}) from None
 
 
 class _IP:

@@ -1,0 +1,3 @@
+"""No module-level policy objects yet."""
+
+TODO = 1

@@ -1,0 +1,3 @@
+"""A policy file that raises KeyboardInterrupt: reported at its line, not a Ctrl-C."""
+
+raise KeyboardInterrupt

@@ -1,0 +1,5 @@
+def make():
+    raise GeneratorExit("closed")
+
+
+services = make()
