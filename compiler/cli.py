@@ -4,20 +4,27 @@
     meshc check [POLICY_DIR]
     meshc validate [OUT]
 
-Exit codes: 0 success, 1 the policies or the output have errors, 2 bad usage.
+Exit codes: 0 success, 1 the policies or the output have errors, 2 bad usage, 3 an internal error (a meshc
+bug: one line says where; `--traceback` or MESHC_TRACEBACK=1 prints the whole traceback), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from compiler.build import BuildOptions, build, check_policies, paused_gc
-from compiler.diagnostics import Diagnostic
+from compiler.diagnostics import Diagnostic, printable
 from compiler.ir import to_json
 from compiler.render import DEFAULT_TEMPLATES, TemplateError
 from compiler.write import MANIFEST, SETTLE, WriteError, differences, read_manifest, write
+
+
+def _error(text: str) -> None:
+    print(printable(f"error: {text}"), file=sys.stderr)
 
 
 def _print_diags(diags: list[Diagnostic], root: str) -> None:
@@ -66,14 +73,14 @@ def cmd_build(args) -> int:
     out = Path(args.output)
     jobs = [(c, out / c.name) for c in _cases(policy_dir)] if args.cases else [(policy_dir, out)]
     if args.cases and not jobs:
-        print(f"error: no case folders in '{policy_dir}'", file=sys.stderr)
+        _error(f"no case folders in '{policy_dir}'")
         return 1
     results = []
     failed = False
     for src, dest in jobs:
         settings, problem = _settings_for(dest, args)
         if problem:
-            print(f"error: {problem}", file=sys.stderr)
+            _error(f"{problem}")
             return 1
         options = BuildOptions(
             static=args.static, templates=Path(args.templates),
@@ -82,7 +89,7 @@ def cmd_build(args) -> int:
         try:
             result = build(src, options)
         except TemplateError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            _error(f"{exc}")
             return 1
         _print_diags(result.diagnostics, str(src))
         failed |= not result.ok
@@ -93,7 +100,12 @@ def cmd_build(args) -> int:
     if args.check:
         stale = []
         for src, dest, result, options in results:
-            for line in differences(result.files, dest, options.settings):
+            try:
+                lines = differences(result.files, dest, options.settings)
+            except WriteError as exc:
+                _error(str(exc))
+                return 1
+            for line in lines:
                 what, rel = line.split(": ", 1)
                 stale.append(f"{what}: {dest / rel}")
         for line in stale:
@@ -108,7 +120,7 @@ def cmd_build(args) -> int:
         try:
             rollout = write(result.files, dest, options.settings, settle=args.settle)
         except WriteError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            _error(f"{exc}")
             return 1
         if args.dump_ir:
             target = Path(args.dump_ir) / src.name / "ir.json" if args.cases else Path(args.dump_ir)
@@ -154,7 +166,7 @@ def cmd_validate(args) -> int:
     out = Path(args.output)
     sidecars = sorted(p.parent for p in out.rglob("bootstrap.yaml"))
     if not sidecars:
-        print(f"error: no sidecar output (*/bootstrap.yaml) under '{out}'", file=sys.stderr)
+        _error(f"no sidecar output (*/bootstrap.yaml) under '{out}'")
         return 1
     bad = 0
     if not args.envoy_only:
@@ -177,7 +189,12 @@ def cmd_validate(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshc", description="Compile service-mesh policies into Envoy sidecar configs.")
+    p.add_argument("--traceback", action="store_true", help="on an internal error (a meshc bug), print the whole traceback")
+    common = argparse.ArgumentParser(add_help=False)  # the same flag after the command: `meshc build --traceback`
+    common.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
+    _add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)  # type: ignore[method-assign]
 
     b = sub.add_parser("build", help="compile a policy directory into Envoy configs")
     b.add_argument("policy_dir", nargs="?", default="policies", help="policy directory (default: policies)")
@@ -214,10 +231,45 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+INTERNAL_ERROR = 3
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    with paused_gc():  # one short-lived process: see compiler.build.paused_gc
-        return args.func(args)
+    try:
+        with paused_gc():  # one short-lived process: see compiler.build.paused_gc
+            return args.func(args)
+    except KeyboardInterrupt:
+        print("meshc: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # the file system refused (a path that is a file, no space, no permission): not a bug
+        _error(f"{exc.filename + ': ' if isinstance(exc.filename, str) else ''}{exc.strerror or exc}")
+        return 1
+    except Exception as exc:  # noqa: BLE001 - every other exception is a bug of meshc's
+        return internal_error(exc, args.traceback or os.environ.get("MESHC_TRACEBACK") == "1")
+
+
+def internal_error(exc: BaseException, full: bool) -> int:
+    """One line for a bug: what was raised and where in meshc; the whole traceback only when asked for."""
+    if full:
+        traceback.print_exception(exc, file=sys.stderr)
+    frames = traceback.extract_tb(exc.__traceback__)
+    package = os.path.dirname(os.path.abspath(__file__))
+    ours = [f for f in frames if os.path.abspath(f.filename).startswith(package + os.sep)] or frames
+    where = ""
+    if ours:
+        frame = ours[-1]
+        path = os.path.relpath(os.path.abspath(frame.filename), os.path.dirname(package))
+        where = f" at {path}:{frame.lineno} in {frame.name}()"
+    hint = "" if full else "; run with --traceback (or MESHC_TRACEBACK=1) for the whole traceback"
+    print(
+        printable(
+            f"internal error: this is a meshc bug, not a problem in your policies (please report it): "
+            f"{type(exc).__name__}{where}{hint}"
+        ),
+        file=sys.stderr,
+    )
+    return INTERNAL_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -87,9 +87,35 @@ def _read_previous(out: Path, previous: set[str]) -> dict[str, bytes]:
     return old
 
 
+def check_paths(files: dict[str, bytes]) -> None:
+    """Refuse a relative path that would land outside the output folder (defence in depth: names are
+    validated long before, but a path is what decides where bytes go)."""
+    for rel in files:
+        if (
+            not isinstance(rel, str)
+            or not rel
+            or rel.startswith("/")
+            or "\\" in rel
+            or "\0" in rel
+            or any(p in ("", ".", "..") for p in rel.split("/"))
+            or os.path.isabs(rel)
+        ):
+            raise WriteError(f"refusing to write {rel!r}: the path would leave the output folder")
+
+
 def write(files: dict[str, bytes], out: Path, settings: dict | None = None, settle: float = SETTLE) -> Rollout:
-    """Write `files` (relative path -> bytes, without manifest) into `out`; returns what it meant per sidecar."""
-    out = Path(out)
+    """Write `files` (relative path -> bytes, without manifest) into `out`; returns what it meant per sidecar.
+
+    Raises WriteError for a path outside `out` (nothing is written then) and when the file system refuses."""
+    check_paths(files)
+    try:
+        return _write(files, Path(out), settings, settle)
+    except OSError as exc:
+        what = f"'{exc.filename}'" if isinstance(exc.filename, str) else f"into '{out}'"
+        raise WriteError(f"cannot write {what}: {exc.strerror or exc}") from exc
+
+
+def _write(files: dict[str, bytes], out: Path, settings: dict | None, settle: float) -> Rollout:
     if not out.exists():
         everything = with_manifest(files, settings)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +180,7 @@ def differences(files: dict[str, bytes], out: Path, settings: dict | None = None
     """What `write(files, out)` would change, as 'changed: x', 'missing: x', 'extra: x' lines.
 
     The manifest counts by its files and settings; its `rollout` part is history, not output."""
+    check_paths(files)
     out = Path(out)
     lines = []
     for rel, data in files.items():
