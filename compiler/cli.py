@@ -57,7 +57,7 @@ def _settings_for(dest: Path, args) -> tuple[dict[str, str] | None, str | None]:
     for key, flag in SETTING_FLAGS.items():
         if key not in given and key in recorded:
             settings[key] = recorded[key]
-            print(f"{dest}: {flag} {recorded[key]} (recorded in {dest / MANIFEST})", file=sys.stderr)
+            print(printable(f"{dest}: {flag} {recorded[key]} (recorded in {dest / MANIFEST})"), file=sys.stderr)
         elif settings.get(key) != recorded.get(key):
             was = f"{flag} {recorded[key]}" if key in recorded else f"no {flag}"
             return None, (
@@ -172,13 +172,14 @@ def cmd_validate(args) -> int:
     if not args.envoy_only:
         for d in sidecars:
             for err in check_sidecar_dir(d, load_yaml):
-                print(f"schema: {d.parent / err.where}: {err.message}", file=sys.stderr)
+                print(printable(f"schema: {d.parent / err.where}: {err.message}"), file=sys.stderr)
                 bad += 1
     if not args.schema_only:
         for verdict, d in zip(validate_all(sidecars, args.jobs), sidecars):
             if not verdict.ok:
                 bad += 1
-                print(f"envoy: {d}: rejected:\n{verdict.output}", file=sys.stderr)
+                rejected = "\n".join(map(printable, str(verdict.output).splitlines()))  # Envoy quotes policy values
+                print(f"envoy: {printable(str(d))}: rejected:\n{rejected}", file=sys.stderr)
     checks = "schema" if args.schema_only else "envoy" if args.envoy_only else "schema + envoy"
     if bad:
         print(f"{bad} problem(s) in {len(sidecars)} sidecar(s)", file=sys.stderr)

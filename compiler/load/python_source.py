@@ -43,6 +43,7 @@ def load_python(path: Path, rel: str) -> tuple[list[Document], list[Diagnostic]]
     module.__file__ = abs_path
     sys.modules[module_name] = module
     token = PYTHON_POLICY_FILE.set((abs_path, rel))
+    streams = sys.stdout, sys.stderr  # a policy that replaces them must not silence the diagnostics
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -59,6 +60,7 @@ def load_python(path: Path, rel: str) -> tuple[list[Document], list[Diagnostic]]
     finally:
         PYTHON_POLICY_FILE.reset(token)
         sys.modules.pop(module_name, None)
+        sys.stdout, sys.stderr = streams
     notes = [_warning(w, abs_path, rel) for w in caught]
 
     try:

@@ -12,3 +12,11 @@ object.__setattr__(ratings, "port", 70000)
 object.__setattr__(ratings.sidecar, "address", "../../etc")
 
 nameless = Service.model_construct(port=9080)
+
+
+class Calls(list):
+    def __iter__(self):
+        raise RuntimeError("not today")
+
+
+unreadable = Service.model_construct(name="unreadable", port=9080, app_port=19082, calls=Calls(["ratings"]))
