@@ -12,7 +12,24 @@ share, so each shared resource is serialised once per build.
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring_ascii as _str  # C implementation
+import re
+from json.encoder import encode_basestring as _utf8  # C implementation
+from json.encoder import encode_basestring_ascii as _ascii  # C implementation
+
+# What YAML (Envoy reads these files as YAML) does not allow raw in a file: C1 controls, DEL, surrogates,
+# U+FFFE/U+FFFF. JSON's own escapes already cover C0 controls, quote and backslash.
+# Line and paragraph separators and the byte-order mark are escaped too: some YAML parsers take them for
+# line breaks or a file's start.
+_NOT_YAML_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
+
+
+def _str(s: str) -> str:
+    """A JSON string literal. Non-ASCII is written as itself (the files are UTF-8): `\\u` escapes of
+    characters outside the basic plane would be surrogate pairs, which YAML parsers (Envoy's) refuse."""
+    if s.isascii():
+        text = _ascii(s)
+        return text if "\x7f" not in text else text.replace("\x7f", "\\u007f")
+    return _NOT_YAML_PRINTABLE.sub(lambda m: "\\u%04x" % ord(m.group()), _utf8(s))
 
 INLINE_WIDTH = 80
 

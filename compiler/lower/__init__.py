@@ -264,7 +264,7 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
         admin_port=p.admin_port,
         config_dir=config_dir,
         listeners=tuple(sorted(listeners, key=lambda l: (l.direction, l.port))),
-        clusters=tuple(sorted(clusters, key=lambda c: c.id)),
+        clusters=_unique(clusters),
         source=svc.source,
         tls=tls,
         metrics=metrics,
@@ -275,3 +275,14 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
         source_address=p.address if p.one_host else None,
         kubernetes=kubernetes_sidecar(sv, mesh) if sv.in_pods else None,
     )
+
+
+def _unique(clusters: list[Cluster]) -> tuple[Cluster, ...]:
+    """A sidecar's clusters, one per name, sorted: Envoy refuses a second cluster of one name.
+
+    One service can be reached for several reasons (called by the app, the global rate-limit service,
+    the tracing collector, a mirror target): it is still one cluster."""
+    by_id: dict[str, Cluster] = {}
+    for c in clusters:
+        by_id.setdefault(c.id, c)
+    return tuple(sorted(by_id.values(), key=lambda c: c.id))

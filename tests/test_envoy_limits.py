@@ -1,0 +1,197 @@
+"""What Envoy checks, meshc checks first: values Envoy refuses are positioned meshc errors, and the
+values right at the edge of what Envoy accepts still build and pass the real Envoy.
+
+Rows marked `envoy` build a small mesh and hand every sidecar to `envoy --mode validate` (the
+dynamic output through its static twin, and the `--static` bootstrap.yaml read by Envoy itself,
+so Envoy's own YAML reader sees the UTF-8 text). The refusals themselves are error cases under
+tests/errors/ (tests/test_errors.py).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compiler.build import BuildOptions, build
+from compiler.kubernetes import yaml_out
+from compiler.serialize import Serializer
+from compiler.validate.envoy import envoy_binary, validate_all
+
+_MESH = """\
+kind: Mesh
+name: limits
+{mesh_extra}
+---
+kind: Service
+name: web
+port: 9080
+app_port: 20190
+sidecar: {{address: 127.0.19.1}}
+calls: [api]
+---
+kind: Service
+name: api
+port: 9080
+app_port: 20191
+sidecar: {{address: 127.0.19.2}}
+{api_extra}
+"""
+
+
+def _mesh(tmp_path: Path, docs: str = "", mesh_extra: str = "", api_extra: str = "") -> Path:
+    folder = tmp_path / "policies"
+    folder.mkdir(exist_ok=True)
+    text = _MESH.format(mesh_extra=mesh_extra, api_extra=api_extra) + "---\n" + textwrap.dedent(docs)
+    (folder / "mesh.yaml").write_text(text.rstrip("-\n") + "\n", encoding="utf-8")
+    return folder
+
+
+def _codes(policies: Path) -> list[str]:
+    return [d.code for d in build(policies).diagnostics if d.is_error]
+
+
+def _write(files: dict[str, bytes], out: Path) -> list[Path]:
+    for rel, data in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return sorted(p.parent for p in out.glob("*/bootstrap.yaml"))
+
+
+def envoy_accepts(policies: Path, tmp_path: Path) -> dict[str, bytes]:
+    """Build dynamic and static; every sidecar passes the real Envoy. Returns the dynamic build's files."""
+    result = build(policies)
+    assert result.ok, [str(d.message) for d in result.diagnostics]
+    verdicts = validate_all(_write(result.files, tmp_path / "out"))
+    assert verdicts and all(v.ok for v in verdicts), [v.output for v in verdicts if not v.ok]
+    static = build(policies, BuildOptions(static=True))
+    assert static.ok
+    binary = envoy_binary()
+    for sidecar in _write(static.files, tmp_path / "static"):
+        proc = subprocess.run(
+            [binary, "--mode", "validate", "-c", str(sidecar / "bootstrap.yaml"), "-l", "error"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, (sidecar.name, proc.stdout + proc.stderr)
+    return result.files
+
+
+# --------------------------------------------------------------------------
+# one cluster per name
+# --------------------------------------------------------------------------
+
+_RATELIMIT = """\
+kind: Service
+name: ratelimit
+protocol: grpc
+port: 9081
+app_port: 20192
+sidecar: {address: 127.0.19.3}
+---
+kind: TrafficPolicy
+service: api
+global_rate_limit: {service: ratelimit, domain: shop, descriptors: [destination]}
+"""
+
+
+def test_service_calling_its_rate_limit_service_has_that_cluster_once(tmp_path):
+    """It used to get `outbound|ratelimit|default` twice, which Envoy refuses (duplicate cluster)."""
+    policies = _mesh(tmp_path, _RATELIMIT, api_extra="calls: [ratelimit]")
+    files = envoy_accepts(policies, tmp_path)
+    names = [c["name"] for c in yaml.safe_load(files["api/clusters.yaml"])["resources"]]
+    assert names.count("outbound|ratelimit|default") == 1
+    assert len(names) == len(set(names))
+
+
+# --------------------------------------------------------------------------
+# text outside the basic plane
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", "héllo", "😀", "a\U0010fffdb", "tab\tnew\nline", "quote\"back\\slash", "\x7f\x85\u2028\u2029\ufeff"],
+)
+def test_serialised_strings_read_back_as_yaml_and_json(text):
+    import json
+
+    encoded = Serializer().dumps({"k": [text]})
+    assert "\\ud" not in encoded.lower()  # never surrogate escapes
+    assert yaml.load(encoded, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) == {"k": [text]}
+    assert yaml.safe_load(encoded) == {"k": [text]}  # the pure-Python reader too
+    assert json.loads(encoded) == {"k": [text]}
+
+
+def test_non_ascii_is_written_as_utf8():
+    assert Serializer().dumps("😀 ü") == '"😀 ü"'
+    assert Serializer().dumps("\u2028") == '"\\u2028"'
+
+
+_EMOJI_JWKS = (
+    '{"keys": [{"kty": "RSA", "kid": "k", "alg": "RS256", "use": "sig", "n": "0rBDV8OIIDbX0D7JbrBUx9CKQuiaOIrik'
+    "DmoxyeG97kL28euno_w3l9CtMURK8U1-CQsWDvIN8a22usu-ptnogo1inNEP-TQyZLALi6W14y2DaG7SjFh5gJQD7A4FcMsDG3wSyzz"
+    "YKRgwIWl5UfnEm1tUzlbd43oobCJy785b9W-aypEJPcjJFYej8K2eyE0K03DB25-T_0gcEW59s7DxGRL2ZljzYBSd41Ve7i1QSVDo98"
+    "IWZyJ2VQr978eOLNCnLWIA8OC33vpM6Wc3cKqP2R81MuMvKq-_GdbdtbVynJwHG6qphvWkSvDzUckIUZglXRdpgWKuGOrNPiVDeIqa"
+    'w", "e": "AQAB"}]}'
+)
+
+_EMOJI = f"""\
+kind: Service
+name: zipkin
+port: 9411
+app_port: 20193
+sidecar: {{address: 127.0.19.4}}
+observability: {{tracing: false}}
+---
+kind: Route
+service: api
+rules:
+  - match: {{path: {{exact: /hi}}}}
+    respond: {{status: 200, body: "héllo 😀\\n"}}
+  - to: {{default: 100}}
+    request_headers: {{set: {{x-emoji: "😀 ok"}}}}
+    response_headers: {{add: {{x-emoji: "ü😀"}}}}
+---
+kind: RequestAuthentication
+service: api
+providers:
+  - name: p
+    issuer: "https://😀.example"
+    jwks: '{_EMOJI_JWKS}'
+rules:
+  - paths: [/]
+    allow_missing: true
+"""
+
+_EMOJI_TRACING = 'observability: {tracing: {provider: zipkin, collector: zipkin, sampling: 100, tags: {"team😀": "ü😀"}}}'
+
+
+def test_emoji_in_issuer_tag_header_and_body_pass_envoy(tmp_path):
+    """Characters outside the basic plane are written as UTF-8 (they were JSON surrogate pairs, which
+    YAML readers, Envoy's included, refuse; the bootstrap's parse-back failed on them)."""
+    policies = _mesh(tmp_path, _EMOJI, mesh_extra=_EMOJI_TRACING)
+    files = envoy_accepts(policies, tmp_path)
+    routes = files["web/routes-outbound.yaml"].decode("utf-8")
+    assert "héllo 😀" in routes and "😀 ok" in routes
+    assert "https://😀.example" in files["api/listeners.yaml"].decode("utf-8")
+    assert "team😀" in files["web/listeners.yaml"].decode("utf-8")
+
+
+def test_kubernetes_configmap_round_trips_non_ascii():
+    data = {"routes.yaml": '{"body": "héllo 😀"}\n', "odd": "\u2028\x85 \U0010fffd\n"}
+    doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": data}
+    assert yaml.safe_load(yaml_out.dumps(doc)) == doc
+
+
+def test_bad_ip_message_names_the_value():
+    from pydantic import TypeAdapter, ValidationError
+
+    from compiler.policy.types import IPAddress
+
+    with pytest.raises(ValidationError) as exc:
+        TypeAdapter(IPAddress).validate_python("10.0.0.300")
+    assert "'10.0.0.300' is not an IP address" in str(exc.value)
