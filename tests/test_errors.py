@@ -81,6 +81,7 @@ REQUIRED = {
     "untrusted_text",
     "no_documents",
     "not_a_policy_file",
+    "kind_not_a_name",
 }
 
 

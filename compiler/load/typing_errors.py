@@ -79,7 +79,10 @@ def diagnostics_from_validation(
     `where(loc)` is the position that names `loc` (its key); `where(loc, value=True)`
     the position of its value, for errors about the value.
     """
-    kind = data.get("kind") if isinstance(data, dict) else None
+    kind = given = data.get("kind") if isinstance(data, dict) else None
+    if not isinstance(kind, str):  # `kind: [Mesh]` is no kind (and a list cannot be looked up)
+        kind = None if kind is None else show(kind)
+    named = f"'{kind}'" if isinstance(given, str) else f"{kind} (a {type(given).__name__}, not a name)"
     subject = subject_of(data)
     out: list[Diagnostic] = []
     errors = []
@@ -106,7 +109,7 @@ def diagnostics_from_validation(
             out.append(
                 Diagnostic(
                     "E101",
-                    f"unknown kind '{kind}'{did_you_mean(kind, KINDS)}; expected one of {', '.join(KINDS)}",
+                    f"unknown kind {named}{did_you_mean(kind, KINDS)}; expected one of {', '.join(KINDS)}",
                     where(("kind",), value=True),
                     "",
                     "kind",
