@@ -82,6 +82,7 @@ REQUIRED = {
     "no_documents",
     "not_a_policy_file",
     "kind_not_a_name",
+    "python_not_unicode",
 }
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from compiler.diagnostics import Diagnostic, Severity, Source
+from compiler.diagnostics import Diagnostic, Severity, Source, format_path
 from compiler.load.typing_errors import MODELS, diagnostics_from_validation, show
 from compiler.policy.base import PYTHON_POLICY_FILE, Document
 
@@ -127,6 +127,29 @@ def _fields(value):
     return value
 
 
+def _not_text(value, path: tuple = ()) -> tuple | None:
+    """The path of the first string that UTF-8 cannot encode (a lone surrogate: Python has them, YAML and JSON files
+    cannot), in keys or values; None when there is none."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            hit = _not_text(k, path + (k,)) if isinstance(k, str) else None
+            hit = hit if hit is not None else _not_text(v, path + (k,))
+            if hit is not None:
+                return hit
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            hit = _not_text(v, path + (i,))
+            if hit is not None:
+                return hit
+    return None
+
+
 def revalidate(documents, rel: str) -> tuple[list[Document], list[Diagnostic]]:
     """Every collected object validated again, from its fields.
 
@@ -152,6 +175,13 @@ def revalidate(documents, rel: str) -> tuple[list[Document], list[Diagnostic]]:
             diags.append(
                 Diagnostic("E014", f"a {type(doc).__name__} whose fields cannot be read back ({type(exc).__name__}); "
                            "build policy objects by calling their class", at)
+            )
+            continue
+        broken = _not_text(data)
+        if broken is not None:
+            diags.append(
+                Diagnostic("E015", "a string that is not Unicode text (it holds a lone surrogate such as '\\ud800'; "
+                           "no file can carry it)", at, doc.subject, format_path(broken))
             )
             continue
         if same:
