@@ -44,7 +44,7 @@ sidecar: {{address: 127.0.19.2}}
 
 def _mesh(tmp_path: Path, docs: str = "", mesh_extra: str = "", api_extra: str = "") -> Path:
     folder = tmp_path / "policies"
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     text = _MESH.format(mesh_extra=mesh_extra, api_extra=api_extra) + "---\n" + textwrap.dedent(docs)
     (folder / "mesh.yaml").write_text(text.rstrip("-\n") + "\n", encoding="utf-8")
     return folder
@@ -195,3 +195,68 @@ def test_bad_ip_message_names_the_value():
     with pytest.raises(ValidationError) as exc:
         TypeAdapter(IPAddress).validate_python("10.0.0.300")
     assert "'10.0.0.300' is not an IP address" in str(exc.value)
+
+
+# --------------------------------------------------------------------------
+# regular expressions: RE2, within Envoy's program-size limit
+# --------------------------------------------------------------------------
+
+_A100 = "/" + "a" * 95  # RE2 program size exactly 100
+_COOKIE_62 = "x" * 62  # with name `s`, the emitted Cookie-header regex is of size 94
+
+
+def _regex_route(path_regex: str, header_regex: str = "x", cookie: str = "x") -> str:
+    return f"""\
+kind: Route
+service: api
+rules:
+  - match:
+      path: {{regex: '{path_regex}'}}
+      headers: [{{name: x-h, regex: '{header_regex}'}}]
+      cookies: [{{name: s, exact: '{cookie}'}}, {{name: t, regex: '(?i)beta|gamma'}}]
+      query: [{{name: q, regex: '\\z|x'}}]
+    to: {{default: 100}}
+    rewrite: {{regex: {{pattern: '^/(?P<n>[0-9]+)$', substitution: '/\\1'}}}}
+  - to: {{default: 100}}
+    cors: {{allow_origins: ['regex:https://\\p{{Greek}}+\\.example']}}
+"""
+
+
+def test_re2_syntax_python_refuses_passes_envoy(tmp_path):
+    """`\\p{Greek}`, `\\z`, `(?i)` and `(?P<n>...)` are RE2; meshc used to judge them with Python's `re`."""
+    policies = _mesh(tmp_path, _regex_route(r"/\p{Greek}+/(?i)x", header_regex=r"a\z"))
+    envoy_accepts(policies, tmp_path)
+
+
+def test_regex_program_size_limit_is_envoys(tmp_path):
+    """Size 100 builds and Envoy takes it; the same file with size 101 is refused by Envoy (so the limit
+    meshc checks is Envoy's), and meshc refuses 101 itself."""
+    from compiler.policy.regex import program_size
+
+    assert program_size(_A100) == 100 and program_size(_A100 + "a") == 101
+    policies = _mesh(tmp_path, _regex_route(_A100, cookie=_COOKIE_62))
+    files = envoy_accepts(policies, tmp_path)
+    routes = tmp_path / "out" / "web" / "routes-outbound.yaml"
+    assert _A100 in files["web/routes-outbound.yaml"].decode()
+    routes.write_text(routes.read_text().replace(_A100, _A100 + "a"))
+    [verdict] = [v for v in validate_all([tmp_path / "out" / "web"])]
+    assert not verdict.ok and "program size" in verdict.output.lower()
+    assert _codes(_mesh(tmp_path / "b", _regex_route(_A100 + "a"))) == ["E104"]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["", "/a(?=b)", "/a(?!b)", "(?<=a)b", "(a)\\1", "a++", "a*+", "[", "a{1001}", "\\Z"],
+)
+def test_regex_envoy_refuses_is_e104(tmp_path, pattern):
+    assert _codes(_mesh(tmp_path / "b", _regex_route("/x", header_regex=pattern.replace("'", "''")))) == ["E104"]
+
+
+def test_long_cookie_value_is_refused_at_its_field(tmp_path):
+    """meshc's own Cookie-header regex grows with the value: past Envoy's limit, the value is refused."""
+    from compiler.policy import CookieMatch
+
+    CookieMatch(name="s", exact=_COOKIE_62)
+    with pytest.raises(ValueError, match="program of size 101, over"):
+        CookieMatch(name="s", exact=_COOKIE_62 + "xxxxxxx")
+    assert _codes(_mesh(tmp_path / "b", _regex_route("/x", cookie="x" * 90))) == ["E104"]

@@ -30,13 +30,13 @@ Port clashes inside a pod (the app's port, the probe port) are E212 (ports.py).
 
 from __future__ import annotations
 
-import re
 from typing import Iterator
 
 from compiler.check.shadowing import covers_path
 from compiler.diagnostics import Diagnostic, Severity
 from compiler.emit.bootstrap import ENVOY_ARGS
 from compiler.policy.kubernetes import DNS_LABEL, DNS_MARGIN
+from compiler.policy.regex import fullmatch
 from compiler.policy.resolved import Resolved, ServiceView
 from compiler.policy.route import PathMatch
 from compiler.policy.security import AuthzRule
@@ -221,10 +221,7 @@ def _refuses(view: Resolved, sv: ServiceView, caller: ServiceView, path: str) ->
 
 def _path_holds(rule_path: PathMatch, path: str, case_sensitive: bool) -> bool:
     if rule_path.regex is not None:
-        try:
-            return re.fullmatch(rule_path.regex, path) is not None
-        except re.error:
-            return False
+        return fullmatch(rule_path.regex, path, ignore_case=not case_sensitive)
     return covers_path(rule_path, PathMatch(exact=path), segments=True, case_sensitive=case_sensitive)
 
 

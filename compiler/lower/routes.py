@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Callable
 
@@ -27,6 +26,7 @@ from compiler.ir import (
 from compiler.lower.protection import bucket
 from compiler.policy import RouteRule
 from compiler.policy.resolved import unretried_methods
+from compiler.policy.regex import cookie_regex
 from compiler.policy.types import Duration
 
 VERSION_HEADER = "x-meshc-version"
@@ -129,8 +129,7 @@ def _method(methods) -> list[HeaderCondition]:
 
 def _cookie(c) -> HeaderCondition:
     """Envoy has no cookie matcher: match the whole Cookie header with a regex around `name=value`."""
-    value = re.escape(c.exact) if c.exact is not None else f"(?:{c.regex})"
-    return HeaderCondition("cookie", "regex", rf"(?:.*;\s*)?{re.escape(c.name)}={value}(?:;.*)?")
+    return HeaderCondition("cookie", "regex", cookie_regex(c.name, c.exact, c.regex))
 
 
 def _query(q) -> QueryCondition:

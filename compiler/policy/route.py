@@ -9,26 +9,19 @@ caller's side.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from compiler.policy.base import Document, PolicyModel
+from compiler.policy.regex import MAX_PROGRAM_SIZE, check_regex, cookie_regex, program_size
 from compiler.policy.traffic import RateLimit
 from compiler.policy.types import Duration, Name, Percent
 
 
-def _check_regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
-    return value
-
-
-Regex = Annotated[str, AfterValidator(_check_regex)]
-"""A regular expression (RE2 syntax in Envoy; checked here with Python's `re`). It must match the whole value."""
+Regex = Annotated[str, AfterValidator(check_regex)]
+"""A regular expression in RE2 syntax (Envoy's), checked with RE2 itself, within Envoy's program-size limit.
+It must match the whole value."""
 
 HeaderName = Annotated[str, Field(pattern=r"^:?[a-z0-9!#$%&'*+.^_`|~-]+$")]
 """A lowercase HTTP header name (HTTP/2 and Envoy compare them in lowercase)."""
@@ -94,6 +87,22 @@ class CookieMatch(_OneOf):
     name: str = Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
     exact: str | None = Field(default=None, pattern=r"^[^;,\s]*$")
     regex: Regex | None = None
+
+    @field_validator("exact", "regex")
+    @classmethod
+    def _fits_envoy(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """The Cookie-header regex meshc emits around `name=value` must fit Envoy's RE2 program-size limit."""
+        name = info.data.get("name")
+        if value is not None and name is not None:
+            exact, regex = (value, None) if info.field_name == "exact" else (None, value)
+            if exact is not None or check_regex(regex):
+                size = program_size(cookie_regex(name, exact, regex))
+                if size > MAX_PROGRAM_SIZE:
+                    raise ValueError(
+                        f"too long: the Cookie-header regex meshc emits for it is an RE2 program of size {size}, "
+                        f"over Envoy's limit of {MAX_PROGRAM_SIZE}"
+                    )
+        return value
 
 
 class Match(PolicyModel):
@@ -254,7 +263,7 @@ class Cors(PolicyModel):
     def _origins(cls, origins: list[str]) -> list[str]:
         for origin in origins:
             if origin.startswith("regex:"):
-                _check_regex(origin[len("regex:"):])
+                check_regex(origin[len("regex:"):])
         return origins
 
 
