@@ -83,6 +83,7 @@ REQUIRED = {
     "not_a_policy_file",
     "kind_not_a_name",
     "python_not_unicode",
+    "yaml_too_deep",
 }
 
 

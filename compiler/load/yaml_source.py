@@ -35,6 +35,9 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:null",
 }
 _NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+MAX_DEPTH = 64
+"""Deeper mappings and lists are refused: the deepest policy field is about ten levels down, and building
+a thousand levels would exhaust Python's stack."""
 MAX_DIGITS = 4300
 """Longer numbers are refused: no field needs them, and Python will not convert them to text (its int limit)."""
 _TEXT_TAGS = {"tag:yaml.org,2002:timestamp"}  # kept as text: dates mean nothing to the language
@@ -104,6 +107,10 @@ class _Builder:
 
     def build(self, node, path: tuple):
         self._visit(node)
+        if len(path) > MAX_DEPTH:
+            raise _Refused(
+                Diagnostic("E016", f"nested more than {MAX_DEPTH} levels deep (no policy field is)", _src(self.file, node))
+            )
         self.values[path] = _src(self.file, node)
         if isinstance(node, MappingNode):
             out: dict = {}
