@@ -4,10 +4,12 @@ A user error is a `Diagnostic` value with a stable code, a position in the
 policy source and the field path it concerns. Stages collect them and return
 them all at once; only the CLI decides how to print them and what exit code
 follows. Internal bugs are ordinary Python exceptions and are never dressed up
-as diagnostics.
+as diagnostics: the CLI reports one as "internal error: this is a meshc bug"
+and exits 3. Every rendered line goes through `printable` (policy text is
+escaped and long names shortened there, once, for every code).
 
 Codes (stable, documented in the README):
-  E0xx  loading (YAML syntax, aliases, duplicate keys, Python policy files)
+  E0xx  loading (YAML syntax, aliases, duplicate keys, tags, unreadable files, Python policy files)
   E1xx  typing (unknown kind/field, wrong type, out-of-range values)
   E2xx  meaning (references, duplicates, weights, port clashes)
   W2xx  warnings from the meaning checks (the build still succeeds)

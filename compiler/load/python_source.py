@@ -5,6 +5,11 @@ The file is executed as a module; every module-level `Mesh`, `Service` or
 the line that constructed it (see `Document.model_post_init`), so
 provenance and diagnostics point into the Python file too.
 
+However the file ends (any exception, `sys.exit`, `KeyboardInterrupt`) is a
+diagnostic at its line (E010); its warnings are W011. Every collected object is
+validated again from its fields (`revalidate`), so `model_construct()` or
+`object.__setattr__` cannot slip an unchecked value past the checks.
+
 Python policies are code: only load files you would run.
 """
 
