@@ -87,13 +87,16 @@ class Diagnostic:
         return f"{file}:{source.line}:{source.column}"
 
     def render(self, root: str = "") -> str:
-        where = f"{self._location(self.source, root)}: " if self.source is not None else ""
+        """`file:line:column: error[E104]: subject path: message`. What came from the policies (subject, path,
+        message) is escaped and shortened; the locations only escaped, so that an editor can open them."""
+        where = f"{printable(self._location(self.source, root), shorten=False)}: " if self.source is not None else ""
         what = " ".join(p for p in (self.subject, self.path) if p)
-        what = f"{what}: " if what else ""
-        message = self.message
+        what = f"{printable(what)}: " if what else ""
+        message = printable(self.message)
         for i, ref in enumerate(self.refs):
-            message = message.replace(f"{{{i}}}", self._location(ref, root) if ref is not None else "?")
-        return printable(f"{where}{self.severity.value}[{self.code}]: {what}{message}")
+            at = printable(self._location(ref, root), shorten=False) if ref is not None else "?"
+            message = message.replace(f"{{{i}}}", at)
+        return f"{where}{self.severity.value}[{self.code}]: {what}{message}"
 
     def sort_key(self) -> tuple:
         src = self.source or Source("", 0, 0)
@@ -143,7 +146,7 @@ def _shorten(match: re.Match) -> str:
     return f"{run[: keep - keep // 4]}…{run[len(run) - keep // 4 :]}"
 
 
-def printable(text: str) -> str:
+def printable(text: str, shorten: bool = True) -> str:
     """`text` safe to print on a terminal: text from policies (names, values, a Python policy's messages)
     can hold escape sequences, CR/LF or 100,000 characters. Every character Python does not call
     printable (control and format characters, line separators, lone surrogates) is shown escaped
@@ -151,7 +154,7 @@ def printable(text: str) -> str:
     and end around an ellipsis. Used for every diagnostic line and every error the CLI prints."""
     if not text.isprintable():
         text = "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
-    if len(text) > MAX_RUN:
+    if shorten and len(text) > MAX_RUN:
         text = _LONG_RUN.sub(_shorten, text)
     return text
 

@@ -159,3 +159,12 @@ def test_python_policies_keep_their_objects_when_they_validate_again():
     assert reviews.where("versions", "v2").line != reviews.source.line
     docs, diags = revalidate(twin.policy.documents, "shop.py")
     assert diags == [] and all(a is b for a, b in zip(docs, twin.policy.documents))
+
+
+def test_long_locations_are_kept_whole():
+    """A deep policy directory is no policy text: its path is printed whole (an editor opens it), only escaped."""
+    root = "/" + "/".join(["folder"] * 60)
+    diag = Diagnostic("E203", "duplicate service name (first defined at {0})", Source("a.yaml", 3, 1), "Service 'a'",
+                      refs=(Source("b\x1b.yaml", 1, 1),))
+    line = diag.render(root)
+    assert line.startswith(f"{root}/a.yaml:3:1: error[E203]: Service 'a': ") and f"{root}/b\\x1b.yaml:1:1)" in line
