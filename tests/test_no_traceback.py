@@ -168,3 +168,14 @@ def test_long_locations_are_kept_whole():
                       refs=(Source("b\x1b.yaml", 1, 1),))
     line = diag.render(root)
     assert line.startswith(f"{root}/a.yaml:3:1: error[E203]: Service 'a': ") and f"{root}/b\\x1b.yaml:1:1)" in line
+
+
+def test_a_bug_while_writing_a_new_output_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """The new output is built in a hidden folder beside it and renamed into place: a failure before the rename
+    removes the folder."""
+    import compiler.write as write_module
+
+    monkeypatch.setattr(write_module.os, "rename", _boom)
+    assert cli.main(["build", str(BASIC), "-o", str(tmp_path / "out")]) == 3
+    assert "ZeroDivisionError at compiler/write.py:" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
