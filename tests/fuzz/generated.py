@@ -1,0 +1,109 @@
+"""The generated-mesh property, run by `make fuzz` (many, Envoy in parallel) and tests/test_fuzz.py (a slice).
+
+For a drawn mesh: `build()` returns positioned errors or succeeds, never raises; when it succeeds the
+written output passes the schema check and the real `envoy --mode validate` on every sidecar.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, given, settings
+
+from fuzz.judge import EnvoyPool, Tally, build_outcome, traceback_class, validate_output
+from fuzz.known_open import known_open
+from fuzz.meshgen import Drawn, meshes
+
+
+def known(drawn: Drawn) -> str | None:
+    """The known-open edge a mesh used, if any (its failure is then counted apart)."""
+    hits = sorted(t for t in drawn.edges if known_open(t))
+    return hits[0] if hits else None
+
+
+def build_drawn(drawn: Drawn, folder: Path) -> tuple[str, Path | None]:
+    """Write the mesh's policy into `folder/policies`, build it, write a good build into `folder/out`."""
+    from compiler.build import build
+    from compiler.write import write
+
+    policies = drawn.write(folder / "policies")
+    try:
+        result = build(policies)
+    except Exception as exc:  # noqa: BLE001 - the finding itself
+        return traceback_class(exc), None
+    outcome = build_outcome(result)
+    if outcome != "ok":
+        return _false_refusal(drawn, result) or outcome, None
+    out = folder / "out"
+    try:
+        write(result.files, out, settle=0)
+    except Exception as exc:  # noqa: BLE001
+        return traceback_class(exc), None
+    return outcome, out
+
+
+def _false_refusal(drawn: Drawn, result) -> str | None:
+    """A refused regex in a mesh whose only odd regexes are valid RE2 (Envoy would accept them): a finding."""
+    if not any(t.endswith(".re2-only") for t in drawn.edges):
+        return None
+    if any(t.endswith((".python-only", ".big")) for t in drawn.edges):
+        return None
+    for d in result.diagnostics:
+        if d.is_error and "regular expression" in d.message:
+            return f"false refusal {d.code}: valid RE2 refused: {d.message[:80]}"
+    return None
+
+
+def check_one(drawn: Drawn) -> list[str]:
+    """The failure classes of one mesh, validated at once (the test's form)."""
+    with tempfile.TemporaryDirectory(prefix="meshc-fuzz-") as tmp:
+        outcome, out = build_drawn(drawn, Path(tmp))
+        if out is None:
+            return [outcome] if outcome.startswith(("traceback", "unpositioned")) else []
+        return validate_output(out)
+
+
+def run_generated(count: int, tally: Tally, workdir: Path, include_open: bool = True, jobs: int = 2,
+                  progress=print, derandomize: bool = False) -> int:
+    """Draw `count` meshes, build each, validate good builds on `jobs` Envoys; returns meshes tried."""
+    envoy = EnvoyPool(jobs)
+    tried = [0]
+    started = time.monotonic()
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    @settings(max_examples=count, deadline=None, database=None, derandomize=derandomize,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(meshes(include_open=include_open))
+    def one(drawn: Drawn) -> None:
+        tried[0] += 1
+        folder = Path(tempfile.mkdtemp(prefix="mesh-", dir=workdir))
+        outcome, out = build_drawn(drawn, folder)
+        example = f"{folder.name} edges={sorted(drawn.edges)}"
+        if out is None:
+            tally.add(outcome, example, known(drawn))
+            if not outcome.startswith(("traceback", "unpositioned")):
+                shutil.rmtree(folder, ignore_errors=True)
+            return
+        (folder / "edges.txt").write_text("\n".join(sorted(drawn.edges)) + "\n")
+        envoy.submit(out, example, known(drawn), lambda: None)
+        if len(envoy.pending) >= 4 * jobs:
+            envoy.drain(tally)
+        if tried[0] % 100 == 0:
+            progress(f"  meshes: {tried[0]}/{count} built ({time.monotonic() - started:.0f} s), "
+                     f"{tally.failures} failure(s) so far")
+
+    one()
+    envoy.drain(tally)
+    _keep_failures_only(workdir, tally)
+    return tried[0]
+
+
+def _keep_failures_only(workdir: Path, tally: Tally) -> None:
+    """Failing meshes stay in `workdir` (named in the examples); the rest is removed."""
+    keep = {example.split()[0] for example in tally.examples.values() if example}
+    for folder in workdir.glob("mesh-*"):
+        if folder.name not in keep:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,307 @@
+"""A Hypothesis strategy of valid meshes over every feature of the policy language.
+
+`meshes()` draws a `Drawn`: YAML documents (plain dicts) that the policy models accept and whose
+references hold (routes name versions that exist, callers call services of the mesh, ...), with edge
+values mixed in through `Gen.edge`. Such a mesh may still be refused by meshc's checks (a positioned
+error is a fine answer); what it must never do is crash, or build and then be refused by Envoy.
+
+A mesh runs either on one host (each service on its own loopback address 127.77.<k>.<i>) or in pods
+(Kubernetes mode: the Mesh's wildcard address); the two are not mixed (E293 refuses calls between them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from hypothesis import strategies as st
+
+from fuzz.edges import EDGE_COUNTS, EDGE_NON_NEGATIVE, EMOJI, TOKEN, Gen, durations, text
+from fuzz.parts import METHODS, count, dur, header_match, jwks, path, rate_limit, rule
+
+
+@dataclass
+class Drawn:
+    docs: list[dict]
+    edges: set[str] = field(default_factory=set)
+
+    def yaml(self) -> str:
+        return yaml.safe_dump_all(self.docs, allow_unicode=True, sort_keys=False, width=10_000)
+
+    def write(self, folder: Path) -> Path:
+        """The mesh as one YAML file `mesh.yaml` in `folder` (real UTF-8, no escapes of non-ASCII)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "mesh.yaml").write_text(self.yaml(), encoding="utf-8")
+        return folder
+
+
+def pool(g: Gen) -> dict:
+    keys = ["max_connections", "max_pending_requests", "max_requests", "max_retries"]
+    return {k: count(g, f"pool.{k}") for k in keys if g.bool()}
+
+
+def outlier(g: Gen) -> dict:
+    out: dict = {}
+    for key in ("consecutive_5xx", "consecutive_gateway_errors"):
+        if g.bool():
+            out[key] = g.edge(f"uint32.outlier.{key}", st.integers(0, 20), EDGE_NON_NEGATIVE)
+    if g.draw(st.integers(0, 3)) == 0:
+        out["success_rate"] = {k: count(g, f"success-rate.{k}", 1, 2000)
+                               for k in ("min_hosts", "request_volume", "stdev_factor") if g.bool()}
+    if g.bool():
+        out["interval"] = dur(g, "outlier-interval")
+    if g.bool():
+        out["base_ejection_time"] = dur(g, "outlier-base-ejection")
+    if g.bool():
+        out["max_ejection_percent"] = g.draw(st.integers(0, 100))
+    return out
+
+
+def mesh_doc(g: Gen, in_pods: bool, names: list[str], grpc: list[str], http: list[str]) -> dict:
+    m: dict = {"kind": "Mesh", "name": "fuzz"}
+    defaults: dict = {}
+    if g.bool():
+        defaults["timeout"] = dur(g, "defaults-timeout")
+    if g.bool():
+        defaults["connect_timeout"] = dur(g, "connect-timeout")
+    if g.bool():
+        defaults["connection_pool"] = pool(g)
+    if g.bool():
+        defaults["outlier_detection"] = outlier(g)
+    if defaults:
+        m["defaults"] = defaults
+    if g.bool():
+        m["sidecar"] = {"outbound_port": g.draw(st.sampled_from([15001, 16001])),
+                        "admin_port": g.draw(st.sampled_from([15000, 16000]))}
+    if g.bool():
+        m["config_dir"] = g.draw(st.sampled_from(["/etc/meshc", "/", "/a/b.c/d-e_f", "/" + "d" * 200]))
+    if g.bool():
+        m["trust_domain"] = g.draw(st.sampled_from(["cluster.local", "example.org", "a"]))
+    if g.bool():
+        m["mtls"] = {"mode": g.draw(st.sampled_from(["strict", "permissive", "disable"]))}
+        if g.bool():
+            m["mtls"]["certs_dir"] = g.draw(st.sampled_from(["/etc/meshc/certs", "/certs"]))
+    if g.bool():
+        m["authorization"] = {"default": g.draw(st.sampled_from(["allow", "deny"]))}
+    obs: dict = {}
+    if g.bool():
+        obs["metrics"] = {"port": 15090}
+        if g.bool():
+            obs["metrics"]["keep_prefixes"] = [text(g, "metrics.prefix", st.sampled_from(["cluster.", "http."]))]
+    collectors = {"zipkin": http, "opentelemetry": grpc}
+    provider = g.draw(st.sampled_from(["zipkin", "opentelemetry"]))
+    if collectors[provider] and g.bool():
+        tracing: dict = {"provider": provider, "collector": g.draw(st.sampled_from(collectors[provider])),
+                         "sampling": g.draw(st.integers(0, 100))}
+        if g.bool():
+            tracing["tags"] = {text(g, "tracing.tag-key", TOKEN): text(g, "tracing.tag-value")}
+        obs["tracing"] = tracing
+    if g.bool():
+        obs["access_log"] = access_log(g)
+    if obs:
+        m["observability"] = obs
+    if g.bool():
+        m["paths"] = {"escaped_slashes": g.draw(st.sampled_from(["reject", "redirect", "decode", "keep"])),
+                      "case_sensitive": g.bool()}
+    if in_pods:
+        m["sidecar"] = {**m.get("sidecar", {}), "address": g.draw(st.sampled_from(["0.0.0.0", "::"]))}
+        if g.bool():
+            m["kubernetes"] = kubernetes(g)
+    return m
+
+
+def access_log(g: Gen) -> dict:
+    log: dict = {"to": g.draw(st.sampled_from(["stdout", "file"])), "format": g.draw(st.sampled_from(["json", "text"])),
+                 "only": g.draw(st.sampled_from(["all", "errors", "slow"]))}
+    if log["to"] == "file":
+        log["path"] = "/var/log/meshc/access.log"
+    if log["only"] == "slow" and g.bool():
+        log["slow_over"] = dur(g, "slow-over")
+    return log
+
+
+def kubernetes(g: Gen) -> dict:
+    k: dict = {}
+    if g.bool():
+        k["cluster_domain"] = g.draw(st.sampled_from(["cluster.local", "k8s.example.org"]))
+    refresh = g.draw(st.sampled_from([100, 1000, 5000]))
+    k["dns_refresh"] = f"{refresh}ms"
+    k["shutdown_grace"] = f"{(refresh + 10_000) // 1000 + g.draw(st.integers(1, 30))}s"
+    if g.bool():
+        k["image"] = g.draw(st.sampled_from(["envoyproxy/envoy:v1.40.0", "registry:5000/envoy@sha256:" + "a" * 64]))
+    if g.bool():
+        k["probe_port"] = 15021
+    if g.bool():
+        k["resources"] = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "1Gi"}}
+    if g.bool():
+        k["certs_secret"] = "c-{service}"
+    return k
+
+
+def service_doc(g: Gen, i: int, name: str, protocol: str, calls: list[str], in_pods: bool, k: int) -> tuple[dict, list[str]]:
+    s: dict = {"kind": "Service", "name": name, "port": g.draw(st.sampled_from([80, 8080, 9080, 65535])) - i}
+    if protocol != "http" or g.bool():
+        s["protocol"] = protocol
+    versions: dict = {}
+    for j in range(g.draw(st.integers(0, 3))):
+        spec: dict = {}
+        if j > 0 or g.draw(st.integers(0, 2)) == 0:  # several versions on the app port: E213 (the issue's false one)
+            spec["endpoints"] = g.draw(st.lists(st.sampled_from(
+                [f"127.0.0.1:{30000 + 8 * i + j}", f"[::1]:{31000 + 8 * i + j}", f"b{i}-{j}.example:8080",
+                 f"127.78.{k}.{8 * i + j + 1}:30003"]),
+                min_size=1, max_size=2, unique=True))
+        versions[f"v{j + 1}"] = spec
+    if versions:
+        s["versions"] = versions
+        if g.draw(st.integers(0, 3)) == 0:
+            s["default_version"] = g.draw(st.sampled_from(list(versions)))
+    if not versions or any(not v.get("endpoints") for v in versions.values()):
+        s["app_port"] = 20000 + i
+    if calls:
+        s["calls"] = calls
+    if g.draw(st.integers(0, 4)) == 0:
+        s["namespace"] = g.draw(st.sampled_from(["default", "shop", "n" * 20]))
+    if g.draw(st.integers(0, 4)) == 0:
+        s["service_account"] = g.draw(st.sampled_from(["sa", f"{name}-sa"]))
+    if g.draw(st.integers(0, 6)) == 0:  # a strict one called by a disabled one: E240
+        s["mtls"] = g.draw(st.sampled_from(["strict", "permissive", "disable"]))
+    if not in_pods:
+        s["sidecar"] = {"address": f"127.77.{k}.{i + 1}"}
+    if g.draw(st.integers(0, 4)) == 0:
+        part = g.draw(st.sampled_from(["metrics", "tracing", "access_log"]))
+        s["observability"] = {part: False if part != "access_log" or g.bool() else access_log(g)}
+    return s, list(versions) or ["default"]
+
+
+def traffic_policy(g: Gen, name: str, protocol: str, grpc: list[str]) -> dict:
+    t: dict = {"kind": "TrafficPolicy", "service": name}
+    if g.bool():
+        t["connection_pool"] = pool(g)
+    if g.bool():
+        t["outlier_detection"] = outlier(g)
+    lb = g.draw(st.sampled_from(["round_robin", "least_request", "random", "ring_hash", "maglev", None]))
+    if lb:
+        t["load_balancer"] = {"policy": lb}
+        if lb in ("ring_hash", "maglev") and protocol != "tcp":
+            kind = g.draw(st.sampled_from(["header", "cookie", "source_ip"]))
+            hash_on: dict = {"header": {"header": g.draw(TOKEN)}, "source_ip": {"source_ip": True},
+                             "cookie": {"cookie": g.draw(TOKEN)}}[kind]
+            if kind == "cookie" and g.bool():
+                hash_on["cookie_ttl"] = dur(g, "cookie-ttl")
+            t["load_balancer"]["hash_on"] = hash_on
+    if protocol != "tcp":
+        if g.draw(st.integers(0, 2)) == 0:
+            hc: dict = {"path": g.edge("health-check.path", st.just("/healthz"), st.sampled_from(["/h\r\nx", "/\x00", f"/{EMOJI}", "/%"]))}
+            interval = g.draw(st.integers(2, 60)) * 1000
+            hc["interval"] = f"{interval}ms"
+            hc["timeout"] = g.edge("duration.health-check-timeout", st.just(f"{interval // 2}ms"), st.just("0ms"))
+            for key in ("healthy_threshold", "unhealthy_threshold"):
+                if g.bool():
+                    hc[key] = count(g, f"health-check.{key}", 1, 10)
+            t["health_check"] = hc
+        if g.draw(st.integers(0, 2)) == 0:
+            t["rate_limit"] = rate_limit(g)
+        if grpc and g.draw(st.integers(0, 2)) == 0:
+            t["global_rate_limit"] = {
+                "service": g.draw(st.sampled_from(grpc)), "domain": g.draw(st.sampled_from(["shop", "a.b_c-d"])),
+                "descriptors": g.draw(st.lists(st.sampled_from(["remote_address", "path", "method", "destination"]),
+                                               min_size=1, max_size=4, unique=True)),
+                "failure_mode_deny": g.bool(), "timeout": dur(g, "global-rate-limit-timeout"),
+            }
+    return t
+
+
+def authz_rule(g: Gen, callers: list[str], protocol: str, claims: bool) -> dict:
+    r: dict = {}
+    if callers and g.bool():  # callers: only services with mTLS (E242 otherwise)
+        r["from"] = g.draw(st.lists(st.sampled_from(callers), min_size=1, max_size=2, unique=True))
+    if protocol == "tcp":
+        return r
+    if g.bool():
+        r["paths"] = [{"prefix": path(g)} if g.bool() else {"exact": path(g)}]
+    if g.bool():
+        r["methods"] = g.draw(st.lists(st.sampled_from(METHODS), min_size=1, max_size=2, unique=True))
+    if g.draw(st.integers(0, 2)) == 0:
+        r["headers"] = [header_match(g)]
+    if claims and g.bool():
+        r["claims"] = {g.draw(st.sampled_from(["sub", "iss", "groups"])): text(g, "claims.value")}
+    return r
+
+
+def authorization_policy(g: Gen, name: str, callers: list[str], protocol: str, claims: bool) -> dict:
+    a: dict = {"kind": "AuthorizationPolicy", "service": name}
+    if g.bool():
+        a["mode"] = g.draw(st.sampled_from(["enforce", "dry_run"]))
+    for key in ("allow", "deny"):
+        if g.bool():
+            a[key] = [authz_rule(g, callers, protocol, claims) for _ in range(g.draw(st.integers(1, 2)))]
+    return a
+
+
+def request_authentication(g: Gen, name: str) -> dict:
+    providers = []
+    for j in range(g.draw(st.integers(1, 2))):
+        p: dict = {"name": f"p{j}", "issuer": text(g, "jwt.issuer", st.just("https://issuer.example")) or "i"}
+        if g.draw(st.integers(0, 5)) == 0:
+            p["jwks_file"] = "/etc/meshc/jwks.json"
+        else:
+            p["jwks"] = g.edge("jwt.jwks", st.builds(jwks), st.sampled_from(['{"keys": []}', '{"keys": [{}]}',
+                                                                             '{"keys": [{"kty": "RSA", "n": "x"}]}']))
+        if g.bool():
+            p["audiences"] = [text(g, "jwt.audience", st.just("shop")) or "a"]
+        if g.draw(st.integers(0, 2)) == 0:
+            p["from_headers"] = [{"name": g.draw(TOKEN), "prefix": g.draw(st.sampled_from(["", "Bearer ", "Token "]))}]
+        if g.draw(st.integers(0, 2)) == 0:
+            p["from_params"] = [g.draw(TOKEN)]
+        if g.draw(st.integers(0, 2)) == 0:
+            p["forward_claims"] = {"sub": "x-" + g.draw(TOKEN)}
+        if g.bool():
+            p["forward_token"] = g.bool()
+        providers.append(p)
+    ra: dict = {"kind": "RequestAuthentication", "service": name, "providers": providers}
+    if g.bool():
+        ra["rules"] = [{"paths": [path(g)], "providers": [providers[0]["name"]], "allow_missing": g.bool()}]
+    return ra
+
+
+@st.composite
+def meshes(draw, include_open: bool = True, only: str | None = None) -> Drawn:
+    g = Gen(draw, include_open, only)
+    k = draw(st.integers(0, 255))
+    in_pods = draw(st.integers(0, 3)) == 0
+    n = draw(st.integers(1, 4))
+    protocols = [draw(st.sampled_from(["http", "http", "grpc", "tcp"])) for _ in range(n)]
+    names = [f"s{i}" for i in range(n)]
+    grpc = [s for s, p in zip(names, protocols) if p == "grpc"]
+    http = [s for s, p in zip(names, protocols) if p == "http"]
+    services, versions = [], {}
+    for i, name in enumerate(names):
+        calls = draw(st.lists(st.sampled_from(names), max_size=n, unique=True)) if n > 1 else []
+        calls = [c for c in calls if c != name]
+        doc, versions[name] = service_doc(g, i, name, protocols[i], calls, in_pods, k)
+        services.append(doc)
+    docs = [mesh_doc(g, in_pods, names, grpc, http)] + services
+    mirror_targets = [(None, v) for v in []]
+    for name, protocol in zip(names, protocols):
+        if protocol != "tcp" and draw(st.integers(0, 2)) == 0:
+            mirror_targets = [(None, v) for v in versions[name]] + [
+                (s, v) for s, p in zip(names, protocols) if s != name and p != "tcp" for v in versions[s]]
+            rules = [rule(g, versions[name], mirror_targets, last=(j == last))
+                     for last in [draw(st.integers(0, 3))] for j in range(last + 1)]
+            route: dict = {"kind": "Route", "service": name, "rules": rules}
+            if any("retries" in r for r in rules) and g.bool():
+                route["retry_budget"] = {"percent": draw(st.integers(1, 100)),
+                                         "min_concurrency": count(g, "retry-budget-min-concurrency", 1, 10)}
+            docs.append(route)
+        if draw(st.integers(0, 2)) == 0:
+            docs.append(traffic_policy(g, name, protocol, grpc))
+        jwt = protocol != "tcp" and draw(st.integers(0, 3)) == 0
+        if jwt:
+            docs.append(request_authentication(g, name))
+        if draw(st.integers(0, 3)) == 0:
+            mode = lambda s: s.get("mtls") or docs[0].get("mtls", {}).get("mode", "disable")
+            callers = [s["name"] for s in services if s["name"] != name and mode(s) != "disable"]
+            docs.append(authorization_policy(g, name, callers if mode(services[names.index(name)]) != "disable" else [],
+                                             protocol, jwt))
+    return Drawn(docs, g.used)

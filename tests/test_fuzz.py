@@ -1,0 +1,46 @@
+"""A bounded, deterministic slice of `make fuzz` (tests/fuzz/): damaged example policies never crash meshc,
+and generated valid meshes either stop with positioned errors or build output the real Envoy accepts.
+
+- 300 mutants of the example policies (fixed seed): each ends in success or positioned errors with exit 1,
+  nothing written (into a fresh output, or every tenth into a previous good build left byte for byte);
+  never a traceback, exit 3, raw control characters on the terminal or a leaked Python warning.
+- 15 generated meshes (Hypothesis, derandomized): built in memory, written, schema-checked and validated
+  by `envoy --mode validate` sidecar by sidecar. Known-open generator branches are left out here
+  (tests/fuzz/known_open.py); `make fuzz` runs them and reports them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+
+from fuzz.generated import check_one
+from fuzz.judge import Tally, failing
+from fuzz.meshgen import Drawn, meshes
+from fuzz.mutated import run_mutations
+
+MUTATIONS = 300
+MESHES = 15
+
+
+def test_mutated_policies_end_in_positioned_errors_or_success(tmp_path: Path):
+    tally, keep = Tally(), {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tried = run_mutations(MUTATIONS, 12, tally, tmp_path, progress=lambda s: None, keep=keep)
+    assert tried == MUTATIONS
+    report = "\n".join(tally.lines("mutated inputs", tried))
+    assert tally.failures == 0, report
+    assert tally.counts["ok"] > 0 and sum(n for k, n in tally.counts.items() if k.startswith("error")) > 0, report
+
+
+@pytest.mark.envoy
+@settings(max_examples=MESHES, derandomize=True, deadline=None, database=None, phases=[Phase.generate],
+          suppress_health_check=list(HealthCheck))
+@given(meshes(include_open=False))
+def test_generated_meshes_build_what_envoy_accepts(drawn: Drawn):
+    problems = check_one(drawn)
+    assert not [p for p in problems if failing(p)], f"{problems}\n{drawn.yaml()}"
