@@ -179,3 +179,13 @@ def test_a_bug_while_writing_a_new_output_leaves_nothing(tmp_path, monkeypatch, 
     assert cli.main(["build", str(BASIC), "-o", str(tmp_path / "out")]) == 3
     assert "ZeroDivisionError at compiler/write.py:" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_values_no_file_can_hold_are_found_wherever_they_are():
+    from compiler.load.python_source import _unwritable
+
+    assert _unwritable({"a": [1, "ok", {"k": True}]}) is None
+    path, diag = _unwritable({"a": [1, {"k\udce9": "v"}]})
+    assert (path, diag.code) == (("a", 1, "k\udce9"), "E015")
+    path, diag = _unwritable({"a": ("x", 10**5000)})
+    assert (path, diag.code, diag.message) == (("a", 1), "E012", "a number with more than 4300 digits")

@@ -20,12 +20,14 @@ import sys
 import traceback
 import types
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
 from compiler.diagnostics import Diagnostic, Severity, Source, format_path
 from compiler.load.typing_errors import MODELS, diagnostics_from_validation, show
+from compiler.load.yaml_source import MAX_DIGITS
 from compiler.policy.base import PYTHON_POLICY_FILE, Document
 
 
@@ -132,26 +134,27 @@ def _fields(value):
     return value
 
 
-def _not_text(value, path: tuple = ()) -> tuple | None:
-    """The path of the first string that UTF-8 cannot encode (a lone surrogate: Python has them, YAML and JSON files
-    cannot), in keys or values; None when there is none."""
+def _unwritable(value, path: tuple = ()) -> tuple[tuple, Diagnostic] | None:
+    """The first value no output file can hold, with its path: a string UTF-8 cannot encode (a lone surrogate:
+    Python has them, YAML and JSON files cannot; E015) or an integer Python will not print (over 4,300 digits;
+    E012), in keys or values."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return path
+            return path, Diagnostic("E015", "a string that is not Unicode text (it holds a lone surrogate such as "
+                                    "'\\ud800'; no file can carry it)")
         return None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            hit = _not_text(k, path + (k,)) if isinstance(k, str) else None
-            hit = hit if hit is not None else _not_text(v, path + (k,))
-            if hit is not None:
-                return hit
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            hit = _not_text(v, path + (i,))
-            if hit is not None:
-                return hit
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value).bit_length() > MAX_DIGITS * 3.32:
+            return path, Diagnostic("E012", f"a number with more than {MAX_DIGITS} digits")
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for k, v in items:
+        hit = _unwritable(k, path + (k,)) if isinstance(value, dict) else None
+        hit = hit if hit is not None else _unwritable(v, path + (k,))
+        if hit is not None:
+            return hit
     return None
 
 
@@ -182,12 +185,10 @@ def revalidate(documents, rel: str) -> tuple[list[Document], list[Diagnostic]]:
                            "build policy objects by calling their class", at)
             )
             continue
-        broken = _not_text(data)
-        if broken is not None:
-            diags.append(
-                Diagnostic("E015", "a string that is not Unicode text (it holds a lone surrogate such as '\\ud800'; "
-                           "no file can carry it)", at, doc.subject, format_path(broken))
-            )
+        unwritable = _unwritable(data)
+        if unwritable is not None:
+            path, diag = unwritable
+            diags.append(replace(diag, source=at, subject=doc.subject, path=format_path(path)))
             continue
         if same:
             docs.append(doc)
