@@ -260,3 +260,85 @@ def test_long_cookie_value_is_refused_at_its_field(tmp_path):
     with pytest.raises(ValueError, match="program of size 101, over"):
         CookieMatch(name="s", exact=_COOKIE_62 + "xxxxxxx")
     assert _codes(_mesh(tmp_path / "b", _regex_route("/x", cookie="x" * 90))) == ["E104"]
+
+
+# --------------------------------------------------------------------------
+# durations and counts: Envoy's ranges
+# --------------------------------------------------------------------------
+
+_U32 = 2**32 - 1
+_LONGEST = "9223372035s"  # Envoy refuses 9223372036s (int64 nanoseconds)
+
+
+def _ranges(d_min: str, d_max: str, per: str, count: int) -> str:
+    """Every duration and count field near one edge: `d_min` where Envoy wants > 0, `d_max` elsewhere."""
+    return f"""\
+kind: Service
+name: rl
+protocol: grpc
+port: 9081
+app_port: 20192
+sidecar: {{address: 127.0.19.3}}
+---
+kind: TrafficPolicy
+service: api
+connection_pool: {{max_connections: {count}, max_pending_requests: {count}, max_requests: {count}, max_retries: {count}}}
+outlier_detection:
+  consecutive_5xx: {count}
+  consecutive_gateway_errors: {count}
+  interval: {d_min}
+  base_ejection_time: {d_max}
+  success_rate: {{min_hosts: {count}, request_volume: {count}, stdev_factor: {count}}}
+health_check: {{path: /h, interval: {d_max}, timeout: {d_min}, healthy_threshold: {count}, unhealthy_threshold: {count}}}
+rate_limit: {{requests: {count}, per: {per}}}
+global_rate_limit: {{service: rl, domain: d, timeout: {d_max}}}
+---
+kind: Route
+service: api
+retry_budget: {{percent: 100, min_concurrency: {count}}}
+rules:
+  - match: {{path: {{prefix: /a}}}}
+    to: {{default: 100}}
+    timeout: {d_max}
+    idle_timeout: {d_max}
+    fault: {{delay: {{fixed: {d_min}}}}}
+    retries: {{attempts: 10, per_try_timeout: {d_max}, backoff: {{base: {d_max}}}}}
+    rate_limit: {{requests: {count}, per: {per}}}
+  - to: {{default: 100}}
+    retries: {{attempts: 1, backoff: {{base: {d_min}, max: {d_min}}}}}
+    fault: {{delay: {{fixed: {d_max}}}}}
+"""
+
+
+@pytest.mark.parametrize(
+    "d_min, d_max, per, count",
+    [("1ms", _LONGEST, "50ms", _U32), ("1ms", "2ms", _LONGEST, 1)],
+    ids=["largest", "smallest"],
+)
+def test_duration_and_count_edges_pass_envoy(tmp_path, d_min, d_max, per, count):
+    mesh = f"defaults: {{timeout: {d_max}, connect_timeout: {d_min}}}\n"
+    mesh += "observability: {access_log: {to: stdout, only: slow, slow_over: 4294967295ms}}"
+    envoy_accepts(_mesh(tmp_path, _ranges(d_min, d_max, per, count), mesh_extra=mesh), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "d_min, d_max, per, count, refused",
+    [
+        ("0ms", "1s", "1s", 1, 6),  # connect_timeout, outlier interval, health-check timeout, fault delay, backoff base, max
+        ("1ms", "9223372036s", "1s", 1, 9),  # every duration given at the maximum
+        ("1ms", "1s", "49ms", 1, 2),  # both rate limits' fill interval
+        ("1ms", "1s", "1s", _U32 + 1, 14),  # every count
+    ],
+    ids=["zero", "too-long", "fill-interval", "uint32"],
+)
+def test_duration_and_count_past_the_edge_are_e104(tmp_path, d_min, d_max, per, count, refused):
+    mesh = f"defaults: {{timeout: {d_max}, connect_timeout: {d_min}}}"
+    assert _codes(_mesh(tmp_path, _ranges(d_min, d_max, per, count), mesh_extra=mesh)) == ["E104"] * refused
+
+
+def test_backoff_max_below_base_is_refused():
+    from compiler.policy.route import Backoff
+
+    Backoff(base="100ms", max="100ms")
+    with pytest.raises(ValueError, match="shorter than base"):
+        Backoff(base="100ms", max="99ms")

@@ -27,7 +27,7 @@ from compiler.lower.protection import bucket
 from compiler.policy import RouteRule
 from compiler.policy.resolved import unretried_methods
 from compiler.policy.regex import cookie_regex
-from compiler.policy.types import Duration
+from compiler.policy.types import MAX_DURATION_MS, Duration
 
 VERSION_HEADER = "x-meshc-version"
 """Set by the caller's sidecar to the version it chose; read and removed by the callee's sidecar."""
@@ -149,7 +149,7 @@ def _retry(r) -> Retry:
         conditions=tuple(r.conditions),
         status_codes=tuple(r.status_codes),
         backoff_base=r.backoff.base,
-        backoff_max=r.backoff.max or Duration(r.backoff.base.ms * 10),
+        backoff_max=r.backoff.max or Duration(min(r.backoff.base.ms * 10, MAX_DURATION_MS)),
     )
 
 

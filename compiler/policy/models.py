@@ -18,7 +18,7 @@ from compiler.policy.paths import Paths
 from compiler.policy.route import Route
 from compiler.policy.security import Authorization, AuthorizationPolicy, Mtls, MtlsMode, RequestAuthentication
 from compiler.policy.traffic import ConnectionPool, OutlierDetection, TrafficPolicy
-from compiler.policy.types import Duration, Endpoint, IPAddress, Name, Port
+from compiler.policy.types import Duration, Endpoint, IPAddress, Name, Port, PositiveDuration
 
 # --------------------------------------------------------------------------
 # Mesh
@@ -31,7 +31,7 @@ class Defaults(PolicyModel):
     timeout: Duration = Duration(15_000)
     """Whole-request timeout of a route (Envoy `route.timeout`); 504 when it expires."""
 
-    connect_timeout: Duration = Duration(1_000)
+    connect_timeout: PositiveDuration = Duration(1_000)
     """TCP connect timeout of every cluster (Envoy `cluster.connect_timeout`)."""
 
     connection_pool: ConnectionPool = ConnectionPool()

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from compiler.policy.base import PolicyModel
-from compiler.policy.types import Duration, Name, Percent, Port
+from compiler.policy.types import UINT32_MAX, Duration, Name, Percent, Port, duration_at_most
 
 
 class Metrics(PolicyModel):
@@ -43,7 +43,7 @@ class AccessLog(PolicyModel):
     format: Literal["json", "text"] = "json"
     only: Literal["all", "errors", "slow"] = "all"
     """errors: status >= 500 or a connection failure; slow: longer than `slow_over`."""
-    slow_over: Duration = Duration(1_000)
+    slow_over: duration_at_most(UINT32_MAX, "Envoy compares it as a 32-bit count of milliseconds") = Duration(1_000)
     """With `only: slow`."""
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.regex import MAX_PROGRAM_SIZE, check_regex, cookie_regex, program_size
 from compiler.policy.traffic import RateLimit
-from compiler.policy.types import Duration, Name, Percent
+from compiler.policy.types import Duration, Name, Percent, PositiveDuration, PositiveUInt32
 
 
 Regex = Annotated[str, AfterValidator(check_regex)]
@@ -150,9 +150,15 @@ class RetryStatusCodes(PolicyModel):
 class Backoff(PolicyModel):
     """Jittered exponential back-off between tries (Envoy `retry_back_off`)."""
 
-    base: Duration = Duration(25)
-    max: Duration | None = None
+    base: PositiveDuration = Duration(25)
+    max: PositiveDuration | None = None
     """Default: 10 × base."""
+
+    @model_validator(mode="after")
+    def _max_not_below_base(self) -> "Backoff":
+        if self.max is not None and self.max < self.base:
+            raise ValueError(f"max {self.max} is shorter than base {self.base} (Envoy refuses it)")
+        return self
 
 
 class Retries(PolicyModel):
@@ -184,12 +190,12 @@ class RetryBudget(PolicyModel):
 
     percent: Annotated[int, Field(strict=True, ge=1, le=100)] = 20
     """Retries may be at most this share of the requests in flight."""
-    min_concurrency: Annotated[int, Field(strict=True, ge=1)] = 3
+    min_concurrency: PositiveUInt32 = 3
     """Retries always allowed in flight, however little traffic there is."""
 
 
 class Delay(PolicyModel):
-    fixed: Duration
+    fixed: PositiveDuration
     percent: Percent = 100
 
 

@@ -15,10 +15,10 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from compiler.policy.base import Document, PolicyModel
-from compiler.policy.types import Duration, Name, Percent
+from compiler.policy.types import Duration, Name, Percent, PositiveDuration, PositiveUInt32, UInt32, duration_at_least
 
-PositiveInt = Annotated[int, Field(strict=True, ge=1)]
-NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
+PositiveInt = PositiveUInt32  # Envoy keeps these counts in uint32 fields
+NonNegativeInt = UInt32
 
 
 class ConnectionPool(PolicyModel):
@@ -58,9 +58,9 @@ class OutlierDetection(PolicyModel):
     consecutive_gateway_errors: NonNegativeInt = 0
     """502, 503, 504 and connection failures only; 0 turns this trigger off."""
     success_rate: SuccessRate | None = None
-    interval: Duration = Duration(10_000)
+    interval: PositiveDuration = Duration(10_000)
     """How often ejections are decided and expire."""
-    base_ejection_time: Duration = Duration(30_000)
+    base_ejection_time: PositiveDuration = Duration(30_000)
     max_ejection_percent: Percent = 10
     """At most this share of a version's instances is ejected at once; one failing instance can always be
     ejected, however few there are (Envoy `always_eject_one_host`): with 10% and fewer than ten pods,
@@ -97,8 +97,8 @@ class HealthCheck(PolicyModel):
     """Active HTTP health checks of each instance (Envoy `health_checks`)."""
 
     path: str = Field(pattern=r"^/")
-    interval: Duration = Duration(5_000)
-    timeout: Duration = Duration(1_000)
+    interval: PositiveDuration = Duration(5_000)
+    timeout: PositiveDuration = Duration(1_000)
     healthy_threshold: PositiveInt = 2
     unhealthy_threshold: PositiveInt = 3
 
@@ -107,7 +107,7 @@ class RateLimit(PolicyModel):
     """A token bucket: `requests` per `per`, refilled in full every `per`; 429 when empty."""
 
     requests: PositiveInt
-    per: Duration = Duration(1_000)
+    per: duration_at_least(50, "Envoy's local rate limit refills at most every 50ms") = Duration(1_000)
 
 
 class GlobalRateLimit(PolicyModel):

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import Field, GetCoreSchemaHandler
+from pydantic import AfterValidator, Field, GetCoreSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -53,6 +53,9 @@ def _text_value_schema(cls, what: str, type_message: str):
 
 
 _DURATION_RE = re.compile(r"^(\d+)(ms|s|m|h)$")
+MAX_DURATION_MS = 9_223_372_035_999
+"""Envoy refuses a duration of 9,223,372,036 s or more (it converts durations to int64 nanoseconds),
+well under protobuf's own maximum of 315,576,000,000 s."""
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 
 
@@ -67,7 +70,10 @@ class Duration:
         m = _DURATION_RE.match(text.strip()) if isinstance(text, str) else None
         if not m:
             raise ValueError(f"invalid duration {text!r}: write a whole number with a unit, e.g. 250ms, 2s, 1m, 1h")
-        return cls(int(m.group(1)) * _UNIT_MS[m.group(2)])
+        ms = int(m.group(1)) * _UNIT_MS[m.group(2)]
+        if ms > MAX_DURATION_MS:
+            raise ValueError(f"{text.strip()} is longer than Envoy accepts (at most {MAX_DURATION_MS // 1000}s, 292 years)")
+        return cls(ms)
 
     def proto(self) -> str:
         """Protobuf JSON form, as Envoy reads it: '0.250s', '5s'."""
@@ -83,6 +89,45 @@ class Duration:
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler):
         return _text_value_schema(cls, "duration", "expected a duration string such as 250ms, 2s or 1m")
+
+
+def _positive(value: Duration) -> Duration:
+    if value.ms <= 0:
+        raise ValueError("must be longer than 0 (Envoy refuses 0 here)")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+"""A duration Envoy requires to be greater than 0 (its proto says `gt: {}`)."""
+
+
+def duration_at_least(floor_ms: int, why: str):
+    """A Duration of at least `floor_ms` milliseconds (`why`: the Envoy rule)."""
+
+    def check(value: Duration) -> Duration:
+        if value.ms < floor_ms:
+            raise ValueError(f"must be at least {Duration(floor_ms)}: {why}")
+        return value
+
+    return Annotated[Duration, AfterValidator(check)]
+
+
+def duration_at_most(limit_ms: int, why: str):
+    """A Duration of at most `limit_ms` milliseconds (`why`: the Envoy rule)."""
+
+    def check(value: Duration) -> Duration:
+        if value.ms > limit_ms:
+            raise ValueError(f"must be at most {Duration(limit_ms)}: {why}")
+        return value
+
+    return Annotated[Duration, AfterValidator(check)]
+
+
+UINT32_MAX = 2**32 - 1
+UInt32 = Annotated[int, Field(strict=True, ge=0, le=UINT32_MAX)]
+"""A count Envoy keeps in a uint32 field: 0 to 4,294,967,295."""
+PositiveUInt32 = Annotated[int, Field(strict=True, ge=1, le=UINT32_MAX)]
+"""A count Envoy keeps in a uint32 field, at least 1."""
 
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?$")
