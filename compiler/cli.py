@@ -188,6 +188,20 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def _number(kind: type, low: float, high: float):
+    """An argparse type: a number of `kind` from `low` to `high` (else bad usage, exit 2, before anything is done)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshc", description="Compile service-mesh policies into Envoy sidecar configs.")
     p.add_argument("--traceback", action="store_true", help="on an internal error (a meshc bug), print the whole traceback")
@@ -208,7 +222,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--certs-root", help="sidecar S reads its certificates from CERTS_ROOT/S (default: the Mesh's mtls.certs_dir)")
     b.add_argument("--relocate", action="store_true",
                    help="accept --config-root/--certs-root values that differ from those the output was built with")
-    b.add_argument("--settle", type=float, default=SETTLE, metavar="SECONDS",
+    b.add_argument("--settle", type=_number(float, 0, 3600), default=SETTLE, metavar="SECONDS",
                    help=f"pause between write steps into a running mesh's output (default: {SETTLE})")
     b.add_argument("--dump-ir", metavar="FILE", help="also write the mesh IR as JSON to FILE (with --cases: FILE/<case>/ir.json)")
     b.set_defaults(func=cmd_build)
@@ -220,14 +234,14 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser("certs", help="create a development CA and per-service certificates with SPIFFE IDs")
     k.add_argument("policy_dir", nargs="?", default="policies")
     k.add_argument("-o", "--output", required=True, help="certificates root: CA here, CERTS/<service>/{cert,key,ca}.pem")
-    k.add_argument("--days", type=int, default=30, help="validity of the service certificates (default: 30)")
+    k.add_argument("--days", type=_number(int, 1, 36500), default=30, help="validity of the service certificates (default: 30)")
     k.set_defaults(func=cmd_certs)
 
     v = sub.add_parser("validate", help="check emitted configs against Envoy's schema and the real envoy binary")
     v.add_argument("output", nargs="?", default="out")
     v.add_argument("--schema-only", action="store_true", help="only the offline schema check")
     v.add_argument("--envoy-only", action="store_true", help="only `envoy --mode validate`")
-    v.add_argument("-j", "--jobs", type=int, default=2, help="envoy processes at once (default: 2)")
+    v.add_argument("-j", "--jobs", type=_number(int, 1, 256), default=2, help="envoy processes at once (default: 2)")
     v.set_defaults(func=cmd_validate)
     return p
 

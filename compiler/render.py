@@ -43,7 +43,7 @@ class Renderer:
         self.env.filters["json"] = self._json
         try:
             self.bootstrap = self.env.get_template("bootstrap.yaml.j2")
-        except jinja2.TemplateError as exc:
+        except (jinja2.TemplateError, OSError, UnicodeDecodeError) as exc:  # the user's template: not UTF-8, unreadable
             raise TemplateError(f"cannot load bootstrap.yaml.j2 from {templates}: {exc}") from None
         self._typed: dict[int, tuple[dict, dict]] = {}
 
@@ -69,6 +69,8 @@ class Renderer:
             text = self.bootstrap.render(p=sc.bootstrap)
         except jinja2.TemplateError as exc:
             raise TemplateError(f"bootstrap.yaml.j2 failed for '{sc.service}': {exc}") from None
+        except (ArithmeticError, LookupError, TypeError, ValueError) as exc:  # `{{ 1/0 }}` in the user's template
+            raise TemplateError(f"bootstrap.yaml.j2 failed for '{sc.service}': {type(exc).__name__}: {exc}") from None
         _check_bootstrap(sc, text)
         return text.encode()
 

@@ -189,3 +189,31 @@ def test_values_no_file_can_hold_are_found_wherever_they_are():
     assert (path, diag.code) == (("a", 1, "k\udce9"), "E015")
     path, diag = _unwritable({"a": ("x", 10**5000)})
     assert (path, diag.code, diag.message) == (("a", 1), "E012", "a number with more than 4300 digits")
+
+
+@pytest.mark.parametrize("argv", [
+    ["certs", str(BASIC), "-o", "x", "--days", "-5"],
+    ["build", str(BASIC), "-o", "x", "--settle", "-1"],
+    ["build", str(BASIC), "-o", "x", "--settle", "nan"],
+    ["validate", "x", "-j", "0"],
+])
+def test_numbers_out_of_range_are_bad_usage(argv, capsys):
+    """Once a bug mid-write (a negative pause after the first write step) or in the certificate library."""
+    with pytest.raises(SystemExit) as exit:
+        cli.main(argv)
+    assert exit.value.code == 2 and "is not between" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{{ 1/0 }}", "error: bootstrap.yaml.j2 failed for 'productpage': ZeroDivisionError: division by zero"),
+    (b"\xff", "error: cannot load bootstrap.yaml.j2 from {t}: 'utf-8' codec can't decode byte 0xff in position 0: "
+              "invalid start byte"),
+])
+def test_a_broken_user_template_is_an_error_not_a_bug(template, message, tmp_path, capsys):
+    templates = tmp_path / "t"
+    templates.mkdir()
+    target = templates / "bootstrap.yaml.j2"
+    target.write_bytes(template) if isinstance(template, bytes) else target.write_text(template)
+    assert cli.main(["build", str(BASIC), "-o", str(tmp_path / "out"), "--templates", str(templates)]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == message.format(t=templates)
+    assert not (tmp_path / "out").exists()
