@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -56,6 +57,8 @@ def _settings_for(dest: Path, args) -> tuple[dict[str, str] | None, str | None]:
     settings = dict(given)
     for key, flag in SETTING_FLAGS.items():
         if key not in given and key in recorded:
+            if not isinstance(recorded[key], str) or not re.fullmatch(_ROOT, recorded[key]):
+                return None, f"{dest / MANIFEST} records {flag} {recorded[key]!r}, which is not an absolute path; give {flag}"
             settings[key] = recorded[key]
             print(printable(f"{dest}: {flag} {recorded[key]} (recorded in {dest / MANIFEST})"), file=sys.stderr)
         elif settings.get(key) != recorded.get(key):
@@ -202,6 +205,19 @@ def _number(kind: type, low: float, high: float):
     return parse
 
 
+_ROOT = r"/[A-Za-z0-9._/-]*"
+
+
+def _root(text: str) -> str:
+    """--config-root / --certs-root: an absolute path of the characters the Mesh's `config_dir` allows (it is
+    written into every sidecar's configuration)."""
+    if not re.fullmatch(_ROOT, text):
+        raise argparse.ArgumentTypeError(
+            f"{printable(repr(text))} is not an absolute path of letters, digits, '.', '_', '-' and '/'"
+        )
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshc", description="Compile service-mesh policies into Envoy sidecar configs.")
     p.add_argument("--traceback", action="store_true", help="on an internal error (a meshc bug), print the whole traceback")
@@ -218,8 +234,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--templates", default=str(DEFAULT_TEMPLATES), help="directory with bootstrap.yaml.j2")
     b.add_argument("--check", action="store_true", help="write nothing; exit 1 if OUT differs from the compiled policies")
     b.add_argument("--cases", action="store_true", help="POLICY_DIR holds one mesh per folder; compile each into OUT/<folder>")
-    b.add_argument("--config-root", help="sidecar S reads its files from CONFIG_ROOT/S (default: the Mesh's config_dir)")
-    b.add_argument("--certs-root", help="sidecar S reads its certificates from CERTS_ROOT/S (default: the Mesh's mtls.certs_dir)")
+    b.add_argument("--config-root", type=_root, help="sidecar S reads its files from CONFIG_ROOT/S (default: the Mesh's config_dir)")
+    b.add_argument("--certs-root", type=_root, help="sidecar S reads its certificates from CERTS_ROOT/S (default: the Mesh's mtls.certs_dir)")
     b.add_argument("--relocate", action="store_true",
                    help="accept --config-root/--certs-root values that differ from those the output was built with")
     b.add_argument("--settle", type=_number(float, 0, 3600), default=SETTLE, metavar="SECONDS",

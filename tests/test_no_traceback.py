@@ -6,6 +6,7 @@ objects that skipped validation, escape sequences in names) are folders under te
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -217,3 +218,21 @@ def test_a_broken_user_template_is_an_error_not_a_bug(template, message, tmp_pat
     assert cli.main(["build", str(BASIC), "-o", str(tmp_path / "out"), "--templates", str(templates)]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == message.format(t=templates)
     assert not (tmp_path / "out").exists()
+
+
+def test_roots_are_absolute_paths_given_or_recorded(tmp_path, capsys):
+    """--config-root lands in every sidecar's configuration: a relative path or a newline is bad usage, and a
+    manifest edited to record one is refused."""
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["build", str(BASIC), "-o", str(tmp_path / "x"), "--config-root", "srv\nx"])
+    assert exit.value.code == 2 and "'srv\\nx' is not an absolute path" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert cli.main(["build", str(BASIC), "-o", str(out), "--config-root", "/srv/x"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["settings"]["config_root"] = "\x1b[2J"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert cli.main(["build", str(BASIC), "-o", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {out}/manifest.json records --config-root '\\x1b[2J', which is not an absolute path; give --config-root\n"
+    )
