@@ -342,3 +342,61 @@ def test_backoff_max_below_base_is_refused():
     Backoff(base="100ms", max="100ms")
     with pytest.raises(ValueError, match="shorter than base"):
         Backoff(base="100ms", max="99ms")
+
+
+# --------------------------------------------------------------------------
+# headers, health-check paths, direct response bodies
+# --------------------------------------------------------------------------
+
+
+def test_percent_in_header_values_is_escaped_for_envoy():
+    """Envoy reads `%...%` in a header value as a command and refuses a lone `%`: meshc writes `%%`."""
+    from compiler.emit.route_action import set_headers
+
+    [entry] = set_headers([("x-discount", "50% off %START_TIME%")])
+    assert entry["header"] == {"key": "x-discount", "value": "50%% off %%START_TIME%%"}
+
+
+_HEADERS_AT_THE_EDGE = """\
+kind: Route
+service: api
+rules:
+  - match: {path: {exact: /big}}
+    respond: {status: 200, body: "BODY"}
+  - to: {default: 100}
+    request_headers:
+      add: {x-percent: "50%", x-tab: "a\\tb"}
+      set: {x-command: "%START_TIME% %FOO%", x-long: "LONG"}
+      remove: [x-debug]
+    response_headers: {set: {x-emoji: "100% 😀"}, remove: [server]}
+---
+kind: TrafficPolicy
+service: api
+health_check: {path: "/health check\\t%"}
+"""
+
+
+def test_header_values_bodies_and_paths_at_the_edge_pass_envoy(tmp_path):
+    body = "😀" * 1024  # 4096 bytes of UTF-8
+    docs = _HEADERS_AT_THE_EDGE.replace("BODY", body).replace("LONG", "v" * 16384)
+    files = envoy_accepts(_mesh(tmp_path, docs), tmp_path)
+    routes = files["web/routes-outbound.yaml"].decode()
+    assert '"50%%"' in routes and '"%%START_TIME%% %%FOO%%"' in routes
+
+
+@pytest.mark.parametrize(
+    "docs",
+    [
+        "kind: Route\nservice: api\nrules:\n  - to: {default: 100}\n    request_headers: {set: {host: x}}\n",
+        "kind: Route\nservice: api\nrules:\n  - to: {default: 100}\n    request_headers: {remove: [':path']}\n",
+        "kind: Route\nservice: api\nrules:\n  - to: {default: 100}\n    response_headers: {add: {':status': '200'}}\n",
+        'kind: Route\nservice: api\nrules:\n  - to: {default: 100}\n    request_headers: {set: {x-a: "a\\r\\nb"}}\n',
+        'kind: Route\nservice: api\nrules:\n  - to: {default: 100}\n    request_headers: {set: {x-a: "a\\0"}}\n',
+        'kind: Route\nservice: api\nrules:\n  - to: {default: 100}\n    request_headers: {set: {x-a: "' + "v" * 16385 + '"}}\n',
+        'kind: Route\nservice: api\nrules:\n  - respond: {status: 200, body: "' + "😀" * 1024 + 'x"}\n',
+        'kind: TrafficPolicy\nservice: api\nhealth_check: {path: "/h\\nx"}\n',
+    ],
+    ids=["set-host", "remove-path", "add-status", "crlf", "nul", "long-value", "body-4097-bytes", "hc-path-lf"],
+)
+def test_header_changes_envoy_refuses_are_e104(tmp_path, docs):
+    assert _codes(_mesh(tmp_path, docs)) == ["E104"]

@@ -15,7 +15,9 @@ _REDIRECT_CODES = {
 
 
 def set_headers(pairs, action: str = "OVERWRITE_IF_EXISTS_OR_ADD") -> list[dict]:
-    return [{"header": {"key": k, "value": v}, "append_action": action} for k, v in pairs]
+    """Headers to add with literal values. Envoy reads `%...%` in a header value as a command operator
+    (and refuses a lone `%`): every `%` is written `%%`, which Envoy sends as one `%`."""
+    return [{"header": {"key": k, "value": v.replace("%", "%%")}, "append_action": action} for k, v in pairs]
 
 
 def _percent(value: int) -> dict:

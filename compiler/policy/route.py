@@ -26,6 +26,33 @@ It must match the whole value."""
 HeaderName = Annotated[str, Field(pattern=r"^:?[a-z0-9!#$%&'*+.^_`|~-]+$")]
 """A lowercase HTTP header name (HTTP/2 and Envoy compare them in lowercase)."""
 
+MAX_HEADER_BYTES = 16384
+"""Envoy's `HeaderValue` limit on a header's name and value (bytes, UTF-8)."""
+
+
+def _changeable(name: str) -> str:
+    if name.startswith(":") or name == "host":
+        raise ValueError(f"'{name}' cannot be changed: Envoy refuses to add, set or remove host and :-prefixed headers "
+                         "(use rewrite.host for the Host)")
+    return name
+
+
+ChangeableHeaderName = Annotated[HeaderName, AfterValidator(_changeable)]
+"""A header name a route may add, set or remove: not `host` nor a pseudo-header such as `:path`."""
+
+
+def _header_value(value: str) -> str:
+    bad = next((c for c in value if c in "\0\r\n"), None)
+    if bad is not None:
+        raise ValueError(f"a header value cannot hold {bad!r} (Envoy refuses NUL, CR and LF)")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_HEADER_BYTES:
+        raise ValueError(f"a header value of more than {MAX_HEADER_BYTES} bytes (Envoy refuses it)")
+    return value
+
+
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+"""A header value as written: meshc escapes `%` for Envoy, so `50%` is sent as `50%`."""
+
 Method = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
 NON_IDEMPOTENT_METHODS = ("CONNECT", "PATCH", "POST")
 """Not safe to retry (the first try may have had an effect): retried only with `retries.non_idempotent`."""
@@ -248,9 +275,9 @@ class Rewrite(PolicyModel):
 class HeaderChanges(PolicyModel):
     """`add` appends a value, `set` replaces any value, `remove` drops the header."""
 
-    add: dict[HeaderName, str] = {}
-    set: dict[HeaderName, str] = {}
-    remove: list[HeaderName] = []
+    add: dict[ChangeableHeaderName, HeaderValue] = {}
+    set: dict[ChangeableHeaderName, HeaderValue] = {}
+    remove: list[ChangeableHeaderName] = []
 
 
 class Cors(PolicyModel):
@@ -293,11 +320,24 @@ class Redirect(PolicyModel):
         return self
 
 
+MAX_DIRECT_RESPONSE_BYTES = 4096
+"""Envoy's default `max_direct_response_body_size_bytes` of a route configuration."""
+
+
 class Respond(PolicyModel):
     """Answer directly (Envoy `direct_response`), e.g. a maintenance page or a stub."""
 
     status: Annotated[int, Field(strict=True, ge=200, le=599)]
     body: str = ""
+    """At most 4096 bytes (UTF-8): Envoy's default `max_direct_response_body_size_bytes`."""
+
+    @field_validator("body")
+    @classmethod
+    def _fits(cls, body: str) -> str:
+        size = len(body.encode("utf-8", "surrogatepass"))
+        if size > MAX_DIRECT_RESPONSE_BYTES:
+            raise ValueError(f"a body of {size} bytes; Envoy answers directly with at most {MAX_DIRECT_RESPONSE_BYTES}")
+        return body
 
 
 # --------------------------------------------------------------------------

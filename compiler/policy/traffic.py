@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.types import Duration, Name, Percent, PositiveDuration, PositiveUInt32, UInt32, duration_at_least
@@ -93,10 +93,18 @@ class LoadBalancer(PolicyModel):
     """Only with ring_hash or maglev."""
 
 
+def _request_path(path: str) -> str:
+    bad = next((c for c in path if (ord(c) < 0x20 and c != "\t") or c == "\x7f"), None)
+    if bad is not None:
+        raise ValueError(f"a health-check path cannot hold {bad!r} (Envoy refuses control characters)")
+    return path
+
+
 class HealthCheck(PolicyModel):
     """Active HTTP health checks of each instance (Envoy `health_checks`)."""
 
-    path: str = Field(pattern=r"^/")
+    path: Annotated[str, Field(pattern=r"^/"), AfterValidator(_request_path)]
+    """Sent as the request's path: no control characters but tab (Envoy refuses them)."""
     interval: PositiveDuration = Duration(5_000)
     timeout: PositiveDuration = Duration(1_000)
     healthy_threshold: PositiveInt = 2
