@@ -42,6 +42,7 @@ MAX_DIGITS = 4300
 """Longer numbers are refused: no field needs them, and Python will not convert them to text (its int limit)."""
 _TEXT_TAGS = {"tag:yaml.org,2002:timestamp"}  # kept as text: dates mean nothing to the language
 _constructor = SafeConstructor()
+_COLLECTION_TAGS = {MappingNode: "tag:yaml.org,2002:map", SequenceNode: "tag:yaml.org,2002:seq"}
 
 
 @dataclass
@@ -62,6 +63,11 @@ class RawDocument:
 class _Refused(Exception):
     def __init__(self, diag: Diagnostic):
         self.diag = diag
+
+
+def _tag(tag: str) -> str:
+    """A tag as it is written: `!!set` for the standard ones, `!Foo` for the others."""
+    return "!!" + tag[len("tag:yaml.org,2002:"):] if tag.startswith("tag:yaml.org,2002:") else tag
 
 
 def _src(file: str, node) -> Source:
@@ -112,6 +118,10 @@ class _Builder:
                 Diagnostic("E016", f"nested more than {MAX_DEPTH} levels deep (no policy field is)", _src(self.file, node))
             )
         self.values[path] = _src(self.file, node)
+        if not isinstance(node, ScalarNode) and node.tag != _COLLECTION_TAGS[type(node)]:
+            # `!Foo {...}` or `!!set {a}` would otherwise be read as a plain mapping, the tag ignored
+            what = "mapping" if isinstance(node, MappingNode) else "list"
+            raise _Refused(Diagnostic("E004", f"unsupported YAML tag {_tag(node.tag)} on a {what}", _src(self.file, node)))
         if isinstance(node, MappingNode):
             out: dict = {}
             for key_node, value_node in node.value:
@@ -142,7 +152,7 @@ class _Builder:
             return self._scalar(node)
         if node.tag in _TEXT_TAGS:
             return node.value
-        raise _Refused(Diagnostic("E004", f"unsupported YAML tag {node.tag!r}", _src(self.file, node)))
+        raise _Refused(Diagnostic("E004", f"unsupported YAML tag {_tag(node.tag)}", _src(self.file, node)))
 
 
     def _scalar(self, node):
