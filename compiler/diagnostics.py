@@ -129,6 +129,8 @@ class Diagnostics:
 
 MAX_RUN = 200
 """Longest stretch of a printed line between two quotes or spaces: longer ones are cut in the middle."""
+MAX_TEXT = 1000
+"""Longest subject, path or message (of many short words): longer ones keep their start and end."""
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _LONG_RUN = re.compile(rf"[^'\s]{{{MAX_RUN + 1},}}|'[^']{{{MAX_RUN + 1},}}'")
 
@@ -151,11 +153,14 @@ def printable(text: str, shorten: bool = True) -> str:
     can hold escape sequences, CR/LF or 100,000 characters. Every character Python does not call
     printable (control and format characters, line separators, lone surrogates) is shown escaped
     (`\\x1b`, `\\n`, `\\u202e`); a quoted or unbroken stretch longer than MAX_RUN keeps its start
-    and end around an ellipsis. Used for every diagnostic line and every error the CLI prints."""
+    and end around an ellipsis, and so does a text longer than MAX_TEXT (`shorten=False`: escape only).
+    Used for every diagnostic line and every error the CLI prints."""
     if not text.isprintable():
         text = "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
     if shorten and len(text) > MAX_RUN:
         text = _LONG_RUN.sub(_shorten, text)
+        if len(text) > MAX_TEXT:  # many short words (a value of 100,000 'a b c ...')
+            text = f"{text[: MAX_TEXT - 200]}…{text[-199:]}"
     return text
 
 

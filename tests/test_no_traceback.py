@@ -236,3 +236,8 @@ def test_roots_are_absolute_paths_given_or_recorded(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"error: {out}/manifest.json records --config-root '\\x1b[2J', which is not an absolute path; give --config-root\n"
     )
+
+
+def test_a_long_text_of_short_words_is_shortened_too():
+    text = printable("unknown version 'x' (known: " + ", ".join(f"v{i}" for i in range(20_000)) + ")")
+    assert len(text) == 1000 and text.startswith("unknown version 'x' (known: v0, v1,") and text.endswith("v19999)")
