@@ -12,7 +12,7 @@ from compiler.lower.access import security_path
 from compiler.policy import AuthorizationPolicy, JwtProvider, Mesh, Paths, PolicySet, RequestAuthentication, Service
 from compiler.policy.route import PathMatch
 
-JWKS = '{"keys": []}'
+JWKS = '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
 
 
 def p(**kw) -> PathMatch:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from compiler.check import check
 from compiler.policy import AuthorizationPolicy, JwtProvider, Mesh, PolicySet, RequestAuthentication, Service
 
-JWKS = '{"keys": []}'
+JWKS = '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
 
 
 def _w244(allow, deny):

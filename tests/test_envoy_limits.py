@@ -9,6 +9,7 @@ tests/errors/ (tests/test_errors.py).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import textwrap
 from pathlib import Path
@@ -117,8 +118,6 @@ def test_service_calling_its_rate_limit_service_has_that_cluster_once(tmp_path):
     ["plain", "héllo", "😀", "a\U0010fffdb", "tab\tnew\nline", "quote\"back\\slash", "\x7f\x85\u2028\u2029\ufeff"],
 )
 def test_serialised_strings_read_back_as_yaml_and_json(text):
-    import json
-
     encoded = Serializer().dumps({"k": [text]})
     assert "\\ud" not in encoded.lower()  # never surrogate escapes
     assert yaml.load(encoded, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) == {"k": [text]}
@@ -400,3 +399,53 @@ def test_header_values_bodies_and_paths_at_the_edge_pass_envoy(tmp_path):
 )
 def test_header_changes_envoy_refuses_are_e104(tmp_path, docs):
     assert _codes(_mesh(tmp_path, docs)) == ["E104"]
+
+
+# --------------------------------------------------------------------------
+# JWKS and tracing tags
+# --------------------------------------------------------------------------
+
+_RSA = json.loads(_EMOJI_JWKS)["keys"][0]
+_EC = {"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+       "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0", "alg": "ES256"}
+_OCT = {"kty": "oct", "k": "GawgguFyGrWKav7AX4VKUg", "alg": "HS256"}
+_OKP = {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "alg": "EdDSA"}
+
+
+def _authn(jwks: dict) -> str:
+    text = json.dumps(jwks).replace("'", "''")
+    return f"kind: RequestAuthentication\nservice: api\nproviders:\n  - name: p\n    issuer: https://i\n    jwks: '{text}'\n"
+
+
+def test_every_kind_of_jwk_passes_envoy(tmp_path):
+    rsa_ps = {**_RSA, "alg": "PS256", "kid": "ps"}
+    envoy_accepts(_mesh(tmp_path, _authn({"keys": [_RSA, rsa_ps, _EC, _OCT, _OKP]})), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "jwks",
+    [
+        {"keys": []},
+        {"keys": ["x"]},
+        {"keys": [{"n": "x"}]},
+        {"keys": [{"kty": "XYZ"}]},
+        {"keys": [{k: v for k, v in _RSA.items() if k != "n"}]},
+        {"keys": [{**_RSA, "e": "AQAB=="}]},
+        {"keys": [{k: v for k, v in _EC.items() if k != "y"}]},
+        {"keys": [{**_EC, "crv": "P-999"}]},
+        {"keys": [{**_EC, "alg": "ES384"}]},
+        {"keys": [{"kty": "oct"}]},
+        {"keys": [{"kty": "OKP", "crv": "Ed25519"}]},
+        {"keys": [_RSA, {"kty": "oct"}]},  # Envoy would drop the bad key silently
+        {"key": []},
+    ],
+)
+def test_jwks_envoy_refuses_is_e104(tmp_path, jwks):
+    assert _codes(_mesh(tmp_path, _authn(jwks))) == ["E104"]
+
+
+@pytest.mark.parametrize("tags", ["{'': v}", "{k: ''}"])
+def test_empty_tracing_tag_is_e104(tmp_path, tags):
+    zipkin = "kind: Service\nname: zipkin\nport: 9411\napp_port: 20193\nsidecar: {address: 127.0.19.4}\n"
+    mesh = f"observability: {{tracing: {{provider: zipkin, collector: zipkin, tags: {tags}}}}}"
+    assert _codes(_mesh(tmp_path, zipkin, mesh_extra=mesh)) == ["E104"]

@@ -314,7 +314,7 @@ def test_callers_health_checks_refused_by_the_callees_policies_are_warned():
     assert len(denied) == 1 and "denies it" in denied[0]
     assert warned(AuthorizationPolicy.model_validate(
         {"service": "reviews", "mode": "dry_run", "deny": [{"paths": [{"exact": "/health"}]}]})) == [], "dry run"
-    jwks = '{"keys": []}'
+    jwks = '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
     jwt_all = RequestAuthentication(service="reviews", providers=[JwtProvider(name="p", issuer="i", jwks=jwks)])
     assert len(warned(jwt_all)) == 1
     jwt_api = RequestAuthentication.model_validate(

@@ -6,9 +6,9 @@ own `observability` (fields it leaves out keep the mesh's value).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from compiler.policy.base import PolicyModel
 from compiler.policy.types import UINT32_MAX, Duration, Name, Percent, Port, duration_at_most
@@ -23,6 +23,15 @@ class Metrics(PolicyModel):
     Per-cluster stats dominate Envoy's memory in big meshes."""
 
 
+def _not_empty(text: str) -> str:
+    if not text:
+        raise ValueError("a tracing tag's name and value cannot be empty (Envoy refuses it)")
+    return text
+
+
+_TagText = Annotated[str, AfterValidator(_not_empty)]
+
+
 class Tracing(PolicyModel):
     """Spans from every sidecar, propagated with x-request-id and B3 (Zipkin) or W3C traceparent (OpenTelemetry)."""
 
@@ -30,8 +39,8 @@ class Tracing(PolicyModel):
     collector: Name
     """The collector, a Service of this mesh (Zipkin: HTTP on its port; OpenTelemetry: protocol grpc)."""
     sampling: Percent = 100
-    tags: dict[str, str] = {}
-    """Fixed tags added to every span."""
+    tags: dict[_TagText, _TagText] = {}
+    """Fixed tags added to every span (Envoy `custom_tags`: neither name nor value may be empty)."""
 
 
 class AccessLog(PolicyModel):

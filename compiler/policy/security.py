@@ -9,12 +9,12 @@ effect without a restart.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from compiler.policy.base import Document, PolicyModel
+from compiler.policy.jwks import check_jwks
 from compiler.policy.route import HeaderMatch, HeaderName, Method, PathMatch
 from compiler.policy.types import Name
 
@@ -104,17 +104,16 @@ class JwtProvider(PolicyModel):
     forward_token: bool = False
     """Pass the token on to the app (default: removed once verified)."""
 
+    @field_validator("jwks")
+    @classmethod
+    def _key_set(cls, jwks: str | None) -> str | None:
+        """Parsed as Envoy does: a non-empty key set, each key with its `kty` and the members its kind needs."""
+        return None if jwks is None else check_jwks(jwks)
+
     @model_validator(mode="after")
     def _keys(self) -> "JwtProvider":
         if (self.jwks is None) == (self.jwks_file is None):
             raise ValueError("give exactly one of jwks (inline) or jwks_file")
-        if self.jwks is not None:
-            try:
-                keys = json.loads(self.jwks)
-            except ValueError as exc:
-                raise ValueError(f"jwks is not JSON: {exc}") from None
-            if not isinstance(keys, dict) or not isinstance(keys.get("keys"), list):
-                raise ValueError('jwks must be a JWKS document: {"keys": [...]}')
         return self
 
 
