@@ -84,6 +84,7 @@ REQUIRED = {
     "kind_not_a_name",
     "python_not_unicode",
     "yaml_too_deep",
+    "python_changes_the_interpreter",
 }
 
 

@@ -16,10 +16,13 @@ Python policies are code: only load files you would run.
 from __future__ import annotations
 
 import ast
+import builtins
+import os
 import sys
 import traceback
 import types
 import warnings
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,26 +51,30 @@ def load_python(path: Path, rel: str) -> tuple[list[Document], list[Diagnostic]]
         return [], [Diagnostic("E010", f"cannot compile this Python file: {safe_str(exc)}", Source(rel, 1, 1))]
     module = types.ModuleType(module_name)
     module.__file__ = abs_path
-    sys.modules[module_name] = module
-    token = PYTHON_POLICY_FILE.set((abs_path, rel))
-    streams = sys.stdout, sys.stderr  # a policy that replaces them must not silence the diagnostics
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            exec(code, module.__dict__)
-    except ValidationError as exc:
-        call = _failing_call(exc, abs_path, text)
-        data: dict = {"kind": exc.title} if exc.title in MODELS else {}
+    failure: BaseException | None = None
+    caught: list[warnings.WarningMessage] = []
+    with _isolated():
+        sys.modules[module_name] = module
+        token = PYTHON_POLICY_FILE.set((abs_path, rel))
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                exec(code, module.__dict__)
+        except BaseException as exc:  # noqa: BLE001 - any way user code ends (sys.exit too) is a diagnostic
+            failure = exc
+        finally:
+            PYTHON_POLICY_FILE.reset(token)
+            sys.modules.pop(module_name, None)
+    if isinstance(failure, ValidationError):
+        call = _failing_call(failure, abs_path, text)
+        data: dict = {"kind": failure.title} if failure.title in MODELS else {}
         if call is not None and data:
             data.update(_constant_names(call))
-        line = _failing_line(exc, abs_path, rel)
-        return [], diagnostics_from_validation(exc, data, lambda loc, value=False: _argument_at(call, loc, value, rel) or line)
-    except BaseException as exc:  # noqa: BLE001 - any way user code ends (sys.exit too) is a diagnostic
-        return [], [_raised(exc, abs_path, rel)]
-    finally:
-        PYTHON_POLICY_FILE.reset(token)
-        sys.modules.pop(module_name, None)
-        sys.stdout, sys.stderr = streams
+        line = _failing_line(failure, abs_path, rel)
+        where = lambda loc, value=False: _argument_at(call, loc, value, rel) or line  # noqa: E731
+        return [], diagnostics_from_validation(failure, data, where)
+    if failure is not None:
+        return [], [_raised(failure, abs_path, rel)]
     notes = [_warning(w, abs_path, rel) for w in caught]
 
     try:
@@ -82,6 +89,35 @@ def load_python(path: Path, rel: str) -> tuple[list[Document], list[Diagnostic]]
     docs, errors = revalidate(found.values(), rel)
     docs.sort(key=lambda d: (d.source.line if d.source else 0, d.kind, d.subject))
     return docs, [*notes, *errors]
+
+
+@contextmanager
+def _isolated():
+    """Undo what a policy file changes in the interpreter that meshc itself relies on afterwards: the
+    standard streams (diagnostics must not vanish), the working directory (relative paths), the recursion
+    limit, the builtins and the modules imported before it (`sys.modules['compiler.policy'] = None`)."""
+    streams = sys.stdout, sys.stderr
+    limit = sys.getrecursionlimit()
+    try:
+        cwd = os.getcwd()
+    except OSError:  # pragma: no cover - the working directory was deleted
+        cwd = None
+    saved_builtins = dict(vars(builtins))
+    saved_modules = dict(sys.modules)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
+        sys.setrecursionlimit(limit)
+        if cwd is not None:
+            os.chdir(cwd)
+        space = vars(builtins)
+        for name in [n for n in space if n not in saved_builtins]:
+            del space[name]
+        space.update(saved_builtins)
+        for name, module in saved_modules.items():
+            if sys.modules.get(name) is not module:
+                sys.modules[name] = module
 
 
 def safe_str(exc: BaseException) -> str:
