@@ -449,3 +449,37 @@ def test_empty_tracing_tag_is_e104(tmp_path, tags):
     zipkin = "kind: Service\nname: zipkin\nport: 9411\napp_port: 20193\nsidecar: {address: 127.0.19.4}\n"
     mesh = f"observability: {{tracing: {{provider: zipkin, collector: zipkin, tags: {tags}}}}}"
     assert _codes(_mesh(tmp_path, zipkin, mesh_extra=mesh)) == ["E104"]
+
+
+# --------------------------------------------------------------------------
+# other text Envoy checks: rewritten paths, redirects, claims, stats prefixes
+# --------------------------------------------------------------------------
+
+_ROUTE = "kind: Route\nservice: api\nrules:\n  - {rule}\n  - to: {{default: 100}}\n"
+
+
+@pytest.mark.parametrize(
+    "docs, mesh_extra",
+    [
+        (_ROUTE.format(rule='match: {path: {prefix: /a}}\n    to: {default: 100}\n    rewrite: {prefix: "/b\\n"}'), ""),
+        (_ROUTE.format(rule='redirect: {path: "/a\\r"}\n    match: {path: {prefix: /x}}'), ""),
+        (_ROUTE.format(rule='match: {path: {prefix: /x}}\n    redirect: {prefix: "/a\\0"}'), ""),
+        (_ROUTE.format(rule="match: {path: {regex: '/a/(.*)'}}\n    to: {default: 100}\n"
+                            "    rewrite: {regex: {pattern: '/a/(.*)', substitution: \"/b\\n\"}}"), ""),
+        ("kind: RequestAuthentication\nservice: api\nproviders:\n  - name: p\n    issuer: https://i\n"
+         f"    jwks: '{_EMOJI_JWKS}'\n    forward_claims: {{'': x-user}}\n", ""),
+        ("", "observability: {metrics: {port: 15090, keep_prefixes: ['']}}"),
+    ],
+    ids=["rewrite-prefix-lf", "redirect-path-cr", "redirect-prefix-nul", "substitution-lf", "empty-claim", "empty-stats-prefix"],
+)
+def test_other_text_envoy_refuses_is_e104(tmp_path, docs, mesh_extra):
+    assert _codes(_mesh(tmp_path, docs, mesh_extra=mesh_extra)) == ["E104"]
+
+
+def test_other_text_at_the_edge_passes_envoy(tmp_path):
+    docs = _ROUTE.format(rule="match: {path: {prefix: /r}}\n    redirect: {prefix: \"/p\\t😀\"}\n"
+                              "  - match: {path: {regex: '/a/(.*)'}}\n    to: {default: 100}\n"
+                              "    rewrite: {regex: {pattern: '/a/(.*)', substitution: \"/b/\\t\\\\1 😀\"}}")
+    docs += ("---\nkind: RequestAuthentication\nservice: api\nproviders:\n  - name: p\n    issuer: https://i\n"
+             f"    jwks: '{_EMOJI_JWKS}'\n    forward_claims: {{s: x-user}}\n")
+    envoy_accepts(_mesh(tmp_path, docs, mesh_extra="observability: {metrics: {port: 15090, keep_prefixes: [c]}}"), tmp_path)

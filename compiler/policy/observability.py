@@ -11,14 +11,14 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from compiler.policy.base import PolicyModel
-from compiler.policy.types import UINT32_MAX, Duration, Name, Percent, Port, duration_at_most
+from compiler.policy.types import UINT32_MAX, Duration, Name, NonEmpty, Percent, Port, duration_at_most
 
 
 class Metrics(PolicyModel):
     """A Prometheus endpoint on its own listener (`:<port>/stats/prometheus`), apart from the admin interface."""
 
     port: Port = 15090
-    keep_prefixes: list[str] = []
+    keep_prefixes: list[NonEmpty] = []
     """Only stats whose names start with one of these (Envoy `stats_matcher`); empty keeps all.
     Per-cluster stats dominate Envoy's memory in big meshes."""
 

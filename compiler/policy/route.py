@@ -16,7 +16,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.regex import MAX_PROGRAM_SIZE, check_regex, cookie_regex, program_size
 from compiler.policy.traffic import RateLimit
-from compiler.policy.types import Duration, Name, Percent, PositiveDuration, PositiveUInt32
+from compiler.policy.types import Duration, Name, OneLine, Percent, PositiveDuration, PositiveUInt32
 
 
 Regex = Annotated[str, AfterValidator(check_regex)]
@@ -253,13 +253,13 @@ class Fault(PolicyModel):
 
 class RegexRewrite(PolicyModel):
     pattern: Regex
-    substitution: str
+    substitution: OneLine
 
 
 class Rewrite(PolicyModel):
     """Change the request before forwarding: the path (`prefix` replaces the matched prefix, or `regex`) and/or the Host."""
 
-    prefix: str | None = Field(default=None, pattern=r"^/")
+    prefix: Annotated[OneLine, Field(pattern=r"^/")] | None = None
     regex: RegexRewrite | None = None
     host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
 
@@ -306,8 +306,8 @@ class Redirect(PolicyModel):
     scheme: Literal["http", "https"] | None = None
     host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+$")
     port: Annotated[int, Field(strict=True, ge=1, le=65535)] | None = None
-    path: str | None = Field(default=None, pattern=r"^/")
-    prefix: str | None = Field(default=None, pattern=r"^/")
+    path: Annotated[OneLine, Field(pattern=r"^/")] | None = None
+    prefix: Annotated[OneLine, Field(pattern=r"^/")] | None = None
     """Replaces the matched prefix (the rule must match a path prefix)."""
     code: Literal[301, 302, 303, 307, 308] = 301
 

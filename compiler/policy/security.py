@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.jwks import check_jwks
 from compiler.policy.route import HeaderMatch, HeaderName, Method, PathMatch
-from compiler.policy.types import Name
+from compiler.policy.types import Name, NonEmpty
 
 MtlsMode = Literal["strict", "permissive", "disable"]
 
@@ -99,7 +99,7 @@ class JwtProvider(PolicyModel):
     from_headers: list[TokenHeader] = [TokenHeader()]
     from_params: list[str] = []
     """Query parameters that may carry the token."""
-    forward_claims: dict[str, HeaderName] = {}
+    forward_claims: dict[NonEmpty, HeaderName] = {}
     """Claim -> request header the app receives it in."""
     forward_token: bool = False
     """Pass the token on to the app (default: removed once verified)."""

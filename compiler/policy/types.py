@@ -123,6 +123,27 @@ def duration_at_most(limit_ms: int, why: str):
     return Annotated[Duration, AfterValidator(check)]
 
 
+def _one_line(text: str) -> str:
+    bad = next((c for c in text if c in "\0\r\n"), None)
+    if bad is not None:
+        raise ValueError(f"cannot hold {bad!r} (Envoy refuses NUL, CR and LF here)")
+    return text
+
+
+OneLine = Annotated[str, AfterValidator(_one_line)]
+"""Text Envoy puts into a request line or header (a rewritten path, a redirect): no NUL, CR or LF."""
+
+
+def _not_empty(text: str) -> str:
+    if not text:
+        raise ValueError("cannot be empty (Envoy refuses it)")
+    return text
+
+
+NonEmpty = Annotated[str, AfterValidator(_not_empty)]
+"""Text Envoy requires at least one character of."""
+
+
 UINT32_MAX = 2**32 - 1
 UInt32 = Annotated[int, Field(strict=True, ge=0, le=UINT32_MAX)]
 """A count Envoy keeps in a uint32 field: 0 to 4,294,967,295."""
