@@ -79,6 +79,8 @@ def run_generated(count: int, tally: Tally, workdir: Path, include_open: bool = 
     @given(meshes(include_open=include_open))
     def one(drawn: Drawn) -> None:
         tried[0] += 1
+        if tried[0] % 100 == 0:
+            progress(f"  meshes: {tried[0]}/{count} ({time.monotonic() - started:.0f} s), {tally.failures} failure(s) so far")
         folder = Path(tempfile.mkdtemp(prefix="mesh-", dir=workdir))
         outcome, out = build_drawn(drawn, folder)
         example = f"{folder.name} edges={sorted(drawn.edges)}"
@@ -91,9 +93,6 @@ def run_generated(count: int, tally: Tally, workdir: Path, include_open: bool = 
         envoy.submit(out, example, known(drawn), lambda: None)
         if len(envoy.pending) >= 4 * jobs:
             envoy.drain(tally)
-        if tried[0] % 100 == 0:
-            progress(f"  meshes: {tried[0]}/{count} built ({time.monotonic() - started:.0f} s), "
-                     f"{tally.failures} failure(s) so far")
 
     one()
     envoy.drain(tally)

@@ -103,6 +103,8 @@ class Tally:
     """Outcomes per class, with one example input (and its edges) per class."""
 
     counts: Counter = field(default_factory=Counter)
+    sidecars: int = 0
+    """Sidecars judged by the schema check and the real Envoy."""
     examples: dict[str, str] = field(default_factory=dict)
     known_open: Counter = field(default_factory=Counter)
 
@@ -118,7 +120,7 @@ class Tally:
         return sum(n for k, n in self.counts.items() if failing(k))
 
     def lines(self, title: str, tried: int) -> list[str]:
-        out = [f"{title}: {tried} input(s) tried"]
+        out = [f"{title}: {tried} input(s) tried" + (f", {self.sidecars} sidecar(s) validated by Envoy" if self.sidecars else "")]
         groups: dict[str, int] = defaultdict(int)
         for k, n in self.counts.items():
             groups[k.split(":")[0].split(" E")[0] if not k.startswith("error") else "positioned error"] += n
@@ -142,7 +144,7 @@ class EnvoyPool:
     def submit(self, out: Path, example: str, known: str | None, cleanup) -> None:
         def run():
             try:
-                return validate_output(out)
+                return validate_output(out), len(list(out.rglob("bootstrap.yaml")))
             finally:
                 cleanup()
 
@@ -150,6 +152,7 @@ class EnvoyPool:
 
     def drain(self, tally: Tally) -> None:
         for fut, example, known in self.pending:
-            problems = fut.result()
+            problems, sidecars = fut.result()
+            tally.sidecars += sidecars
             tally.add(problems[0] if problems else "ok", example, known)
         self.pending.clear()
