@@ -59,16 +59,20 @@ def durations(lo_ms: int = 1, hi_ms: int = 60_000) -> st.SearchStrategy[str]:
     return st.integers(lo_ms, hi_ms).map(duration_text)
 
 
+ENVOY_DURATION_MAX_S = 9_223_372_035  # Envoy keeps durations as int64 nanoseconds
+
 EDGE_DURATIONS = st.sampled_from(
-    ["0ms", "0s", "1ms", "49ms", "50ms", "999ms", "1s", f"{UINT32_MAX}ms", f"{UINT32_MAX + 1}s",
+    ["0ms", "0s", "1ms", "49ms", "50ms", "51ms", "999ms", "1s", f"{UINT32_MAX}ms", f"{UINT32_MAX + 1}ms",
+     f"{UINT32_MAX + 1}s", f"{ENVOY_DURATION_MAX_S}s", f"{ENVOY_DURATION_MAX_S + 1}s", "2562047h",
      f"{PROTO_DURATION_MAX_S}s", f"{PROTO_DURATION_MAX_S + 1}s", "99999999999999h"]
 )
-"""Zero, sub-50 ms, uint32 boundaries, protobuf Duration's maximum and beyond."""
+"""Zero, 1 ms, around 50 ms, uint32 milliseconds, Envoy's and protobuf's largest durations and beyond."""
 
-EDGE_COUNTS = st.sampled_from([1, 2, UINT32_MAX - 1, UINT32_MAX, UINT32_MAX + 1, 2**63 - 1, 2**64, 10**30])
+EDGE_COUNTS = st.sampled_from([1, 2, 2**31 - 1, 2**31, UINT32_MAX - 1, UINT32_MAX, UINT32_MAX, UINT32_MAX + 1, 2**63 - 1,
+                               2**64, 10**30])
 """Positive integers at and around uint32/int64 boundaries (pool limits, token counts)."""
 
-EDGE_NON_NEGATIVE = st.sampled_from([0, 1, UINT32_MAX, UINT32_MAX + 1, 2**64])
+EDGE_NON_NEGATIVE = st.sampled_from([0, 1, 2**31, UINT32_MAX, UINT32_MAX, UINT32_MAX + 1, 2**64])
 
 
 # -- strings ---------------------------------------------------------------------------------------------

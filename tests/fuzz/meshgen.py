@@ -219,13 +219,13 @@ def authz_rule(g: Gen, callers: list[str], protocol: str, claims: bool) -> dict:
     if protocol == "tcp":
         return r
     if g.bool():
-        r["paths"] = [{"prefix": path(g)} if g.bool() else {"exact": path(g)}]
+        r["paths"] = [{"prefix": path(g, "authz.path")} if g.bool() else {"exact": path(g, "authz.path")}]
     if g.bool():
         r["methods"] = g.draw(st.lists(st.sampled_from(METHODS), min_size=1, max_size=2, unique=True))
     if g.draw(st.integers(0, 2)) == 0:
         r["headers"] = [header_match(g)]
     if claims and g.bool():
-        r["claims"] = {g.draw(st.sampled_from(["sub", "iss", "groups"])): text(g, "claims.value")}
+        r["claims"] = {text(g, "claims.name", st.sampled_from(["sub", "iss", "groups"])): text(g, "claims.value")}
     return r
 
 
@@ -249,19 +249,19 @@ def request_authentication(g: Gen, name: str) -> dict:
             p["jwks"] = g.edge("jwt.jwks", st.builds(jwks), st.sampled_from(['{"keys": []}', '{"keys": [{}]}',
                                                                              '{"keys": [{"kty": "RSA", "n": "x"}]}']))
         if g.bool():
-            p["audiences"] = [text(g, "jwt.audience", st.just("shop")) or "a"]
+            p["audiences"] = [text(g, "jwt.audience", st.just("shop"))]
         if g.draw(st.integers(0, 2)) == 0:
-            p["from_headers"] = [{"name": g.draw(TOKEN), "prefix": g.draw(st.sampled_from(["", "Bearer ", "Token "]))}]
+            p["from_headers"] = [{"name": g.draw(TOKEN), "prefix": text(g, "jwt.token-prefix", st.sampled_from(["", "Bearer ", "Token "]))}]
         if g.draw(st.integers(0, 2)) == 0:
-            p["from_params"] = [g.draw(TOKEN)]
+            p["from_params"] = [text(g, "jwt.from-param", TOKEN)]
         if g.draw(st.integers(0, 2)) == 0:
-            p["forward_claims"] = {"sub": "x-" + g.draw(TOKEN)}
+            p["forward_claims"] = {text(g, "jwt.claim-name", st.just("sub")): "x-" + g.draw(TOKEN)}
         if g.bool():
             p["forward_token"] = g.bool()
         providers.append(p)
     ra: dict = {"kind": "RequestAuthentication", "service": name, "providers": providers}
     if g.bool():
-        ra["rules"] = [{"paths": [path(g)], "providers": [providers[0]["name"]], "allow_missing": g.bool()}]
+        ra["rules"] = [{"paths": [path(g, "jwt.rule-path")], "providers": [providers[0]["name"]], "allow_missing": g.bool()}]
     return ra
 
 

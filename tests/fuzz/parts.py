@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from fuzz.edges import (
-    EDGE_COUNTS, EDGE_DURATIONS, EDGE_NON_NEGATIVE, EMOJI, TOKEN, UINT32_MAX, Gen, durations, regex, text,
+    ODD_TEXT, UNICODE_TEXT, EDGE_COUNTS, EDGE_DURATIONS, EDGE_NON_NEGATIVE, EMOJI, TOKEN, UINT32_MAX, Gen, durations, regex, text,
 )
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
@@ -32,8 +32,13 @@ def count(g: Gen, tag: str, lo: int = 1, hi: int = 5000) -> int:
     return g.edge(f"uint32.{tag}", st.integers(lo, hi), EDGE_COUNTS)
 
 
-def path(g: Gen) -> str:
-    return "/" + "/".join(g.draw(st.lists(PATH_SEGMENTS, min_size=g.draw(st.sampled_from([0, 1, 1, 1])), max_size=3)))
+def path(g: Gen, tag: str | None = None) -> str:
+    """A path; with a tag, sometimes one with odd characters (the models only ask for a leading '/')."""
+    plain = "/" + "/".join(g.draw(st.lists(PATH_SEGMENTS, min_size=g.draw(st.sampled_from([0, 1, 1, 1])), max_size=3)))
+    if tag is None:
+        return plain
+    return g.edge(tag, st.just(plain), st.sampled_from(["/a\r\nb", "/\x00", "/a b", "/%", "/%zz", f"/{EMOJI}", "/a?b=c",
+                                                         "/a#b", "/" + "p" * 5000, "/\\", "//"]))
 
 
 def header_name(g: Gen) -> str:
@@ -55,7 +60,7 @@ def match(g: Gen) -> dict:
         out["path"] = {"regex": g.edge("path.regex.emoji", st.just("/api/.*"), st.just(f"/{EMOJI}.*"))
                        if g.bool() else regex(g, "path-match.regex")}
     elif kind:
-        out["path"] = {kind: path(g) + g.edge("path.unicode", st.just(""), st.sampled_from([EMOJI, "%25", "caf\u00e9"]))}
+        out["path"] = {kind: path(g, f"path-match.{kind}") + g.edge("path.unicode", st.just(""), st.sampled_from([EMOJI, "%25", "caf\u00e9"]))}
     if g.bool():
         out["methods"] = g.draw(st.lists(st.sampled_from(METHODS), max_size=3, unique=True))
     if g.draw(st.integers(0, 2)) == 0:
@@ -69,7 +74,7 @@ def match(g: Gen) -> dict:
             cookie["regex"] = regex(g, "cookie.regex")
         out["cookies"] = [cookie]
     if g.draw(st.integers(0, 3)) == 0:
-        q = {"name": g.draw(TOKEN)}
+        q = {"name": g.edge("query.name", TOKEN, st.one_of(ODD_TEXT.filter(bool), UNICODE_TEXT.filter(bool)))}
         qkind = g.draw(st.sampled_from(["exact", "prefix", "regex", "present"]))
         q[qkind] = True if qkind == "present" else regex(g, "query.regex") if qkind == "regex" else text(g, "query.text")
         out["query"] = [q]
@@ -131,10 +136,11 @@ def rewrite(g: Gen, path_kind: str | None) -> dict:
     out: dict = {}
     choice = g.draw(st.sampled_from(["prefix", "regex", "none"]))
     if choice == "prefix" and path_kind in (None, "prefix", "exact"):
-        out["prefix"] = path(g)
+        out["prefix"] = path(g, "rewrite.prefix")
     elif choice == "regex":
         out["regex"] = {"pattern": regex(g, "rewrite.regex"),
-                        "substitution": g.edge("rewrite.substitution", st.just("/x/\\1"), st.sampled_from(["", EMOJI, "%"]))}
+                        "substitution": g.edge("rewrite.substitution", st.just("/x/\\1"),
+                                               st.sampled_from(["", EMOJI, "%", "\\9", "\\", "\\x", "a\r\nb"]))}
     if g.bool() or not out:
         out["host"] = g.edge("rewrite.host", st.just("example.internal"), st.sampled_from(["[::1]:80", "a" * 300, "-", "a:b:c"]))
     return out
@@ -182,7 +188,7 @@ def redirect(g: Gen, path_kind: str | None) -> dict:
         out["port"] = g.draw(st.sampled_from([1, 80, 443, 65535]))
     which = g.draw(st.sampled_from(["path", "prefix", None]))
     if which == "path" or (which == "prefix" and path_kind == "prefix"):
-        out[which] = path(g)
+        out[which] = path(g, f"redirect.{which}")
     if not out:
         out["path"] = "/moved"
     if g.bool():
