@@ -469,8 +469,12 @@ _ROUTE = "kind: Route\nservice: api\nrules:\n  - {rule}\n  - to: {{default: 100}
         ("kind: RequestAuthentication\nservice: api\nproviders:\n  - name: p\n    issuer: https://i\n"
          f"    jwks: '{_EMOJI_JWKS}'\n    forward_claims: {{'': x-user}}\n", ""),
         ("", "observability: {metrics: {port: 15090, keep_prefixes: ['']}}"),
+        (_ROUTE.format(rule="match: {headers: [{name: x-a, prefix: ''}]}\n    to: {default: 100}"), ""),
+        (_ROUTE.format(rule="match: {query: [{name: q, prefix: ''}]}\n    to: {default: 100}"), ""),
+        ("kind: AuthorizationPolicy\nservice: api\nallow:\n  - headers: [{name: x-a, prefix: ''}]\n", ""),
     ],
-    ids=["rewrite-prefix-lf", "redirect-path-cr", "redirect-prefix-nul", "substitution-lf", "empty-claim", "empty-stats-prefix"],
+    ids=["rewrite-prefix-lf", "redirect-path-cr", "redirect-prefix-nul", "substitution-lf", "empty-claim", "empty-stats-prefix",
+         "empty-header-prefix", "empty-query-prefix", "empty-authz-header-prefix"],
 )
 def test_other_text_envoy_refuses_is_e104(tmp_path, docs, mesh_extra):
     assert _codes(_mesh(tmp_path, docs, mesh_extra=mesh_extra)) == ["E104"]
@@ -482,4 +486,5 @@ def test_other_text_at_the_edge_passes_envoy(tmp_path):
                               "    rewrite: {regex: {pattern: '/a/(.*)', substitution: \"/b/\\t\\\\1 😀\"}}")
     docs += ("---\nkind: RequestAuthentication\nservice: api\nproviders:\n  - name: p\n    issuer: https://i\n"
              f"    jwks: '{_EMOJI_JWKS}'\n    forward_claims: {{s: x-user}}\n")
+    docs += "---\nkind: AuthorizationPolicy\nservice: api\nallow:\n  - headers: [{name: x-a, exact: ''}, {name: x-b, prefix: b}]\n"
     envoy_accepts(_mesh(tmp_path, docs, mesh_extra="observability: {metrics: {port: 15090, keep_prefixes: [c]}}"), tmp_path)

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.regex import MAX_PROGRAM_SIZE, check_regex, cookie_regex, program_size
 from compiler.policy.traffic import RateLimit
-from compiler.policy.types import Duration, Name, OneLine, Percent, PositiveDuration, PositiveUInt32
+from compiler.policy.types import Duration, Name, NonEmpty, OneLine, Percent, PositiveDuration, PositiveUInt32
 
 
 Regex = Annotated[str, AfterValidator(check_regex)]
@@ -91,7 +91,8 @@ class HeaderMatch(_OneOf):
     _choices = ("exact", "prefix", "regex", "present")
     name: HeaderName
     exact: str | None = None
-    prefix: str | None = None
+    prefix: NonEmpty | None = None
+    """Not empty (Envoy's StringMatcher refuses an empty prefix; `present: true` says "any value")."""
     regex: Regex | None = None
     present: bool | None = None
 
@@ -102,7 +103,8 @@ class QueryMatch(_OneOf):
     _choices = ("exact", "prefix", "regex", "present")
     name: str = Field(min_length=1)
     exact: str | None = None
-    prefix: str | None = None
+    prefix: NonEmpty | None = None
+    """Not empty (Envoy's StringMatcher refuses an empty prefix; `present: true` says "any value")."""
     regex: Regex | None = None
     present: Literal[True] | None = None
 
