@@ -227,3 +227,10 @@ def test_meshc_validate_fails_on_bogus_field(out, capsys):
     assert re.search(r"no\s+such\s+field:\s+'bogus_field'", err)  # Envoy pads its message unpredictably
     assert "productpage: rejected" not in err and "ratings: rejected" not in err
     assert err.splitlines()[-1] == "2 problem(s) in 3 sidecar(s)"
+
+
+def test_a_duration_past_pythons_range_is_a_schema_error_not_a_crash():
+    """Fuzz finding F3: `meshc validate` on output whose duration overflows Python's timedelta ended in exit 3."""
+    cluster = {"name": "c", "connect_timeout": "359999999996400000s"}
+    errors = check_message("envoy.config.cluster.v3.Cluster", cluster, "s/clusters.yaml")
+    assert len(errors) == 1 and "Cluster" in errors[0].message, errors

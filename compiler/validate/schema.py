@@ -88,7 +88,8 @@ def parse(type_name: str, data: dict):
 def check_message(type_name: str, data: dict, where: str) -> list[SchemaError]:
     try:
         parse(type_name, data)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        # OverflowError: a duration past what Python's timedelta holds (a hand-edited "359999999996400000s")
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         return [SchemaError(where, f"{type_name}: {message}")]
     return []
