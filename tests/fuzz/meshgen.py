@@ -77,7 +77,8 @@ def mesh_doc(g: Gen, in_pods: bool, names: list[str], grpc: list[str], http: lis
     if g.bool():
         m["config_dir"] = g.draw(st.sampled_from(["/etc/meshc", "/", "/a/b.c/d-e_f", "/" + "d" * 200]))
     if g.bool():
-        m["trust_domain"] = g.draw(st.sampled_from(["cluster.local", "example.org", "a"]))
+        m["trust_domain"] = g.edge("name.trust-domain", st.sampled_from(["cluster.local", "example.org", "a"]),
+                                   st.just(".".join(["d" * 63] * 3) + "." + "d" * 61))  # 253 characters
     if g.bool():
         m["mtls"] = {"mode": g.draw(st.sampled_from(["strict", "permissive", "disable"]))}
         if g.bool():
@@ -151,7 +152,7 @@ def service_doc(g: Gen, i: int, name: str, protocol: str, calls: list[str], in_p
                 [f"127.0.0.1:{30000 + 8 * i + j}", f"[::1]:{31000 + 8 * i + j}", f"b{i}-{j}.example:8080",
                  f"127.78.{k}.{8 * i + j + 1}:30003"]),
                 min_size=1, max_size=2, unique=True))
-        versions[f"v{j + 1}"] = spec
+        versions[g.edge("name.version", st.just(f"v{j + 1}"), st.just(f"v{j + 1}-" + "v" * 60))] = spec
     if versions:
         s["versions"] = versions
         if g.draw(st.integers(0, 3)) == 0:
@@ -161,9 +162,9 @@ def service_doc(g: Gen, i: int, name: str, protocol: str, calls: list[str], in_p
     if calls:
         s["calls"] = calls
     if g.draw(st.integers(0, 4)) == 0:
-        s["namespace"] = g.draw(st.sampled_from(["default", "shop", "n" * 20]))
+        s["namespace"] = g.draw(st.sampled_from(["default", "shop", "n" * 20, "n" * 63]))
     if g.draw(st.integers(0, 4)) == 0:
-        s["service_account"] = g.draw(st.sampled_from(["sa", f"{name}-sa"]))
+        s["service_account"] = g.draw(st.sampled_from(["sa", f"{name}-sa", "a" * 63]))
     if g.draw(st.integers(0, 6)) == 0:  # a strict one called by a disabled one: E240
         s["mtls"] = g.draw(st.sampled_from(["strict", "permissive", "disable"]))
     if not in_pods:
@@ -272,7 +273,7 @@ def meshes(draw, include_open: bool = True, only: str | None = None) -> Drawn:
     in_pods = draw(st.integers(0, 3)) == 0
     n = draw(st.integers(1, 4))
     protocols = [draw(st.sampled_from(["http", "http", "grpc", "tcp"])) for _ in range(n)]
-    names = [f"s{i}" for i in range(n)]
+    names = [g.edge("name.service", st.just(f"s{i}"), st.just(f"s{i}-" + "x" * 60)) for i in range(n)]  # 63: a DNS label
     grpc = [s for s, p in zip(names, protocols) if p == "grpc"]
     http = [s for s, p in zip(names, protocols) if p == "http"]
     services, versions = [], {}
