@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     warnings.simplefilter("ignore", DeprecationWarning)
     work = Path(args.workdir)
-    shutil.rmtree(work, ignore_errors=True)
+    for part in ("mutations", "meshes"):  # only what an earlier run left there
+        shutil.rmtree(work / part, ignore_errors=True)
     started = time.monotonic()
 
     mutations, keep = Tally(), {}
