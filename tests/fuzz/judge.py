@@ -104,6 +104,8 @@ class Tally:
 
     counts: Counter = field(default_factory=Counter)
     sidecars: int = 0
+    built: int = 0
+    """Inputs that built and went to Envoy."""
     """Sidecars judged by the schema check and the real Envoy."""
     examples: dict[str, str] = field(default_factory=dict)
     known_open: Counter = field(default_factory=Counter)
@@ -120,7 +122,7 @@ class Tally:
         return sum(n for k, n in self.counts.items() if failing(k))
 
     def lines(self, title: str, tried: int) -> list[str]:
-        out = [f"{title}: {tried} input(s) tried" + (f", {self.sidecars} sidecar(s) validated by Envoy" if self.sidecars else "")]
+        out = [f"{title}: {tried} input(s) tried" + (f", {self.built} built, {self.sidecars} sidecar(s) of those validated by Envoy" if self.built else "")]
         groups: dict[str, int] = defaultdict(int)
         for k, n in self.counts.items():
             groups[k.split(":")[0].split(" E")[0] if not k.startswith("error") else "positioned error"] += n
@@ -154,5 +156,6 @@ class EnvoyPool:
         for fut, example, known in self.pending:
             problems, sidecars = fut.result()
             tally.sidecars += sidecars
+            tally.built += 1
             tally.add(problems[0] if problems else "ok", example, known)
         self.pending.clear()

@@ -29,7 +29,9 @@ from fuzz.mutated import run_mutations  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mutations", type=int, default=10_000)
-    p.add_argument("--meshes", type=int, default=1_000)
+    p.add_argument("--meshes", type=int, default=1_000, help="meshes to draw at least")
+    p.add_argument("--built", type=int, default=1_000,
+                   help="and go on (up to 4 x) until this many built and were validated by Envoy (0: no minimum)")
     p.add_argument("--seed", type=int, default=1, help="the mutator's seed (input i of seed s is always the same)")
     p.add_argument("--jobs", type=int, default=2, help="Envoy processes at once")
     p.add_argument("--workdir", default="/tmp/meshc-fuzz", help="scratch folder; failing inputs are kept here")
@@ -48,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     t_m = time.monotonic() - started
 
     meshes = Tally()
-    print(f"mesh generator: {args.meshes} meshes, Envoy validation on {args.jobs} processes", flush=True)
+    print(f"mesh generator: at least {args.meshes} meshes and {args.built} built, Envoy validation on {args.jobs} "
+          "processes", flush=True)
     tried_g = run_generated(args.meshes, meshes, work / "meshes", include_open=not args.exclude_known_open,
-                            jobs=args.jobs, progress=lambda s: print(s, flush=True))
+                            jobs=args.jobs, progress=lambda s: print(s, flush=True), built=args.built)
     t_g = time.monotonic() - started - t_m
 
     print()
