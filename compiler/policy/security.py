@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.jwks import check_jwks
 from compiler.policy.route import HeaderMatch, HeaderName, Method, PathMatch
-from compiler.policy.types import Name, NonEmpty
+from compiler.policy.types import Name, NonEmpty, OneLine
 
 MtlsMode = Literal["strict", "permissive", "disable"]
 
@@ -46,7 +46,7 @@ class AuthzRule(PolicyModel):
     `/` (`/admin/`) is everything under it. `exact` is one path; `regex` must match the whole path."""
     methods: list[Method] = []
     headers: list[HeaderMatch] = []
-    claims: dict[str, str] = {}
+    claims: dict[NonEmpty, str] = {}
     """Verified JWT claims (string values) that must hold; needs a RequestAuthentication on the service."""
 
     model_config = {"populate_by_name": True}
@@ -81,7 +81,8 @@ class Authorization(PolicyModel):
 
 class TokenHeader(PolicyModel):
     name: HeaderName = "authorization"
-    prefix: str = "Bearer "
+    prefix: OneLine = "Bearer "
+    """What precedes the token in the header (Envoy `value_prefix`; no NUL, CR or LF)."""
 
 
 class JwtProvider(PolicyModel):

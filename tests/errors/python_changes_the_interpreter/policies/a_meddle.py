@@ -4,7 +4,7 @@ import os
 import sys
 
 os.chdir("/")  # the policy directory and the output are relative paths
-sys.setrecursionlimit(50)
+sys.setrecursionlimit(120)  # low, yet above the depth a test runner (pytest-xdist) calls meshc at
 sys.modules["compiler.policy"] = None  # the next policy file imports it
 builtins.isinstance = lambda *args: 1 / 0
 sys.stderr = open(os.devnull, "w")
