@@ -26,13 +26,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from .manifests import SidecarSpec
 from .netns import NetnsHTTPConnection, exec_argv, http_get
 from .sidecar import EnvoySidecar
-from .util import POLL_INTERVAL, STOP_TIMEOUT, HarnessError
+from .util import STOP_TIMEOUT, HarnessError
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 """On PYTHONPATH of the pod's processes, so `python -m harness.podapp` works inside a pod."""
@@ -98,32 +97,12 @@ class PodEnvoy(EnvoySidecar):
         start = ["sh", "-c", _START_SIDECAR, "sh", self.binary, user, ro_root, *binds, "--", *args]
         return exec_argv(self.pod.netns, start)
 
-    def launch(self) -> "PodEnvoy":
-        """Start the process without waiting (see `wait_live`)."""
-        if self.proc is not None:
-            raise HarnessError(f"sidecar of pod {self.pod.name} is already started")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.log_dir / "envoy.log"
-        self._log_fh = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
+    @property
+    def label(self) -> str:
+        return f"envoy of pod {self.pod.name}"
 
-    def wait_live(self, deadline: float) -> None:
-        while True:
-            code = self.proc.poll()
-            if code is not None:
-                raise HarnessError(f"envoy of pod {self.pod.name} exited with {code}\n{self.log_tail()}")
-            if self._ready():
-                break
-            if time.monotonic() >= deadline:
-                raise HarnessError(f"envoy of pod {self.pod.name} not LIVE in time\n{self.log_tail()}")
-            time.sleep(POLL_INTERVAL)
-        problems = self.config_problems()
-        if problems:
-            raise HarnessError(f"envoy of pod {self.pod.name} did not accept its config: {problems}\n{self.log_tail()}")
+    def _new_log(self) -> Path:
+        return self.log_dir / "envoy.log"  # appended to: a restarted sidecar keeps its history
 
     def _admin(self, method: str, path: str, timeout: float) -> tuple[int, str]:
         conn = NetnsHTTPConnection(self.pod.netns, self.admin_host, self.admin_port, timeout=timeout)

@@ -115,31 +115,45 @@ class EnvoySidecar:
         clusters.yaml and every routes subscription (no `update_rejected`, an
         `update_success` each); otherwise this fails with the stats and the log.
         """
+        self.launch()
+        self.wait_live(time.monotonic() + timeout, require_accepted=require_accepted)
+        return self
+
+    @property
+    def label(self) -> str:
+        """How failures name this sidecar."""
+        return f"envoy for '{self.service}'"
+
+    def _new_log(self) -> Path:
+        return _fresh_path(self.log_dir / f"envoy-{self.service}.log")
+
+    def launch(self) -> "EnvoySidecar":
+        """Start the process without waiting (see `wait_live`)."""
         if self.proc is not None:
-            raise HarnessError(f"sidecar '{self.service}' is already started")
+            raise HarnessError(f"{self.label} is already started")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = _fresh_path(self.log_dir / f"envoy-{self.service}.log")
-        self._log_fh = open(self.log_path, "wb")
+        self.log_path = self._new_log()
+        self._log_fh = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.command, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True
         )
-        deadline = time.monotonic() + timeout
+        return self
+
+    def wait_live(self, deadline: float, *, require_accepted: bool = True) -> None:
+        """Wait (until `deadline`, time.monotonic()) for /ready LIVE, then check the config was accepted."""
         while True:
             code = self.proc.poll()
             if code is not None:
-                raise HarnessError(f"envoy for '{self.service}' exited with {code} before it was ready\n{self.log_tail()}")
+                raise HarnessError(f"{self.label} exited with {code} before it was ready\n{self.log_tail()}")
             if self._ready():
                 break
             if time.monotonic() >= deadline:
-                raise HarnessError(f"envoy for '{self.service}' not LIVE after {timeout:.0f}s\n{self.log_tail()}")
+                raise HarnessError(f"{self.label} not LIVE in time\n{self.log_tail()}")
             time.sleep(POLL_INTERVAL)
         if require_accepted and not self.static:
             problems = self.config_problems()
             if problems:
-                raise HarnessError(
-                    f"envoy for '{self.service}' did not accept its config: {'; '.join(problems)}\n{self.log_tail()}"
-                )
-        return self
+                raise HarnessError(f"{self.label} did not accept its config: {'; '.join(problems)}\n{self.log_tail()}")
 
     def _ready(self) -> bool:
         try:
