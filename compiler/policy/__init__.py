@@ -41,6 +41,8 @@ from compiler.policy.route import (
     Route,
     RouteRule,
 )
+from compiler.policy.external import Egress, ExternalService, ExternalTls
+from compiler.policy.gateway import EdgeCertificate, EdgeLimits, Gateway, GatewayListener, GatewayRoute, GatewayTls
 from compiler.policy.kubernetes import Kubernetes, ResourceList, Resources
 from compiler.policy.observability import AccessLog, Metrics, Observability, ObservabilityOverride, Tracing
 from compiler.policy.paths import Paths
@@ -95,11 +97,28 @@ class PolicySet:
         return [d for d in self.documents if isinstance(d, AuthorizationPolicy)]
 
     @property
+    def gateways(self) -> list[Gateway]:
+        return [d for d in self.documents if isinstance(d, Gateway)]
+
+    @property
+    def external_services(self) -> list[ExternalService]:
+        return [d for d in self.documents if isinstance(d, ExternalService)]
+
+    @property
     def traffic_policies(self) -> list[TrafficPolicy]:
         return [d for d in self.documents if isinstance(d, TrafficPolicy)]
 
 
 __all__ = [
+    "EdgeCertificate",
+    "EdgeLimits",
+    "Egress",
+    "ExternalService",
+    "ExternalTls",
+    "Gateway",
+    "GatewayListener",
+    "GatewayRoute",
+    "GatewayTls",
     "KINDS",
     "Kubernetes",
     "ResourceList",

@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator
 
 from compiler.policy.base import Document, PolicyModel
+from compiler.policy.external import Egress, ExternalService
+from compiler.policy.gateway import Gateway
 from compiler.policy.kubernetes import Kubernetes
 from compiler.policy.observability import Observability, ObservabilityOverride
 from compiler.policy.paths import Paths
@@ -74,6 +76,8 @@ class Mesh(Document):
     observability: Observability = Observability()
     paths: Paths = Paths()
     """Path normalisation on every sidecar and how security rules compare paths (see compiler/policy/paths.py)."""
+    egress: Egress = Egress()
+    """Calls to hosts that no Service or ExternalService declares: refused (default) or allowed."""
     kubernetes: Kubernetes = Kubernetes()
     """Services running in pods (sidecar address a wildcard): discovery, readiness, manifests (see
     compiler/policy/kubernetes.py)."""
@@ -169,6 +173,12 @@ class Service(Document):
 
 
 PolicyDocument = Annotated[
-    Union[Mesh, Service, Route, TrafficPolicy, AuthorizationPolicy, RequestAuthentication], Field(discriminator="kind")
+    Union[
+        Mesh, Service, Route, TrafficPolicy, AuthorizationPolicy, RequestAuthentication, Gateway, ExternalService
+    ],
+    Field(discriminator="kind"),
 ]
-KINDS = ("Mesh", "Service", "Route", "TrafficPolicy", "AuthorizationPolicy", "RequestAuthentication")
+KINDS = (
+    "Mesh", "Service", "Route", "TrafficPolicy", "AuthorizationPolicy", "RequestAuthentication", "Gateway",
+    "ExternalService",
+)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compiler.policy.external import ExternalService
+from compiler.policy.gateway import Gateway, GatewayRoute
 from compiler.policy.models import Mesh, Service
 from compiler.policy.observability import AccessLog, Metrics, Tracing
 from compiler.policy.placement import (
@@ -34,7 +36,7 @@ from compiler.policy.placement import (
 from compiler.policy.route import NON_IDEMPOTENT_METHODS, Route, RouteRule
 from compiler.policy.security import AuthorizationPolicy, RequestAuthentication
 from compiler.policy.traffic import TrafficPolicy
-from compiler.policy.types import Duration, Endpoint
+from compiler.policy.types import Duration, Endpoint, is_loopback, is_wildcard
 
 ENFORCEABLE: dict[str, frozenset[str]] = {
     "http": frozenset(
@@ -123,6 +125,65 @@ class ServiceView:
         return what in ENFORCEABLE[self.listener]
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayView:
+    """One Gateway with its effective values. Fields after `authn` are None without exactly one Mesh."""
+
+    gateway: Gateway
+    routes: tuple[tuple[GatewayRoute, tuple[str, ...]], ...]
+    """Each route with the names of the listeners it is served on (its own list, else every listener that
+    does not redirect), in the gateway's order."""
+    https_port: int | None
+    """The port of its first `https` listener: where `redirect_to_https` sends clients."""
+    authn: RequestAuthentication | None
+    """The RequestAuthentication whose `service` is the gateway's name: tokens verified at the edge."""
+    address: str | None
+    """Where its listeners bind: its own address, else the Mesh's `sidecar.address`."""
+    admin_address: str | None
+    """Always loopback (the address itself when it is one)."""
+    admin_port: int | None
+    in_pods: bool | None
+    """Its address is a wildcard: it runs in pods (a Kubernetes Deployment)."""
+    identity: str | None
+    """Its SPIFFE ID, in the certificate it presents to mesh services."""
+    mtls: bool | None
+    """It holds mesh certificates: the Mesh's mode is not `disable`, or some service it routes to needs mTLS."""
+    metrics: Metrics | None
+    tracing: Tracing | None
+    access_log: AccessLog | None
+
+    @property
+    def name(self) -> str:
+        return self.gateway.name
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        """The services its routes name, sorted, each once."""
+        return tuple(sorted({r.to for r, _ in self.routes}))
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalView:
+    """One ExternalService with its effective values; callers see it as a service with one version."""
+
+    service: ExternalService
+    route: Route | None
+    traffic: TrafficPolicy | None
+    endpoints: tuple[Endpoint, ...]
+    """Where callers connect: its fixed `endpoints`, else `host:port` resolved by DNS."""
+    resolve_dns: bool
+    """Envoy resolves `host` (no fixed endpoints were given)."""
+    sni: str | None
+    """With `tls`: the name sent in the handshake and required in the server's certificate."""
+    versions: tuple[str, ...] = ("default",)
+    default_version: str = "default"
+    listener: str = "http"
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+
 class Resolved:
     """A PolicySet with its meaning resolved; build with `resolve()`."""
 
@@ -140,9 +201,24 @@ class Resolved:
         """One view per Service document, in document order (duplicates included)."""
         self.views: dict[str, ServiceView] = {v.name: v for v in self.all_services}
         """Service name -> its view (the last document of that name)."""
+        self.all_gateways: tuple[GatewayView, ...] = tuple(self._gateway(g) for g in policy.gateways)
+        """One view per Gateway document, in document order (duplicates included)."""
+        self.gateways: dict[str, GatewayView] = {g.name: g for g in self.all_gateways}
+        self.all_externals: tuple[ExternalView, ...] = tuple(self._external(e) for e in policy.external_services)
+        """One view per ExternalService document, in document order (duplicates included)."""
+        self.externals: dict[str, ExternalView] = {e.name: e for e in self.all_externals}
 
     def __getitem__(self, name: str) -> ServiceView:
         return self.views[name]
+
+    def identity_of(self, name: str) -> str | None:
+        """The SPIFFE ID of a Service or a Gateway (what `from: [name]` means); None if neither, or without one
+        Mesh."""
+        if name in self.views:
+            return self.views[name].identity
+        if name in self.gateways:
+            return self.gateways[name].identity
+        return None
 
     def timeout_of(self, rule: RouteRule) -> Duration | None:
         """A forwarding rule's whole-request timeout: its own, else the Mesh's default (None without one Mesh)."""
@@ -188,6 +264,50 @@ class Resolved:
             metrics=metrics,
             tracing=tracing,
             access_log=access_log,
+        )
+
+    def _gateway(self, gw: Gateway) -> GatewayView:
+        redirecting = {l.name for l in gw.listeners if l.redirect_to_https}
+        serving = tuple(l.name for l in gw.listeners if l.name not in redirecting)
+        routes = tuple((r, tuple(r.listeners) or serving) for r in gw.routes)
+        https = next((l.port for l in gw.listeners if l.protocol == "https"), None)
+        common = dict(gateway=gw, routes=routes, https_port=https, authn=self.authn.get(gw.name))
+        mesh = self.mesh
+        if mesh is None:
+            return GatewayView(
+                **common, address=None, admin_address=None, admin_port=None, in_pods=None, identity=None, mtls=None,
+                metrics=None, tracing=None, access_log=None,
+            )
+        address = gw.address or mesh.sidecar.address
+        admin_address = address if is_loopback(address) else ("::1" if ":" in address else "127.0.0.1")
+        destinations = {r.to for r in gw.routes}
+        mtls = mesh.mtls.mode != "disable" or any(
+            self.views[d].mtls != "disable" for d in destinations if d in self.views
+        )
+        metrics, tracing, access_log = observability(mesh, gw)
+        return GatewayView(
+            **common,
+            address=address,
+            admin_address=admin_address,
+            admin_port=gw.admin_port or mesh.sidecar.admin_port,
+            in_pods=is_wildcard(address),
+            identity=spiffe_id(mesh, gw),
+            mtls=mtls,
+            metrics=metrics,
+            tracing=tracing,
+            access_log=access_log,
+        )
+
+    def _external(self, ext: ExternalService) -> ExternalView:
+        fixed = tuple(ext.endpoints)
+        return ExternalView(
+            service=ext,
+            route=self.routes.get(ext.name),
+            traffic=self.traffic.get(ext.name),
+            endpoints=fixed or (Endpoint(ext.host, ext.port),),
+            resolve_dns=not fixed,
+            sni=(ext.tls.sni or ext.host) if ext.tls else None,
+            listener="tcp" if ext.protocol == "tcp" else "http",
         )
 
 
