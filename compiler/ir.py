@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 from compiler.diagnostics import Source
+from compiler.ir_edge import Edge, GatewaySpec
 from compiler.policy.types import Duration, Endpoint
 
-Direction = Literal["inbound", "outbound"]
+Direction = Literal["inbound", "outbound", "edge"]
+"""`edge`: a gateway listener facing clients outside the mesh (HttpListener.edge); clusters are never `edge`."""
 Protocol = Literal["http", "grpc", "tcp"]
 
 
@@ -270,7 +272,7 @@ class VirtualHost:
 
 @dataclass(frozen=True)
 class RouteTable:
-    name: Direction
+    name: str  # the direction; an edge listener's: edge-<gateway listener>
     virtual_hosts: tuple[VirtualHost, ...]
 
 
@@ -354,6 +356,7 @@ class HttpListener:
     access: Access | None = None  # inbound: who may call what
     jwt: JwtCheck | None = None  # inbound: verify request tokens
     paths: PathNormalization = PathNormalization()
+    edge: Edge | None = None  # direction `edge`: a gateway listener for outside clients (compiler/ir_edge.py)
 
 
 @dataclass(frozen=True)
@@ -457,12 +460,13 @@ class Sidecar:
     access_log: AccessLog | None = None
     source_address: str | None = None  # one host: outbound connections leave from the sidecar's own address
     kubernetes: KubernetesSidecar | None = None  # the service runs in pods (its sidecar address is a wildcard)
+    gateway: GatewaySpec | None = None  # a Gateway's Envoy (`service` is its name, no app; compiler/ir_edge.py)
 
 
 @dataclass(frozen=True)
 class MeshIR:
     name: str
-    sidecars: tuple[Sidecar, ...]  # sorted by service
+    sidecars: tuple[Sidecar, ...]  # sorted by service (gateways among them, by their names)
 
 
 def to_json(ir: MeshIR) -> str:
