@@ -103,6 +103,22 @@ class Dns:
     refresh: Duration
     respect_ttl: bool = True
     lookup_family: Literal["v4_preferred", "v4_only", "v6_only", "all"] = "v4_preferred"
+    logical: bool = False
+    """One host for the name, whatever it resolves to (Envoy's logical DNS): new connections go to the first
+    address of the latest answer and open connections stay, so a large web service that rotates its
+    addresses does not drain the pool on every answer. Else each address is a host (strict DNS)."""
+
+
+@dataclass(frozen=True)
+class OriginateTls:
+    """TLS a caller's sidecar originates to a host outside the mesh (ExternalService `tls`): it sends `sni`,
+    checks the server's chain against the PEM bundle `ca_file` (read through file SDS and reloaded when its
+    folder changes) and requires `sni` among the certificate's DNS names. Never the mesh's certificate."""
+
+    sni: str
+    ca_file: str
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    alpn: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,9 @@ class Cluster:
     protection: Protection | None = None
     upstream_tls: UpstreamTls | None = None  # used by callers that have certificates (Sidecar.tls)
     dns: Dns | None = None  # endpoints are names resolved by Envoy with these settings (else Envoy's defaults)
+    external: bool = False  # outside the mesh (ExternalService, undeclared hosts): no mesh mTLS, no source address
+    external_tls: OriginateTls | None = None  # TLS originated to an external host
+    forward_proxy: bool = False  # whatever host the request names, resolved by DNS (Mesh egress.undeclared: allow)
 
     @property
     def id(self) -> str:
