@@ -148,18 +148,41 @@ def cmd_check(args) -> int:
 
 
 def cmd_certs(args) -> int:
-    from compiler.certs import write_service_certs
+    from compiler.certs import write_edge_certs, write_service_certs
 
     diags, view = check_policies(Path(args.policy_dir))
     _print_diags(diags, args.policy_dir)
     if view is None:
         return 1
     mesh = view.mesh
+    root = Path(args.output)
     identities = {name: sv.identity for name, sv in view.views.items()}
-    for folder in write_service_certs(Path(args.output), mesh.trust_domain, identities, args.days):
-        print(f"{folder}: {identities[folder.name]}", file=sys.stderr)
+    identities.update({name: gv.identity for name, gv in view.gateways.items()})
+    for folder in write_service_certs(root, mesh.trust_domain, identities, args.days):
+        print(printable(f"{folder}: {identities[folder.name]}"), file=sys.stderr)
+    for name, gv in sorted(view.gateways.items()):
+        for folder, spec in write_edge_certs(root, mesh.trust_domain, gv.gateway, args.days):
+            print(printable(f"{folder}: {_edge_line(spec)}"), file=sys.stderr)
+            for what, path in sorted(spec.paths.items()):
+                print(printable(f"  {spec.files[what]}: the gateway reads {path}"), file=sys.stderr)
+    if view.gateways:
+        print(
+            printable(
+                f"edge certificates are signed by the development CA ({root / 'ca.pem'}): clients must trust it; "
+                "point the policy's cert/key/client_ca paths at these files, or mount each folder where the paths say"
+            ),
+            file=sys.stderr,
+        )
     print("keys are private: keep the certificates folder out of version control", file=sys.stderr)
     return 0
+
+
+def _edge_line(spec) -> str:
+    if spec.kind == "server":
+        return f"server certificate for {', '.join(spec.hosts)}"
+    if spec.kind == "client-ca":
+        return "the CA that client certificates must be signed by (the development CA)"
+    return "a client certificate signed by that CA, for testing clients (not read by the gateway)"
 
 
 def cmd_validate(args) -> int:
@@ -247,10 +270,16 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("policy_dir", nargs="?", default="policies")
     c.set_defaults(func=cmd_check)
 
-    k = sub.add_parser("certs", help="create a development CA and per-service certificates with SPIFFE IDs")
+    k = sub.add_parser(
+        "certs", help="create a development CA, per-service and per-gateway certificates with SPIFFE IDs, and "
+        "gateways' edge certificates"
+    )
     k.add_argument("policy_dir", nargs="?", default="policies")
-    k.add_argument("-o", "--output", required=True, help="certificates root: CA here, CERTS/<service>/{cert,key,ca}.pem")
-    k.add_argument("--days", type=_number(int, 1, 36500), default=30, help="validity of the service certificates (default: 30)")
+    k.add_argument(
+        "-o", "--output", required=True,
+        help="certificates root: CA here, CERTS/<service or gateway>/{cert,key,ca}.pem, CERTS/<gateway>/edge/<host>/",
+    )
+    k.add_argument("--days", type=_number(int, 1, 36500), default=30, help="validity of the leaf certificates, not the CA (default: 30)")
     k.set_defaults(func=cmd_certs)
 
     v = sub.add_parser("validate", help="check emitted configs against Envoy's schema and the real envoy binary")
