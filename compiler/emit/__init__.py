@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from compiler.emit import clusters as cluster_emit
 from compiler.emit import listeners as listener_emit
-from compiler.emit import observability, ratelimit, tls
+from compiler.emit import external, observability, ratelimit, tls
 from compiler.emit import routes as route_emit
 from compiler.emit.bootstrap import BootstrapParams, bootstrap_params
 from compiler.ir import Cluster, HttpListener, MeshIR, Sidecar
@@ -59,6 +59,8 @@ def _as_seen_by(s: Sidecar, c: Cluster, shared: dict, static: bool) -> dict:
     """A shared cluster with what depends on the calling sidecar: its source address and its certificates."""
     if c.direction != "outbound":
         return shared
+    if c.external:  # outside the mesh: its own TLS if any, never the mesh's certificate or a loopback source
+        return external.as_seen_by(s, c, shared, static)
     extra: dict = {}
     if s.source_address is not None:
         extra["upstream_bind_config"] = {"source_address": {"address": s.source_address, "port_value": 0}}
@@ -74,7 +76,7 @@ def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
 
     def sidecar(s: Sidecar) -> SidecarConfig:
         clusters = [_as_seen_by(s, c, cluster(c), static) for c in s.clusters]
-        secrets = tls.secrets(s) if s.tls is not None else []
+        secrets = (tls.secrets(s) if s.tls is not None else []) + external.secrets(s)
         listeners, route_configs = [], []
         for l in s.listeners:
             if isinstance(l, HttpListener):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.emit import names
+from compiler.emit import external, names
 from compiler.emit.common import provenance, socket_address, typed
 from compiler.ir import Cluster, Dns, HealthCheck, Outlier
 
@@ -53,17 +53,27 @@ def _dns(d: Dns) -> dict:
     """A strict DNS cluster with resolver settings: every address a name resolves to is one host (Envoy's
     `envoy.cluster.dns` extension, which replaces `type: STRICT_DNS` with the Cluster's own `dns_*` fields,
     deprecated since Envoy 1.33)."""
-    return {
-        "cluster_type": {
-            "name": "envoy.cluster.dns",
-            "typed_config": typed(
-                "envoy.extensions.clusters.dns.v3.DnsCluster",
-                dns_refresh_rate=d.refresh.proto(),
-                respect_dns_ttl=d.respect_ttl,
-                dns_lookup_family=_LOOKUP_FAMILY[d.lookup_family],
-            ),
-        }
-    }
+    config = typed(
+        "envoy.extensions.clusters.dns.v3.DnsCluster",
+        dns_refresh_rate=d.refresh.proto(),
+        respect_dns_ttl=d.respect_ttl,
+        dns_lookup_family=_LOOKUP_FAMILY[d.lookup_family],
+    )
+    if d.logical:
+        # Logical DNS: the name is one host, whatever addresses the latest answer holds.
+        config["all_addresses_in_single_endpoint"] = True
+    return {"cluster_type": {"name": "envoy.cluster.dns", "typed_config": config}}
+
+
+def _discovery(c: Cluster) -> dict:
+    """How Envoy finds the cluster's hosts: the request's Host (forward proxy), DNS, or fixed addresses."""
+    if c.forward_proxy:
+        return external.forward_proxy_discovery()
+    # Static addresses need no resolver; names (Kubernetes services, external hosts) are re-resolved by Envoy.
+    dns = not all(ep.is_ip for ep in c.endpoints)
+    if dns and c.dns is not None:
+        return _dns(c.dns)
+    return {"type": "STRICT_DNS" if dns else "STATIC"}
 
 
 _HTTP2 = {
@@ -76,20 +86,15 @@ _HTTP2 = {
 
 def cluster(c: Cluster) -> dict:
     name = names.cluster(c)
-    # Static addresses need no resolver; names (Kubernetes services, external hosts) are re-resolved by Envoy.
-    dns = not all(ep.is_ip for ep in c.endpoints)
-    out = {
-        "name": name,
-        **(_dns(c.dns) if dns and c.dns is not None else {"type": "STRICT_DNS" if dns else "STATIC"}),
-        "connect_timeout": c.connect_timeout.proto(),
-        "load_assignment": {
+    out = {"name": name, **_discovery(c), "connect_timeout": c.connect_timeout.proto()}
+    if not c.forward_proxy:  # the forward proxy's hosts come from its DNS cache
+        out["load_assignment"] = {
             "cluster_name": name,
             "endpoints": [
                 {"lb_endpoints": [{"endpoint": {"address": socket_address(ep.host, ep.port)}} for ep in c.endpoints]}
             ],
-        },
-        "metadata": provenance(c.source, service=c.service, version=c.version, direction=c.direction),
-    }
+        }
+    out["metadata"] = provenance(c.source, service=c.service, version=c.version, direction=c.direction)
     thresholds: dict = {"priority": "DEFAULT"}
     if c.protection is not None:
         p = c.protection
@@ -99,7 +104,8 @@ def cluster(c: Cluster) -> dict:
             max_requests=p.max_requests,
             max_retries=p.max_retries,
         )
-        out["lb_policy"] = _LB[p.lb_policy]
+        # The forward proxy picks the host the request names: Envoy requires its own balancer there.
+        out["lb_policy"] = "CLUSTER_PROVIDED" if c.forward_proxy else _LB[p.lb_policy]
         if p.outlier is not None:
             out["outlier_detection"] = _outlier(p.outlier)
         if p.health_check is not None:

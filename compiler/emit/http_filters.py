@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from compiler.emit import cors, fault, jwt, ratelimit, rbac
+from compiler.emit import cors, external, fault, jwt, ratelimit, rbac
 from compiler.emit.common import typed
 from compiler.ir import HttpListener, HttpRoute
 
@@ -41,6 +41,9 @@ HTTP_FILTERS: tuple[HttpFilter, ...] = (
     HttpFilter(ratelimit.GLOBAL, ratelimit.global_listener_config, None),
     # Faults before the router, so an abort never reaches the upstream and a delay precedes it.
     HttpFilter(fault.FILTER, _never, fault.route_config, fault.listener_config),
+    # Resolves an undeclared Host (Mesh egress.undeclared: allow) right before the router, once every filter
+    # that may refuse the request has run: nothing is resolved for a request that goes nowhere.
+    HttpFilter(external.FORWARD_PROXY, external.forward_proxy_filter, None),
     # Terminal: forwards the request to the route's cluster.
     HttpFilter("envoy.filters.http.router", lambda _: typed("envoy.extensions.filters.http.router.v3.Router"), None),
 )

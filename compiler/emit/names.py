@@ -24,6 +24,15 @@ def routes_file(route_config_name: str) -> str:
     return f"routes-{route_config_name}.yaml"
 
 
+def external_ca_secret(service: str) -> str:
+    """The SDS secret of an ExternalService's CA bundle (`sds-external-ca-payments.yaml`)."""
+    return f"external-ca-{service}"
+
+
+EGRESS_DNS_CACHE = "undeclared_hosts"
+"""The dynamic forward proxy's DNS cache (Mesh `egress.undeclared: allow`): its filter and cluster share it."""
+
+
 def cluster(c: Cluster) -> str:
     """`outbound|reviews|v1`, `inbound|reviews|v1`."""
     return f"{c.direction}|{c.service}|{c.version}"

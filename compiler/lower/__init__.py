@@ -38,6 +38,14 @@ from compiler.ir import (
     VirtualHost,
 )
 from compiler.lower.access import access, jwt_check
+from compiler.lower.gateway import lower_gateway
+from compiler.lower.external import (
+    external_cluster,
+    external_virtual_host,
+    forward_proxy_cluster,
+    unmarked,
+    undeclared_virtual_host,
+)
 from compiler.lower.kubernetes import kubernetes_sidecar
 from compiler.lower.protection import bucket, hash_key, protection
 from compiler.lower.routes import VERSION_HEADER, lower_rule
@@ -60,6 +68,9 @@ def lower(policy: PolicySet | Resolved, options: LowerOptions = LowerOptions()) 
     view = resolve(policy)
     shared = _Shared(view)
     sidecars = [_sidecar(view[name], shared, options) for name in sorted(view.views)]
+    # A gateway is an Envoy without an app (compiler/lower/gateway.py), in the same sorted list.
+    sidecars += [lower_gateway(view.gateways[name], shared, options, _unique) for name in sorted(view.gateways)]
+    sidecars.sort(key=lambda s: s.service)
     return MeshIR(view.mesh.name, tuple(sidecars))
 
 
@@ -71,8 +82,16 @@ class _Shared:
         self.mesh = view.mesh
         self._outbound: dict[str, dict[str, Cluster]] = {}
         self._vhosts: dict[str, VirtualHost] = {}
+        self._undeclared: tuple[VirtualHost, Cluster | None] | None = None
+
+    def callee(self, name: str):
+        """The ServiceView, or the ExternalView (compiler/lower/external.py), that `calls` names."""
+        return self.view.externals[name] if name in self.view.externals else self.view[name]
 
     def outbound_clusters(self, name: str) -> dict[str, Cluster]:
+        if name not in self._outbound and name in self.view.externals:
+            ev = self.view.externals[name]
+            self._outbound[name] = {ev.default_version: external_cluster(self.mesh, ev)}
         if name not in self._outbound:
             sv = self.view[name]
             svc = sv.service
@@ -104,6 +123,8 @@ class _Shared:
         return self._outbound[name]
 
     def virtual_host(self, name: str) -> VirtualHost:
+        if name not in self._vhosts and name in self.view.externals:
+            self._vhosts[name] = external_virtual_host(self.view, self.view.externals[name], self.outbound_clusters)
         if name not in self._vhosts:
             sv = self.view[name]
             svc, route = sv.service, sv.route
@@ -112,7 +133,7 @@ class _Shared:
             else:
                 rules = [(rule, route.where("rules", i)) for i, rule in enumerate(route.rules)]
             http_routes = tuple(
-                route
+                unmarked(route)  # a mirror to an ExternalService carries no version marker out of the mesh
                 for rule, src in rules
                 for route in lower_rule(
                     rule, src, name, self.outbound_clusters, self.view.timeout_of(rule), hash_key(sv.traffic)
@@ -122,6 +143,14 @@ class _Shared:
                 name=svc.name, domains=(svc.name, f"{svc.name}:{svc.port}"), routes=http_routes
             )
         return self._vhosts[name]
+
+    def undeclared(self) -> tuple[VirtualHost, Cluster | None]:
+        """The catch-all virtual host of outbound route tables (Mesh `egress.undeclared`), and with `allow` the
+        forward-proxy cluster it sends to."""
+        if self._undeclared is None:
+            forward = forward_proxy_cluster(self.mesh) if self.mesh.egress.undeclared == "allow" else None
+            self._undeclared = (undeclared_virtual_host(self.mesh, forward), forward)
+        return self._undeclared
 
 
 def _inbound(sv: ServiceView, shared: _Shared) -> tuple[list[Cluster], Cluster, list[HttpRoute]]:
@@ -226,7 +255,7 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
 
     vhosts = []
     for dep_name in sorted(svc.calls):
-        dep = shared.view[dep_name]
+        dep = shared.callee(dep_name)  # a Service or an ExternalService
         dep_clusters = shared.outbound_clusters(dep_name)
         clusters.extend(dep_clusters.values())
         if dep.listener == "tcp":
@@ -242,7 +271,13 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
                 if id(mirror.cluster) not in known:
                     known.add(id(mirror.cluster))
                     clusters.append(mirror.cluster)
-    if vhosts:
+    # Every other Host gets the catch-all (refused, or forwarded as it is with `allow`). With `allow` every
+    # sidecar has an outbound listener, since the app's calls to undeclared hosts are meant to go through it.
+    catch_all, forward = shared.undeclared()
+    if vhosts or forward is not None:
+        vhosts.append(catch_all)
+        if forward is not None:
+            clusters.append(forward)
         listeners.append(
             HttpListener(
                 "outbound", p.outbound_address, p.outbound_port, RouteTable("outbound", tuple(vhosts)),
