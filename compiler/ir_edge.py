@@ -76,6 +76,40 @@ class GatewayPort:
 
 
 @dataclass(frozen=True)
+class KubernetesEdgeSecret:
+    """A Secret the gateway's pods read edge TLS files from (never part of the output: the user provides it).
+
+    `files`: (key in the Secret, path in the pod): `tls.crt`/`tls.key` for a certificate (a
+    `kubernetes.io/tls` Secret, as cert-manager and `kubectl create secret tls` write it), `ca.crt` for a
+    client CA bundle. Each file is projected into its folder under the name the policy gives it.
+    """
+
+    name: str
+    files: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class KubernetesGateway:
+    """What the gateway's Kubernetes objects need beyond the rest of its Sidecar (a gateway in pods).
+
+    Like KubernetesSidecar: `readiness_address`:`probe_port` is the readiness listener the probes ask;
+    quantities are Kubernetes text. `selector`: the labels of its pods (its Deployment's selector, the
+    LoadBalancer Service's, the PodDisruptionBudget's).
+    """
+
+    image: str
+    probe_port: int
+    readiness_address: str  # the gateway's wildcard address: 0.0.0.0 or ::
+    requests: tuple[tuple[str, str], ...]
+    limits: tuple[tuple[str, str], ...]
+    shutdown_grace: Duration
+    service_account: str  # its identity's account: the pods run as this ServiceAccount
+    certs_secret: str | None  # mesh certificates, mounted at the Sidecar's tls.certs_dir (mTLS)
+    selector: tuple[tuple[str, str], ...]
+    edge_secrets: tuple[KubernetesEdgeSecret, ...] = ()  # sorted by name
+
+
+@dataclass(frozen=True)
 class GatewaySpec:
     """What is known of a gateway beyond its Envoy configuration (the Sidecar it lowers to).
 
@@ -88,4 +122,4 @@ class GatewaySpec:
     replicas: int
     listeners: tuple[GatewayPort, ...]  # in the gateway's order
     files: tuple[str, ...] = ()
-    kubernetes: object | None = None
+    kubernetes: KubernetesGateway | None = None  # the gateway runs in pods (compiler/lower/kubernetes.py)

@@ -1,4 +1,5 @@
-"""A service in pods (Kubernetes mode) -> what its manifests need (IR `KubernetesSidecar`).
+"""A service or a gateway in pods (Kubernetes mode) -> what its manifests need (IR `KubernetesSidecar`,
+`KubernetesGateway`).
 
 The labels are the contract with the user's Deployments: pods carry
 `app: <service>` and `version: <version>`; a service that declares no versions
@@ -8,12 +9,17 @@ has the one version `default`, whose pods need only `app`.
 from __future__ import annotations
 
 from compiler.ir import KubernetesSidecar, KubernetesVersion
+from compiler.ir_edge import KubernetesEdgeSecret, KubernetesGateway
 from compiler.policy import Mesh
+from compiler.policy.edge_secrets import edge_secrets
 from compiler.policy.kubernetes import ResourceList
-from compiler.policy.resolved import ServiceView
+from compiler.policy.resolved import GatewayView, ServiceView
 
 APP_LABEL = "app"
 VERSION_LABEL = "version"
+GATEWAY_LABEL = "meshc.dev/gateway"
+"""A gateway's pods carry `app: <gateway>` and this label: meshc owns its Deployment, and the label keeps
+its selector off any pod a user labelled `app: <gateway>` for something else."""
 
 
 def _quantities(r: ResourceList) -> tuple[tuple[str, str], ...]:
@@ -45,4 +51,24 @@ def kubernetes_sidecar(sv: ServiceView, mesh: Mesh) -> KubernetesSidecar:
         shutdown_grace=k.shutdown_grace,
         certs_secret=k.certs_secret_of(svc.name) if sv.mtls != "disable" else None,
         selector=app,
+    )
+
+
+def kubernetes_gateway(gv: GatewayView, mesh: Mesh) -> KubernetesGateway:
+    """A gateway in pods (`gv.in_pods`): its Deployment, Services and Secrets' facts."""
+    gw, k = gv.gateway, mesh.kubernetes
+    secrets: dict[str, KubernetesEdgeSecret] = {}
+    for s in edge_secrets(gw):  # a name given twice with other files is refused (E405): keep the first
+        secrets.setdefault(s.name, KubernetesEdgeSecret(s.name, s.files))
+    return KubernetesGateway(
+        image=k.image,
+        probe_port=k.probe_port,
+        readiness_address=gv.address,
+        requests=_quantities(k.resources.requests),
+        limits=_quantities(k.resources.limits),
+        shutdown_grace=k.shutdown_grace,
+        service_account=gw.service_account or gw.name,
+        certs_secret=k.certs_secret_of(gw.name) if gv.mtls else None,
+        selector=((APP_LABEL, gw.name), (GATEWAY_LABEL, gw.name)),
+        edge_secrets=tuple(secrets[name] for name in sorted(secrets)),
     )
