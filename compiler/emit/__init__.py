@@ -87,11 +87,12 @@ def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
                 listeners.append(listener_emit.http_listener(s, l, rc if static else None))
             else:
                 listeners.append(listener_emit.tcp_listener(s, l, static))
-        if s.metrics is not None or s.kubernetes is not None:
+        in_pods = s.kubernetes is not None or (s.gateway is not None and s.gateway.kubernetes is not None)
+        if s.metrics is not None or in_pods:
             clusters.append(observability.admin_cluster(s))
         if s.metrics is not None:
             listeners.append(observability.metrics_listener(s))
-        if s.kubernetes is not None:
+        if in_pods:  # a service's sidecar or a gateway in pods: where the pod's probes ask
             listeners.append(observability.readiness_listener(s))
         # Envoy reads CDS before LDS, so listeners read from listeners.yaml may name any cluster of
         # clusters.yaml (the tracing collector, the rate-limit service, the admin cluster of /metrics).

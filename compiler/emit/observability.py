@@ -132,8 +132,9 @@ def metrics_listener(s: Sidecar) -> dict:
 def readiness_listener(s: Sidecar) -> dict:
     """Kubernetes mode: the pod's probes ask `GET /ready` here, on every interface of the pod. The admin
     interface answers 200 `LIVE` once Envoy has loaded its configuration, 503 while it starts and after
-    `POST /healthcheck/fail` (`DRAINING`). No traffic direction: `/drain_listeners?inboundonly` keeps it."""
-    k = s.kubernetes
+    `POST /healthcheck/fail` (`DRAINING`). No traffic direction: `/drain_listeners?inboundonly` keeps it.
+    A gateway in pods has one too (its KubernetesGateway holds the same two fields)."""
+    k = s.kubernetes if s.kubernetes is not None else s.gateway.kubernetes
     return _admin_window("readiness", "ready", k.readiness_address, k.probe_port, "/ready")
 
 

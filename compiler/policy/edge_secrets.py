@@ -46,8 +46,8 @@ def edge_secrets(gw: Gateway) -> list[EdgeSecret]:
     seen: set[tuple] = set()
     for i, listener in enumerate(gw.listeners):
         tls = listener.tls
-        if tls is None:
-            continue
+        if tls is None or listener.protocol != "https":
+            continue  # only an https listener reads TLS files
         for j, cert in enumerate(tls.certificates):
             files = ((TLS_CERT, cert.cert), (TLS_KEY, cert.key))
             if files not in seen:
