@@ -3,6 +3,8 @@
     kubernetes/kustomization.yaml          the base: every ConfigMap and Service
     kubernetes/<service>/configmap.yaml    ConfigMap `meshc-<service>`: the sidecar's files
     kubernetes/<service>/services.yaml     the ClusterIP Service and the headless Service of each version
+    kubernetes/<gateway>/configmap.yaml    ConfigMap `meshc-<gateway>`: the gateway's files
+    kubernetes/<gateway>/gateway.yaml      its ServiceAccount, Deployment, LoadBalancer Service, PodDisruptionBudget
     kubernetes/sidecar/kustomization.yaml  the Component: one patch per service
     kubernetes/sidecar/patch-<service>.yaml
 
@@ -37,6 +39,10 @@ def configmap_path(service: str) -> str:
 
 def services_path(service: str) -> str:
     return f"{DIR}/{service}/services.yaml"
+
+
+def gateway_path(gateway: str) -> str:
+    return f"{DIR}/{gateway}/gateway.yaml"
 
 
 def patch_file(service: str) -> str:
