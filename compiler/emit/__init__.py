@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from compiler.emit import clusters as cluster_emit
 from compiler.emit import listeners as listener_emit
-from compiler.emit import external, observability, ratelimit, tls
+from compiler.emit import edge, external, observability, ratelimit, tls
 from compiler.emit import routes as route_emit
 from compiler.emit.bootstrap import BootstrapParams, bootstrap_params
 from compiler.ir import Cluster, HttpListener, MeshIR, Sidecar
@@ -66,6 +66,8 @@ def _as_seen_by(s: Sidecar, c: Cluster, shared: dict, static: bool) -> dict:
         extra["upstream_bind_config"] = {"source_address": {"address": s.source_address, "port_value": 0}}
     if c.upstream_tls is not None and s.tls is not None:  # only a caller with certificates originates mTLS
         extra["transport_socket"] = tls.upstream_socket(s, c.upstream_tls, static)
+    if s.gateway is not None:  # Envoy's edge advice: 32 KiB buffers per connection, upstream too
+        extra["per_connection_buffer_limit_bytes"] = edge.BUFFER_LIMIT_BYTES
     return {**shared, **extra} if extra else shared
 
 
@@ -76,7 +78,7 @@ def emit(ir: MeshIR, static: bool = False) -> EnvoyMesh:
 
     def sidecar(s: Sidecar) -> SidecarConfig:
         clusters = [_as_seen_by(s, c, cluster(c), static) for c in s.clusters]
-        secrets = (tls.secrets(s) if s.tls is not None else []) + external.secrets(s)
+        secrets = (tls.secrets(s) if s.tls is not None else []) + external.secrets(s) + edge.secrets(s)
         listeners, route_configs = [], []
         for l in s.listeners:
             if isinstance(l, HttpListener):

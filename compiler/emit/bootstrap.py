@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.emit import names
+from compiler.emit import edge, names
 from compiler.emit.common import file_source
 from compiler.ir import Sidecar
 
@@ -44,6 +44,7 @@ class BootstrapParams:
     lds_config: dict | None  # dynamic: listeners.yaml through a file config source
     stats_patterns: list[dict] | None = None  # stats_matcher inclusion list (None: keep all stats)
     max_downstream_connections: int = 50_000
+    runtime: dict | None = None  # static runtime layer: a gateway's per-listener connection limits
 
 
 def bootstrap_params(
@@ -63,4 +64,6 @@ def bootstrap_params(
         stats_patterns=[{"prefix": p} for p in s.metrics.keep_prefixes] if s.metrics and s.metrics.keep_prefixes else None,
         cds_config=None if static else file_source(names.config_path(s, names.CLUSTERS_FILE), s.config_dir),
         lds_config=None if static else file_source(names.config_path(s, names.LISTENERS_FILE), s.config_dir),
+        # Envoy reads a listener's connection limit from runtime when it builds the listener.
+        runtime=edge.runtime(s) or None,
     )

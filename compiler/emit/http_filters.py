@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from compiler.emit import cors, external, fault, jwt, ratelimit, rbac
+from compiler.emit import cors, edge, external, fault, jwt, ratelimit, rbac
 from compiler.emit.common import typed
 from compiler.ir import HttpListener, HttpRoute
 
@@ -39,6 +39,9 @@ HTTP_FILTERS: tuple[HttpFilter, ...] = (
     HttpFilter(ratelimit.LOCAL, ratelimit.local_listener_config, ratelimit.local_route_config, ratelimit.local_base_config),
     # The global rate-limit service after the local buckets, which are cheaper and shed load first.
     HttpFilter(ratelimit.GLOBAL, ratelimit.global_listener_config, None),
+    # A gateway's body limit after every cheaper refusal (token, rate limits): a refused client never makes
+    # the gateway hold its body; before faults and the router, which would forward the body as it streams.
+    HttpFilter(edge.BUFFER_FILTER, edge.buffer_config, None),
     # Faults before the router, so an abort never reaches the upstream and a delay precedes it.
     HttpFilter(fault.FILTER, _never, fault.route_config, fault.listener_config),
     # Resolves an undeclared Host (Mesh egress.undeclared: allow) right before the router, once every filter

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.emit import names, observability, tcp_rbac, tls
+from compiler.emit import edge, names, observability, tcp_rbac, tls
 from compiler.emit.common import file_source, socket_address, typed
 from compiler.emit.http_filters import http_filters
 from compiler.ir import HttpListener, RouteTable, Sidecar, TcpListener
@@ -60,6 +60,8 @@ def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dic
     if _changes_server_header(l.routes):
         # By default Envoy writes its own `server` header after the routes ran, undoing their change.
         hcm["server_header_transformation"] = "PASS_THROUGH"
+    if l.edge is not None:
+        hcm.update(edge.hcm_settings(l))  # a gateway's listener for outside clients
     if route_config is not None:
         hcm["route_config"] = route_config
     else:
@@ -75,6 +77,8 @@ def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dic
         hcm["access_log"] = logs
     hcm["http_filters"] = http_filters(l)
     filters = [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
+    if l.edge is not None:
+        return edge.listener(s, l, filters, static=route_config is not None)
     return _listener(s, l, filters, static=route_config is not None)
 
 

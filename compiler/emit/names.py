@@ -39,23 +39,35 @@ def cluster(c: Cluster) -> str:
 
 
 def listener(l: HttpListener | TcpListener) -> str:
+    """`inbound`, `outbound`, `outbound|tcp|9080`; a gateway's: `edge|<gateway listener>`."""
     if isinstance(l, TcpListener) and l.direction == "outbound":
         return f"outbound|tcp|{l.port}"
+    if isinstance(l, HttpListener) and l.edge is not None:
+        return f"edge|{l.edge.listener}"
     return l.direction
 
 
 def stat_prefix(l: HttpListener | TcpListener) -> str:
+    """`http.<prefix>.` stats: `inbound_http`, `outbound_http`, `inbound_tcp_9080`; a gateway's `edge_<listener>`."""
     if isinstance(l, TcpListener):
         return f"{l.direction}_tcp_{l.port}"
+    if l.edge is not None:
+        return f"edge_{l.edge.listener}"
     return f"{l.direction}_http"
 
 
-def route_config(direction: str) -> str:
-    return direction
+def edge_client_ca(listener: str) -> str:
+    """The SDS secret of the CA bundle a gateway listener verifies client certificates with."""
+    return f"edge-{listener}-client-ca"
+
+
+def route_config(table: str) -> str:
+    """A route table's name: its direction, or `edge-<gateway listener>`."""
+    return table
 
 
 def node_id(s: Sidecar) -> str:
-    return f"sidecar~{s.service}.{s.mesh}"
+    return f"{'gateway' if s.gateway is not None else 'sidecar'}~{s.service}.{s.mesh}"
 
 
 def config_path(s: Sidecar, file: str) -> str:

@@ -58,7 +58,7 @@ def _fields(s: Sidecar, direction: str) -> dict:
         "trace_id": "%TRACE_ID%",
         "source": s.service if direction == "outbound" else "%DOWNSTREAM_PEER_URI_SAN%",
         "source_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
-        "destination": "%UPSTREAM_CLUSTER%" if direction == "outbound" else s.service,
+        "destination": "%UPSTREAM_CLUSTER%" if direction in ("outbound", "edge") else s.service,
     }
 
 

@@ -21,7 +21,7 @@ def _rule(rule, policy: AuthorizationPolicy, kind: str, i: int, view: Resolved) 
             if getattr(p, k) is not None:
                 paths.append(security_path(k, getattr(p, k), view.mesh.paths))
     return AccessRule(
-        principals=tuple(view[name].identity for name in rule.from_),
+        principals=tuple(view.identity_of(name) for name in rule.from_),  # a Service or a Gateway
         paths=tuple(paths),
         methods=tuple(sorted(set(rule.methods))),
         headers=tuple(header_condition(h) for h in rule.headers),

@@ -60,7 +60,8 @@ def static_twin(sidecar_dir: Path) -> dict:
                 _untyped(r) for r in load_yaml(_local(sidecar_dir, dynamic[key])).get("resources", [])
             )
     for listener in boot.get("static_resources", {}).get("listeners", []):
-        for chain in listener.get("filter_chains", []):
+        default = [listener["default_filter_chain"]] if "default_filter_chain" in listener else []
+        for chain in listener.get("filter_chains", []) + default:  # a gateway's edge TLS has a default chain
             for f in chain.get("filters", []):
                 cfg = f.get("typed_config", {})
                 if cfg.get("@type", "").endswith(_HCM) and "rds" in cfg:
