@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from compiler.check.graph import check_call_cycles
 from compiler.check.kubernetes import check_kubernetes
+from compiler.check.kubernetes_gateway import check_kubernetes_gateways
 from compiler.check.observability import check_observability
 from compiler.check.paths import check_paths
 from compiler.check.pod_folders import check_pod_folders
@@ -37,6 +38,7 @@ CHECKS = (
     check_traffic_policies,
     check_ports,
     check_kubernetes,
+    check_kubernetes_gateways,
     check_pod_folders,
     check_mtls,
     check_authorization,

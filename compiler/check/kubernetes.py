@@ -19,7 +19,7 @@ compiler/policy/kubernetes.py). What a platform engineer gets wrong there:
   requests: callers notice it is gone only at their next DNS refresh (plus
   DNS_MARGIN for TTLs), which the sidecar's preStop sleep waits out, and the
   app then needs time to finish (DRAIN_TIME of headroom before SIGKILL);
-- E295 `kubernetes` settings while no service runs in pods: they would be ignored;
+- E295 `kubernetes` settings while no service or gateway runs in pods: they would be ignored;
 - W296 callers health-check each pod of a service in pods through its sidecar
   (`GET <health_check.path>` with the caller's identity and no token): when
   its AuthorizationPolicy or RequestAuthentication refuses that request, every
@@ -51,12 +51,12 @@ def check_kubernetes(view: Resolved) -> Iterator[Diagnostic]:
     if mesh is None:
         return
     in_pods = [sv for sv in view.views.values() if sv.in_pods]
-    if not in_pods:
+    if not in_pods and not any(gv.in_pods for gv in view.gateways.values()):
         for name in sorted(mesh.kubernetes.model_fields_set):
             yield Diagnostic(
                 "E295",
-                "no service runs in pods (every sidecar address is specific), so this would be ignored: "
-                "remove it, or leave a service's sidecar address at 0.0.0.0",
+                "no service or gateway runs in pods (every sidecar and gateway address is specific), so this would "
+                "be ignored: remove it, or leave a service's sidecar address at 0.0.0.0",
                 mesh.where("kubernetes", name), mesh.subject, f"kubernetes.{name}",
             )
         return
