@@ -1,0 +1,493 @@
+"""The way out of the mesh, live: ExternalService and Mesh egress.undeclared in real Envoy sidecars.
+
+The test process plays the caller's app: it sends plaintext HTTP to its sidecar's
+outbound listener with `Host: payments` (the ExternalService's name) or its host.
+The "API outside the mesh" is an HTTPS server in this process on a loopback
+address (`TlsApp`), with a certificate for api.payments.example issued by a test
+CA made here with `cryptography`; the ExternalService lists that address as its
+fixed endpoint and names the CA bundle file. The server records what each TLS
+handshake carried (SNI, protocol version, a client certificate if any) and every
+request (Host, headers), and answers a script of statuses.
+
+What is proved, by what the server saw and by the caller's /stats:
+- TLS origination: the app's plaintext call arrives over TLS 1.3 with SNI
+  api.payments.example, Host rewritten to the external host, no mesh headers, and
+  the sidecar (which holds a mesh certificate: strict mTLS) presents no certificate;
+- verification: a server whose certificate comes from another CA, or names
+  another host, gets no request (503 at the caller, ssl.fail_verify_* counted);
+- per-destination protections: a 503 then 200 succeeds after one retry
+  (upstream_rq_retry); consecutive 5xx eject the endpoint; the pool limits are the
+  cluster's circuit breakers;
+- the host resolved by DNS (logical DNS), and a tcp external;
+- egress refuse: an undeclared host gets 502 with the body and `x-meshc-egress:
+  refused`; egress allow: `Host: 127.a.b.c:<port>` of a local plain server reaches it,
+  from a service that calls nothing.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from compiler import certs
+from compiler.lower.external import EGRESS_HEADER, REFUSED_BODY
+from harness import report, send_many
+from harness.util import wait_until
+
+pytestmark = pytest.mark.envoy
+
+HOST = "api.payments.example"
+CALLER = "checkout"
+TRUST_DOMAIN = "egress.test"
+CLUSTER = "outbound|payments|default"
+
+
+# --------------------------------------------------------------------------
+# the API outside the mesh
+# --------------------------------------------------------------------------
+
+
+class TlsApp:
+    """An HTTPS/1.1 server on loopback that records handshakes and requests and answers a script.
+
+    `client_ca`: ask every client for a certificate (optional) and accept one from this CA, so a
+    sidecar that wrongly sent its mesh certificate would be seen doing it.
+    """
+
+    def __init__(self, host: str, cert: Path, key: Path, client_ca: Path | None = None, tls: bool = True):
+        self.handshakes: list[dict] = []  # {"sni", "version", "peer_cert"}, one per completed handshake
+        self._sni_of: dict = {}  # TLS socket -> the SNI its ClientHello carried
+        self.requests: list[dict] = []  # {"host", "path", "headers", "version"}
+        self.failed_handshakes = 0
+        self.script: list[int] = []
+        self._lock = threading.Lock()
+        ctx = None
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert, key)
+            ctx.sni_callback = self._sni
+            if client_ca is not None:
+                ctx.verify_mode = ssl.CERT_OPTIONAL
+                ctx.load_verify_locations(client_ca)
+        self._server = _Server((host, 0), _handler(self), ctx)
+        self.host, self.port = self._server.server_address[:2]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _sni(self, sslsock, name, ctx) -> None:
+        with self._lock:
+            self._sni_of[sslsock] = name
+
+    def _next_status(self) -> int:
+        with self._lock:
+            return self.script.pop(0) if self.script else 200
+
+    def start(self) -> "TlsApp":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+        self._server.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, handler, ctx: ssl.SSLContext | None):
+        self.ctx = ctx
+        super().__init__(address, handler)
+
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        if self.ctx is None:
+            return sock, addr
+        # The handshake happens in the handler's thread (first read), never in the accept loop.
+        return self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # a refused handshake or a reset connection: counted by the handler where it matters, not printed
+
+
+def _handler(app: TlsApp):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = 5
+
+        def setup(self) -> None:
+            super().setup()
+            if isinstance(self.connection, ssl.SSLSocket):
+                try:
+                    self.connection.do_handshake()
+                except (ssl.SSLError, OSError):
+                    with app._lock:
+                        app.failed_handshakes += 1
+                        app._sni_of.pop(self.connection, None)
+                    raise
+                with app._lock:
+                    app.handshakes.append(
+                        {
+                            "sni": app._sni_of.pop(self.connection, None),
+                            "version": self.connection.version(),
+                            "peer_cert": self.connection.getpeercert(binary_form=True),
+                        }
+                    )
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            if length:
+                self.rfile.read(length)
+            with app._lock:
+                app.requests.append(
+                    {
+                        "host": self.headers.get("host"),
+                        "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "tls": self.connection.version() if isinstance(self.connection, ssl.SSLSocket) else None,
+                    }
+                )
+            status = app._next_status()
+            body = f"external {status}\n".encode()
+            self.send_response(status)
+            self.send_header("content-type", "text/plain")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_HEAD = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Handler
+
+
+class EchoServer:
+    """A TCP server that echoes one read back per connection (a database stand-in)."""
+
+    def __init__(self, host: str):
+        self.sock = socket.create_server((host, 0))
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.settimeout(5)
+                data = conn.recv(4096)
+                conn.sendall(b"echo:" + data)
+
+    def start(self) -> "EchoServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+def write_pki(root: Path, name: str, dns_names: list[str]) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for `dns_names` under root/name/: (ca.pem, cert.pem, key.pem)."""
+    from cryptography.hazmat.primitives import serialization
+
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = certs.make_ca(f"{name}.test")
+    key, cert = certs.issue(ca_key, ca_cert, None, dns_names, usages=("server",))
+    (folder / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+
+
+@pytest.fixture
+def servers():
+    started: list = []
+    yield started
+    for s in started:
+        s.stop()
+
+
+def tls_app(servers, live_mesh, cert: Path, key: Path, **kwargs) -> TlsApp:
+    app = TlsApp(live_mesh.loopback.address(), cert, key, **kwargs).start()
+    servers.append(app)
+    return app
+
+
+def external(name: str, app, ca: Path | None, *, host: str = HOST, port: int = 443, **fields) -> dict:
+    doc = {"kind": "ExternalService", "name": name, "host": host, "port": port}
+    if app is not None:
+        doc["endpoints"] = [app.endpoint]
+    if ca is not None:
+        doc["tls"] = {"ca": str(ca)}
+    doc.update(fields)
+    return doc
+
+
+def call(live_mesh, host: str, path: str = "/", n: int = 1, caller: str = CALLER, **kwargs):
+    h, p = live_mesh.sidecars[caller].outbound
+    return send_many(h, p, n, path, host_header=host, **kwargs)
+
+
+def cluster_stats(sidecar, cluster: str = CLUSTER) -> dict[str, int]:
+    prefix = f"cluster.{cluster}."
+    return {k[len(prefix):]: v for k, v in sidecar.stats(f"^{prefix.replace('|', '[|]')}").items()}
+
+
+# --------------------------------------------------------------------------
+# TLS origination and verification
+# --------------------------------------------------------------------------
+
+
+def test_plaintext_call_leaves_over_verified_tls_with_sni_and_no_mesh_certificate(live_mesh, servers, tmp_path):
+    """The app speaks plaintext to its sidecar; the API gets TLS 1.3 with SNI api.payments.example, Host
+    rewritten to the host, no mesh headers, and no client certificate although the caller holds one."""
+    ca, cert, key = write_pki(tmp_path / "pki", "payments", [HOST])
+    certs_root = tmp_path / "certs"
+    mesh_ca_key, mesh_ca = certs.load_or_make_ca(certs_root, TRUST_DOMAIN)
+    app = tls_app(servers, live_mesh, cert, key, client_ca=certs_root / "ca.pem")
+    docs = [
+        live_mesh.mesh_doc(trust_domain=TRUST_DOMAIN, mtls={"mode": "strict"}),
+        live_mesh.service(CALLER, calls=["payments"]),
+        external("payments", app, ca, tls={"ca": str(ca), "min_version": "1.3"}),
+    ]
+    result = live_mesh.build(docs, certs_root=str(certs_root))
+    certs.write_service_certs(certs_root, TRUST_DOMAIN, {s.service: s.tls.identity for s in result.ir.sidecars})
+    front = live_mesh.start(CALLER)
+
+    by_name = call(live_mesh, "payments", "/v1/charges", n=3)
+    by_host = call(live_mesh, f"{HOST}:443", "/v1/balance")
+    assert [r.status for r in by_name + by_host] == [200] * 4, [(r.status, r.text) for r in by_name + by_host]
+    assert by_name[0].text == "external 200\n"
+
+    assert app.requests and all(r["tls"] == "TLSv1.3" for r in app.requests), app.requests
+    assert {r["host"] for r in app.requests} == {HOST}  # port 443 is the scheme's default: not written
+    assert all("x-meshc-version" not in r["headers"] for r in app.requests)
+    assert app.handshakes and all(h["sni"] == HOST for h in app.handshakes), app.handshakes
+    assert all(h["version"] == "TLSv1.3" for h in app.handshakes)
+    assert all(not h["peer_cert"] for h in app.handshakes), "the sidecar presented a certificate to an external host"
+    stats = cluster_stats(front)
+    assert stats["upstream_rq_200"] == 4
+    assert stats.get("ssl.handshake", 0) == len(app.handshakes) >= 1
+    report(
+        "tls_origination",
+        requests=len(app.requests),
+        handshakes=len(app.handshakes),
+        sni=app.handshakes[0]["sni"],
+        tls=app.handshakes[0]["version"],
+        host=app.requests[0]["host"],
+    )
+
+
+def test_a_server_the_ca_does_not_vouch_for_gets_no_request(live_mesh, servers, tmp_path):
+    """A certificate from another CA, or from the right CA for another host: the handshake fails in the
+    sidecar, the app gets 503 and the server sees no request."""
+    ca, cert, key = write_pki(tmp_path / "pki", "payments", [HOST])
+    _, rogue_cert, rogue_key = write_pki(tmp_path / "pki", "rogue", [HOST])
+    good = tls_app(servers, live_mesh, cert, key)
+    rogue = tls_app(servers, live_mesh, rogue_cert, rogue_key)
+    # The right CA (its own), a certificate for another name.
+    other_ca, other_cert, other_key = write_pki(tmp_path / "pki", "other-name", ["www.elsewhere.example"])
+    misnamed = tls_app(servers, live_mesh, other_cert, other_key)
+    docs = [
+        live_mesh.mesh_doc(),
+        live_mesh.service(CALLER, calls=["payments", "impostor", "misnamed"]),
+        external("payments", good, ca),
+        external("impostor", rogue, ca, host="impostor.payments.example", tls={"ca": str(ca), "sni": HOST}),
+        external("misnamed", misnamed, other_ca, host="misnamed.payments.example", tls={"ca": str(other_ca), "sni": HOST}),
+    ]
+    live_mesh.build(docs)
+    front = live_mesh.start(CALLER)
+
+    ok = call(live_mesh, "payments")
+    refused = call(live_mesh, "impostor", n=3)
+    wrong_name = call(live_mesh, "misnamed", n=3)
+    assert ok[0].status == 200
+    assert [r.status for r in refused] == [503] * 3, [(r.status, r.text) for r in refused]
+    assert [r.status for r in wrong_name] == [503] * 3, [(r.status, r.text) for r in wrong_name]
+    assert rogue.requests == [] and misnamed.requests == []
+    ca_failures = cluster_stats(front, "outbound|impostor|default").get("ssl.fail_verify_error", 0)
+    san_failures = cluster_stats(front, "outbound|misnamed|default").get("ssl.fail_verify_san", 0)
+    assert ca_failures >= 3, cluster_stats(front, "outbound|impostor|default")
+    assert san_failures >= 3, cluster_stats(front, "outbound|misnamed|default")
+    assert rogue.failed_handshakes >= 3 and misnamed.failed_handshakes >= 3
+    report(
+        "verification",
+        refused=len(refused) + len(wrong_name),
+        fail_verify_error=ca_failures,
+        fail_verify_san=san_failures,
+        rogue_handshakes_failed=rogue.failed_handshakes,
+    )
+
+
+# --------------------------------------------------------------------------
+# per-destination protections
+# --------------------------------------------------------------------------
+
+
+def test_retry_on_503_outlier_ejection_and_pool_limits(live_mesh, servers, tmp_path):
+    """A 503 then 200 is one successful call after a retry; five 503s in a row eject the endpoint; the
+    TrafficPolicy's pool is the cluster's circuit breakers."""
+    ca, cert, key = write_pki(tmp_path / "pki", "payments", [HOST])
+    app = tls_app(servers, live_mesh, cert, key)
+    docs = [
+        live_mesh.mesh_doc(),
+        live_mesh.service(CALLER, calls=["payments"]),
+        external("payments", app, ca),
+        {
+            "kind": "Route",
+            "service": "payments",
+            "rules": [
+                {
+                    "match": {"path": {"prefix": "/retried"}, "methods": ["GET"]},
+                    "to": {"default": 100},
+                    "timeout": "3s",
+                    "retries": {"attempts": 2, "on": [{"retriable-status-codes": [503]}]},
+                },
+                {"to": {"default": 100}, "timeout": "3s"},
+            ],
+        },
+        {
+            "kind": "TrafficPolicy",
+            "service": "payments",
+            "connection_pool": {"max_connections": 7, "max_pending_requests": 5, "max_requests": 9},
+            "outlier_detection": {"consecutive_5xx": 3, "interval": "10s", "base_ejection_time": "30s"},
+        },
+    ]
+    live_mesh.build(docs)
+    front = live_mesh.start(CALLER)
+
+    app.script = [503]
+    r = call(live_mesh, "payments", "/retried")[0]
+    assert r.status == 200, (r.status, r.text)
+    assert len(app.requests) == 2  # the 503 and the retry
+    retries = cluster_stats(front)["upstream_rq_retry"]
+    assert retries >= 1
+
+    # Three 503s in a row (no retries on this path): the endpoint is ejected.
+    app.script = [503, 503, 503]
+    failing = call(live_mesh, "payments", "/plain", n=3)
+    assert [x.status for x in failing] == [503] * 3
+    ejected = front.wait_for_stat(
+        f"cluster.{CLUSTER}.outlier_detection.ejections_enforced_consecutive_5xx", lambda v: v >= 1, timeout=5
+    )
+    # The pool: Envoy's circuit breakers for this cluster are the TrafficPolicy's numbers.
+    status, clusters = front.admin_get("/clusters")
+    assert status == 200
+    for limit, value in (("max_connections", 7), ("max_pending_requests", 5), ("max_requests", 9)):
+        assert f"{CLUSTER}::default_priority::{limit}::{value}" in clusters, limit
+    report("protections", retries=retries, app_requests=len(app.requests), ejections=ejected)
+
+
+# --------------------------------------------------------------------------
+# DNS and tcp
+# --------------------------------------------------------------------------
+
+
+def test_host_resolved_by_dns_and_a_tcp_external(live_mesh, servers):
+    """An external without endpoints is its host resolved by Envoy (localhost: 127.0.0.1, logical DNS);
+    a tcp external is an outbound listener on its port that carries bytes both ways."""
+    plain = TlsApp("127.0.0.1", None, None, tls=False).start()
+    servers.append(plain)
+    db = EchoServer(live_mesh.loopback.address()).start()
+    servers.append(db)
+    caller_address = live_mesh.placement(CALLER).address
+    db_port = live_mesh.loopback.port(caller_address)
+    docs = [
+        live_mesh.mesh_doc(),
+        live_mesh.service(CALLER, calls=["local-api", "orders-db"]),
+        external("local-api", None, None, host="localhost", port=plain.port),
+        external("orders-db", None, None, host="orders-db.internal.example", port=db_port, protocol="tcp",
+                 endpoints=[f"{db.host}:{db.port}"]),
+    ]
+    live_mesh.build(docs)
+    front = live_mesh.start(CALLER)
+    clusters = front.dynamic_clusters()
+    assert clusters["outbound|local-api|default"]["cluster"]["cluster_type"]["typed_config"]["all_addresses_in_single_endpoint"]
+
+    responses = call(live_mesh, "local-api", n=2)
+    assert [r.status for r in responses] == [200, 200], [(r.status, r.text) for r in responses]
+    assert {r["host"] for r in plain.requests} == {f"localhost:{plain.port}"}
+
+    with socket.create_connection((caller_address, db_port), timeout=5) as s:
+        s.sendall(b"SELECT 1")
+        got = b""
+        while not got.endswith(b"SELECT 1"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    assert got == b"echo:SELECT 1"
+    assert db.connections == 1
+    report("dns_and_tcp", dns_requests=len(plain.requests), tcp_reply=got.decode())
+
+
+# --------------------------------------------------------------------------
+# Mesh egress.undeclared
+# --------------------------------------------------------------------------
+
+
+def test_refuse_answers_502_for_an_undeclared_host(live_mesh):
+    """`refuse`: any Host that no dependency answers to gets 502 from the caller's own sidecar, with the
+    body saying what to declare; a declared one still works."""
+    local = live_mesh.upstream("ratings")
+    docs = [
+        live_mesh.mesh_doc(egress={"undeclared": "refuse"}),
+        live_mesh.service(CALLER, calls=["ratings"]),
+        live_mesh.service("ratings", versions={"default": local}),
+    ]
+    live_mesh.build(docs)
+    front = live_mesh.start(CALLER)
+    live_mesh.start("ratings")
+
+    refused = call(live_mesh, "api.undeclared.example", "/v1/anything", n=3)
+    assert [r.status for r in refused] == [502] * 3
+    assert refused[0].text == REFUSED_BODY
+    assert refused[0].headers.get(EGRESS_HEADER) == "refused"
+    assert call(live_mesh, "ratings")[0].status == 200
+    rq_5xx = front.stat("http.outbound_http.downstream_rq_5xx")
+    assert rq_5xx == 3
+    report("egress_refuse", refused=len(refused), status=refused[0].status, downstream_rq_5xx=rq_5xx)
+
+
+def test_allow_forwards_an_undeclared_host_even_from_a_service_that_calls_nothing(live_mesh):
+    """`allow`: the sidecar's dynamic forward proxy sends `Host: 127.a.b.c:<port>` to that address."""
+    outside = live_mesh.upstream("outside", host=live_mesh.loopback.address())
+    docs = [live_mesh.mesh_doc(egress={"undeclared": "allow"}), live_mesh.service("legacy")]
+    live_mesh.build(docs)
+    legacy = live_mesh.start("legacy")
+
+    responses = call(live_mesh, outside.endpoint, "/hello", n=3, caller="legacy")
+    assert [r.status for r in responses] == [200] * 3, [(r.status, r.text) for r in responses]
+    assert responses[0].json()["service"] == "outside"
+    assert outside.count == 3
+    forwarded = cluster_stats(legacy, "outbound|undeclared_hosts|any").get("upstream_rq_200", 0)
+    assert forwarded == 3
+    report("egress_allow", forwarded=forwarded, reached=outside.count)
