@@ -23,6 +23,8 @@ Building blocks (usable on their own), by module:
             with readiness, admin helpers (stats, clusters, config_dump,
             server_info) and a check that file-based xDS updates were accepted.
 - mesh      `LiveMesh`: all of the above for one test, in one temporary directory.
+- gateway   `GatewayEnvoy` / `start_gateway` (a Gateway's Envoy, `OUT/<gateway>/`), `tls_context`,
+            `https_many` (HTTPS with SNI, CA bundle, client certificate, source address), `handshake`.
 
 The cluster in a box (Kubernetes mode; Linux, root, `ip`, `dnsmasq`; the `kube_cluster` fixture). These
 leave loopback, but only inside network namespaces the harness makes, in a private /24 with no uplink:
