@@ -141,6 +141,11 @@ def external_virtual_host(
     return VirtualHost(name=ext.name, domains=tuple(domains), routes=routes)
 
 
+def _egress_source(mesh: Mesh):
+    """The Mesh's `egress` when the policy writes it, else the Mesh itself (the default applies)."""
+    return mesh.where("egress") if "egress" in mesh.model_fields_set else mesh.source
+
+
 def forward_proxy_cluster(mesh: Mesh) -> Cluster:
     """Where `egress.undeclared: allow` sends a request: the host:port its Host names (port 80 if none)."""
     return Cluster(
@@ -150,7 +155,7 @@ def forward_proxy_cluster(mesh: Mesh) -> Cluster:
         endpoints=(),
         protocol="http",
         connect_timeout=mesh.defaults.connect_timeout,
-        source=mesh.where("egress"),
+        source=_egress_source(mesh),
         protection=protection(mesh, None, instances=False),
         external=True,
         forward_proxy=True,
@@ -161,7 +166,7 @@ def undeclared_virtual_host(mesh: Mesh, forward: Cluster | None) -> VirtualHost:
     """The last virtual host of an outbound route table: every Host nothing declares.
 
     `forward`: the forward-proxy cluster (`allow`), or None (`refuse`)."""
-    common = dict(path=PathCondition("prefix", "/"), headers=(), source=mesh.where("egress"))
+    common = dict(path=PathCondition("prefix", "/"), headers=(), source=_egress_source(mesh))
     if forward is None:
         route = HttpRoute(
             **common,
