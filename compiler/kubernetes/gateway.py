@@ -146,7 +146,7 @@ def _spread(selector: dict, key: str) -> dict:
         "maxSkew": 1,
         "topologyKey": key,
         "whenUnsatisfiable": "ScheduleAnyway",
-        "labelSelector": {"matchLabels": selector},
+        "labelSelector": {"matchLabels": dict(selector)},
         "matchLabelKeys": ["pod-template-hash"],  # spread each rollout's pods, not old and new together
     }
 
@@ -176,7 +176,7 @@ def deployment(s: Sidecar, bootstrap_sha256: str) -> dict:
         "metadata": _metadata(s, g.name),
         "spec": {
             "replicas": g.replicas,
-            "selector": {"matchLabels": selector},
+            "selector": {"matchLabels": dict(selector)},
             # a new pod is ready before an old one goes: the gateway never runs below `replicas`
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
