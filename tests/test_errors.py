@@ -85,6 +85,11 @@ REQUIRED = {
     "python_not_unicode",
     "yaml_too_deep",
     "python_changes_the_interpreter",
+    # gateways and services outside the mesh (issue 13)
+    "gateway_errors",
+    "gateway_ports",
+    "gateway_pods",
+    "external_errors",
 }
 
 

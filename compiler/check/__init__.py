@@ -9,6 +9,8 @@ one (`view.mesh` is None otherwise).
 
 from __future__ import annotations
 
+from compiler.check.external import check_externals
+from compiler.check.gateway import check_gateways
 from compiler.check.graph import check_call_cycles
 from compiler.check.kubernetes import check_kubernetes
 from compiler.check.kubernetes_gateway import check_kubernetes_gateways
@@ -20,7 +22,7 @@ from compiler.check.references import check_references, check_structure
 from compiler.check.routes import check_routes
 from compiler.check.security import check_authentication, check_authorization, check_mtls
 from compiler.check.traffic import check_traffic_policies
-from compiler.check.shadowing import check_shadowed_rules
+from compiler.check.shadowing import check_shadowed_gateway_routes, check_shadowed_rules
 from compiler.diagnostics import Diagnostic
 from compiler.policy import PolicySet
 from compiler.policy.resolved import Resolved, resolve
@@ -35,6 +37,9 @@ CHECKS = (
     check_references,
     check_routes,
     _shadowed_rules,
+    check_gateways,
+    check_shadowed_gateway_routes,
+    check_externals,
     check_traffic_policies,
     check_ports,
     check_kubernetes,

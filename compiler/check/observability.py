@@ -15,6 +15,7 @@ def check_observability(view: Resolved) -> Iterator[Diagnostic]:
     services = view.services
     places = [(mesh, ("observability", "tracing"), mesh.observability.tracing)]
     places += [(svc, ("observability", "tracing"), svc.observability.tracing) for svc in view.policy.services]
+    places += [(gw, ("observability", "tracing"), gw.observability.tracing) for gw in view.policy.gateways]
     for doc, path, tracing in places:
         if not tracing:
             continue

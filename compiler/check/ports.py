@@ -5,6 +5,15 @@ namespaces, so only sidecars with specific addresses are compared with each
 other; the apps behind one-host sidecars are included, since they bind too.
 In a pod, the app's loopback port and the readiness listener's probe port
 must also differ from the sidecar's ports (E212).
+
+Gateways (compiler/policy/gateway.py) bind their listeners, admin interface
+and metrics listener (in pods also the readiness listener): one port twice on
+one gateway is E515; a gateway with a specific address shares its host with
+the one-host sidecars, apps and other gateways, and an address:port bound
+twice there is E514. A gateway with a wildcard address runs in pods (its own
+network namespace, like a service in pods), so it is compared with nothing.
+The outbound tcp listener of a tcp ExternalService a service calls is one of
+that sidecar's ports, like a tcp mesh service's.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ def check_ports(view: Resolved) -> Iterator[Diagnostic]:
         if metrics is not None:
             local.append((metrics.port, "metrics listener (observability.metrics.port)", ("observability", "metrics", "port")))
         for i, dep in enumerate(svc.calls):
-            target = services.get(dep)
+            target = services.get(dep) or getattr(view.externals.get(dep), "service", None)
             if target is not None and target.protocol == "tcp":
                 local.append((target.port, f"outbound tcp listener for '{dep}'", ("calls", i)))
         owners: dict[int, tuple[str, tuple]] = {}
@@ -90,6 +99,59 @@ def check_ports(view: Resolved) -> Iterator[Diagnostic]:
                 )
             else:
                 host_binds.setdefault(key, what)
+
+    for gv in view.all_gateways:
+        yield from _gateway_ports(view, gv, host_binds)
+
+
+def _gateway_ports(view: Resolved, gv, host_binds: dict[tuple[str, int], str]) -> Iterator[Diagnostic]:
+    gw, mesh = gv.gateway, view.mesh
+    name = f"the '{gw.name}' gateway"
+    admin_at = (gw, ("admin_port",)) if gw.admin_port is not None else (mesh, ("sidecar", "admin_port"))
+    local: list[tuple[str, int, str, tuple]] = [
+        (gv.address, l.port, f"listener '{l.name}'", (gw, ("listeners", i, "port")))
+        for i, l in enumerate(gw.listeners)
+    ]
+    local.append((gv.admin_address, gv.admin_port, "admin interface", admin_at))
+    if gv.metrics is not None:
+        own = gw.observability.metrics
+        at = (gw, ("observability", "metrics", "port")) if own else (mesh, ("observability", "metrics", "port"))
+        local.append((gv.address, gv.metrics.port, "metrics listener", at))
+    if gv.in_pods:
+        local.append(
+            (gv.address, mesh.kubernetes.probe_port, "readiness listener (Mesh kubernetes.probe_port)",
+             (mesh, ("kubernetes", "probe_port")))
+        )
+    owners: dict[int, tuple[str, object, tuple]] = {}
+    for _, port, what, (doc, path) in local:
+        if port in owners:
+            first, first_doc, first_path = owners[port]
+            # point at the gateway's own field of the two (the other may be a Mesh default)
+            at = doc.where(*path) if doc is gw else first_doc.where(*first_path) if first_doc is gw else gw.source
+            yield Diagnostic(
+                "E515",
+                f"port {port} is used twice on {name}: by its {first} and its {what}; give one another port",
+                at, gw.subject,
+            )
+        else:
+            owners[port] = (what, doc, path)
+    if gv.in_pods:
+        return
+    for host, port, what, (doc, path) in local:
+        if owners[port][0] != what:
+            continue  # the gateway's own clash (E515)
+        key = (host, port)
+        mine = f"{what} of {name}"
+        if key in host_binds and host_binds[key] != mine:
+            at = doc.where(*path) if doc is gw else gw.where("address") if gw.address else gw.source
+            yield Diagnostic(
+                "E514",
+                f"{_address(host, port)} is bound twice on this host: by the {host_binds[key]} and by the {mine}; "
+                "give the gateway another address or port",
+                at, gw.subject,
+            )
+        else:
+            host_binds.setdefault(key, mine)
 
 
 def _pod_ports(view: Resolved, sv, owners: dict[int, tuple[str, tuple]]) -> Iterator[Diagnostic]:

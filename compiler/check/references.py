@@ -1,5 +1,6 @@
 """Structure and references: one Mesh, unique names, services and versions named exist, and
-each version has somewhere to send its traffic (its own endpoints or the service's app_port)."""
+each version has somewhere to send its traffic (its own endpoints or the service's app_port).
+`calls` may name Services and ExternalServices."""
 
 from __future__ import annotations
 
@@ -51,16 +52,19 @@ def check_structure(view: Resolved) -> Iterator[Diagnostic]:
 
 def check_references(view: Resolved) -> Iterator[Diagnostic]:
     services = view.services
-    names = sorted(services)
+    # a service calls Services and ExternalServices (compiler/check/external.py), never a Gateway
+    names = sorted(set(services) | set(view.externals))
 
     for svc in view.policy.services:
         for i, dep in enumerate(svc.calls):
             if dep == svc.name:
                 yield Diagnostic("E206", "a service cannot call itself through its own sidecar", svc.where("calls", i), svc.subject, f"calls[{i}]")
-            elif dep not in services:
+            elif dep not in services and dep not in view.externals:
                 yield Diagnostic(
                     "E205",
-                    f"unknown service '{dep}'{did_you_mean(dep, names)}",
+                    f"'{dep}' is a Gateway: it takes requests from outside the mesh; call the service it routes to"
+                    if dep in view.gateways
+                    else f"unknown service '{dep}'{did_you_mean(dep, names)}",
                     svc.where("calls", i),
                     svc.subject,
                     f"calls[{i}]",

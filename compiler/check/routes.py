@@ -1,7 +1,10 @@
-"""Route meaning: targets exist, weights add up, retries are bounded, rewrites fit their match."""
+"""Route meaning: targets exist, weights add up, retries are bounded, rewrites fit their match.
+
+A Route may be for an ExternalService (and mirror to one): a destination with the one version `default`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 from compiler.diagnostics import Diagnostic, Severity, did_you_mean
@@ -9,14 +12,35 @@ from compiler.policy import Route, RouteRule, Service
 from compiler.policy.resolved import Resolved, enforces, unretried_methods
 
 
+@dataclass(frozen=True)
+class _External:
+    """An ExternalService as a Route sees it: a service with the one version `default`."""
+
+    name: str
+    protocol: str
+    version_names: tuple[str, ...] = ("default",)
+
+
+def destinations(view: Resolved) -> dict[str, Service | _External]:
+    """What a Route (its `service`, a mirror's `service`) may name: Services and ExternalServices."""
+    out: dict[str, Service | _External] = {
+        name: _External(name, ev.service.protocol, ev.versions) for name, ev in view.externals.items()
+    }
+    out.update(view.services)
+    return out
+
+
 def check_routes(view: Resolved) -> Iterator[Diagnostic]:
-    services = view.services
+    services = destinations(view)
     for route in view.policy.routes:
         target = services.get(route.service)
         if target is None:
             yield Diagnostic(
                 "E207",
-                f"unknown service '{route.service}'{did_you_mean(route.service, sorted(services))}",
+                f"'{route.service}' is a Gateway: its routes are written in the Gateway document, and the Route of "
+                "the service each one goes to applies there"
+                if route.service in view.gateways
+                else f"unknown service '{route.service}'{did_you_mean(route.service, sorted(services))}",
                 route.where("service"),
                 route.subject,
                 "service",
@@ -60,7 +84,7 @@ def matches_everything(rule: RouteRule) -> bool:
     return m.path.prefix == "/" and not (m.headers or m.methods or m.cookies or m.query)
 
 
-def _unknown_version(version: str, svc: Service) -> str:
+def _unknown_version(version: str, svc: Service | _External) -> str:
     known = svc.version_names
     return f"unknown version '{version}' of service '{svc.name}'{did_you_mean(version, known)} (known: {', '.join(known)})"
 

@@ -1,4 +1,8 @@
-"""Zero-trust meaning: callers can speak to what they call, authorization names real, identifiable callers."""
+"""Zero-trust meaning: callers can speak to what they call, authorization names real, identifiable callers.
+
+`from` may name a Service or a Gateway (each has a mesh identity); a RequestAuthentication may be for a
+Service or a Gateway (tokens verified at the edge). An ExternalService has no sidecar: policies for it and
+`from` naming it are refused (E526, E527, E528), as is an AuthorizationPolicy for a Gateway (E517)."""
 
 from __future__ import annotations
 
@@ -46,19 +50,12 @@ def check_authorization(view: Resolved) -> Iterator[Diagnostic]:
         seen.setdefault(ap.service, ap)
         target = services.get(ap.service)
         if target is None:
-            yield Diagnostic(
-                "E241", f"unknown service '{ap.service}'{did_you_mean(ap.service, sorted(services))}",
-                ap.where("service"), subject, "service",
-            )
+            yield from _not_a_service(view, ap)
             continue
         for kind in ("allow", "deny"):
             for i, rule in enumerate(getattr(ap, kind)):
                 for j, caller in enumerate(rule.from_):
-                    if caller not in services:
-                        yield Diagnostic(
-                            "E241", f"unknown service '{caller}'{did_you_mean(caller, sorted(services))}",
-                            ap.where(kind, i, "from", j), subject, f"{kind}[{i}].from[{j}]",
-                        )
+                    yield from _caller(view, ap, kind, i, j, caller)
                 yield from _unenforceable(ap, kind, i, rule, view[ap.service])
                 if rule.from_ and view[ap.service].mtls == "disable":
                     yield Diagnostic(
@@ -84,6 +81,46 @@ def check_authorization(view: Resolved) -> Iterator[Diagnostic]:
                         ap.where("allow", i), subject, f"allow[{i}]", severity=Severity.WARNING,
                     )
                     break
+
+
+def _not_a_service(view: Resolved, ap) -> Iterator[Diagnostic]:
+    """An AuthorizationPolicy for something that has no inbound sidecar to enforce it."""
+    name, at = ap.service, ap.where("service")
+    if name in view.gateways:
+        yield Diagnostic(
+            "E517",
+            f"'{name}' is a Gateway: it takes requests from outside the mesh, which have no mesh identity to "
+            f"authorize; verify tokens at the edge with a RequestAuthentication for '{name}', and authorize the "
+            f"services behind it with `from: [{name}]`",
+            at, ap.subject, "service",
+        )
+    elif name in view.externals:
+        yield Diagnostic(
+            "E526",
+            f"'{name}' is an ExternalService: it has no sidecar of the mesh to enforce this; a service reaches it "
+            "only when its `calls` lists it",
+            at, ap.subject, "service",
+        )
+    else:
+        known = sorted(view.services)
+        yield Diagnostic("E241", f"unknown service '{name}'{did_you_mean(name, known)}", at, ap.subject, "service")
+
+
+def _caller(view: Resolved, ap, kind: str, i: int, j: int, caller: str) -> Iterator[Diagnostic]:
+    """`from` names a caller by its certificate: a Service or a Gateway (Resolved.identity_of)."""
+    if caller in view.services or caller in view.gateways:
+        return
+    at, path = ap.where(kind, i, "from", j), f"{kind}[{i}].from[{j}]"
+    if caller in view.externals:
+        yield Diagnostic(
+            "E528",
+            f"'{caller}' is an ExternalService: it is outside the mesh, holds no mesh certificate, and never calls "
+            "in through a sidecar; name the services (or the Gateway) its requests come through",
+            at, ap.subject, path,
+        )
+        return
+    known = sorted(set(view.services) | set(view.gateways))
+    yield Diagnostic("E241", f"unknown service '{caller}'{did_you_mean(caller, known)}", at, ap.subject, path)
 
 
 _CONDITIONS = ("paths", "methods", "headers", "claims")
@@ -134,9 +171,19 @@ def check_authentication(view: Resolved) -> Iterator[Diagnostic]:
                 subject, refs=(authn[ra.service].where("service"),),
             )
         authn.setdefault(ra.service, ra)
-        if ra.service not in services:
+        if ra.service in view.gateways and ra.service not in services:
+            pass  # tokens verified at the edge, on every listener of the gateway
+        elif ra.service in view.externals and ra.service not in services:
             yield Diagnostic(
-                "E253", f"unknown service '{ra.service}'{did_you_mean(ra.service, sorted(services))}",
+                "E527",
+                f"'{ra.service}' is an ExternalService: no sidecar of the mesh receives its requests to verify "
+                "tokens in; it verifies its callers itself",
+                ra.where("service"), subject, "service",
+            )
+        elif ra.service not in services:
+            known = sorted(set(services) | set(view.gateways))
+            yield Diagnostic(
+                "E253", f"unknown service '{ra.service}'{did_you_mean(ra.service, known)}",
                 ra.where("service"), subject, "service",
             )
         elif not view[ra.service].enforces("request_authentication"):

@@ -5,13 +5,17 @@ after one that matches a superset of its requests is dead configuration, and
 almost always a mistake in the order (a catch-all written first) or in a
 condition. `covers()` proves the superset from the conditions as written;
 when it cannot prove it, nothing is reported (no false positives).
+
+A Gateway's routes are tried in order too, per listener and host:
+`check_shadowed_gateway_routes()` reports a route that an earlier one covers
+(its hosts, its path prefix, and a destination that answers every request).
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from compiler.diagnostics import Diagnostic
+from compiler.diagnostics import Diagnostic, Severity
 from compiler.policy import PolicySet
 from compiler.policy.route import CookieMatch, HeaderMatch, Match, PathMatch, QueryMatch
 
@@ -137,3 +141,75 @@ def _cookie_covers(a: CookieMatch, b: CookieMatch) -> bool:
     if a.exact is not None:
         return b.exact == a.exact
     return b.regex is not None and b.regex == a.regex
+
+
+# -- gateway routes ----------------------------------------------------------
+
+
+def host_covers(a: str, b: str) -> bool:
+    """Every name the host pattern `b` matches is matched by `a` too (Envoy's virtual host domains and SNI
+    server names: `*.example.com` matches any name ending in `.example.com`, however many labels)."""
+    return a == b or (a.startswith("*.") and b.endswith(a[1:]) and len(b) > len(a) - 1)
+
+
+def hosts_cover(a: list[str], b: list[str]) -> bool:
+    """Every host the list `b` matches is matched by `a` (an empty list is any host)."""
+    if not a:
+        return True
+    return bool(b) and all(any(host_covers(x, y) for x in a) for y in b)
+
+
+def check_shadowed_gateway_routes(view) -> Iterator[Diagnostic]:
+    """E511 for a gateway route that an earlier route covers on every listener it is served on, W512 when that
+    is so on some of them only.
+
+    The gateway tries its routes in order (on each listener, in each virtual host, see compiler/lower/gateway.py):
+    an earlier route covers a later one when it is served on the same listener, its hosts cover the later
+    one's (no hosts: any host), its path prefix is a prefix of the later one's, and its destination answers
+    every request it gets: no Route, or a Route with a rule that matches everything. A destination whose
+    rules match only some requests lets the others fall through to the later routes, so nothing is said.
+    """
+    from compiler.check.routes import matches_everything
+
+    def answers_all(name: str) -> bool:
+        sv = view.views.get(name)
+        if sv is None or sv.listener != "http":
+            return False
+        return sv.route is None or any(matches_everything(rule) for rule in sv.route.rules)
+
+    for gv in view.all_gateways:
+        gw = gv.gateway
+        for i, (later, on) in enumerate(gv.routes):
+            shadowed: dict[str, int] = {}
+            for name in dict.fromkeys(on):
+                for j in range(i):
+                    earlier, earlier_on = gv.routes[j]
+                    if (
+                        name in earlier_on
+                        and hosts_cover(earlier.hosts, later.hosts)
+                        and later.path.startswith(earlier.path)
+                        and answers_all(earlier.to)
+                    ):
+                        shadowed[name] = j
+                        break
+            if not shadowed:
+                continue
+            listeners = list(dict.fromkeys(on))
+            if len(shadowed) == len(listeners):
+                j = shadowed[listeners[0]]
+                yield Diagnostic(
+                    "E511",
+                    f"never matches: routes[{j}] (at {{0}}) is served on its listeners too, already matches every "
+                    f"host and path it matches, and '{gv.routes[j][0].to}' answers every request it gets; put the "
+                    "more specific route first",
+                    gw.where("routes", i), gw.subject, f"routes[{i}]", refs=(gw.where("routes", j),),
+                )
+            else:
+                for name, j in shadowed.items():
+                    yield Diagnostic(
+                        "W512",
+                        f"never matches on listener '{name}': routes[{j}] (at {{0}}) is served there too and already "
+                        "matches every host and path it matches; put the more specific route first",
+                        gw.where("routes", i), gw.subject, f"routes[{i}]", refs=(gw.where("routes", j),),
+                        severity=Severity.WARNING,
+                    )

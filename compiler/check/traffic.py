@@ -1,4 +1,5 @@
-"""TrafficPolicy meaning: one per known service, hashing only with a hashing balancer, checks that fit."""
+"""TrafficPolicy meaning: one per known service or ExternalService, hashing only with a hashing balancer,
+checks that fit."""
 
 from __future__ import annotations
 
@@ -35,9 +36,17 @@ def check_traffic_policies(view: Resolved) -> Iterator[Diagnostic]:
             )
         seen.setdefault(tp.service, tp)
         svc = services.get(tp.service)
-        if svc is None:
+        ext = view.externals.get(tp.service)
+        if svc is None and ext is not None:
+            svc = ext.service  # its inbound-side settings are E525 (compiler/check/external.py)
+        elif svc is None:
+            known = sorted(set(services) | set(view.externals))
             yield Diagnostic(
-                "E231", f"unknown service '{tp.service}'{did_you_mean(tp.service, sorted(services))}",
+                "E231",
+                f"'{tp.service}' is a Gateway: a TrafficPolicy is for the callers of a service; the gateway "
+                "applies the TrafficPolicy of each service it routes to"
+                if tp.service in view.gateways
+                else f"unknown service '{tp.service}'{did_you_mean(tp.service, known)}",
                 tp.where("service"), subject, "service",
             )
             continue
@@ -53,12 +62,16 @@ def check_traffic_policies(view: Resolved) -> Iterator[Diagnostic]:
                 tp.where("load_balancer"), subject, "load_balancer", severity=Severity.WARNING,
             )
         for path, why in _HTTP_ONLY:
+            if ext is not None and tp.service not in services and path[0] != "load_balancer":
+                continue  # refused on any ExternalService (E525)
             if _get(tp, path) is not None and not enforces(svc, path[-1]):
                 field = ".".join(path)
                 yield Diagnostic(
                     "E234", f"{field} needs an http or grpc service ({why}), but '{tp.service}' is tcp",
                     tp.where(*path), subject, field,
                 )
+        if tp.service not in services:
+            continue  # an ExternalService: its health_check and global_rate_limit are refused whole (E525)
         hc = tp.health_check
         if hc is not None and hc.timeout >= hc.interval:
             yield Diagnostic(
