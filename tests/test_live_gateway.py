@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from compiler import certs
 from harness import LiveMesh, Response, Upstream, report, send_many, wait_until
-from harness.gateway import GatewayEnvoy, handshake, https_many, https_one, start_gateway, tls_context
+from harness.gateway import GatewayEnvoy, SniConnection, handshake, https_many, https_one, start_gateway, tls_context
 
 pytestmark = pytest.mark.envoy
 
@@ -45,7 +45,8 @@ SHOP, API = "shop.example.com", "api.example.com"
 INGRESS_ID = f"spiffe://{TRUST_DOMAIN}/ns/default/sa/{GW}"
 ISSUER, AUDIENCE = "https://auth.gateway.test", "shop"
 SPOOFED = "203.0.113.66"
-HEADER_KB, MAX_HEADERS = 16, 40
+HEADER_KB, MAX_HEADERS, MAX_BODY = 16, 40, 65536
+LIMITS = {"max_request_headers_kb": HEADER_KB, "max_headers": MAX_HEADERS, "max_request_bytes": MAX_BODY}
 
 
 # --------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def edge_mesh(
             },
         ],
         "routes": [{"hosts": [SHOP, API], "to": "productpage"}],
-        "limits": {"max_request_headers_kb": HEADER_KB, "max_headers": MAX_HEADERS},
+        "limits": LIMITS,
         "observability": {"access_log": {"to": "stdout", "format": "json"}},
         **(gateway or {}),
     }
@@ -277,6 +278,9 @@ def test_outside_client_reaches_productpage_over_https_by_sni(live_mesh, tmp_pat
     assert hs.ok and san_dns(hs.peer) == [SHOP], (hs.error, hs.peer and san_dns(hs.peer))
     hs = handshake(host, port, sni="other.example.com", context=edge.context())
     assert not hs.ok and "certificate" in hs.error.lower(), hs.error
+    # min_version 1.2 (the default): a TLS 1.2 client is served too.
+    hs12 = handshake(host, port, sni=SHOP, context=edge.context(max_version=ssl.TLSVersion.TLSv1_2))
+    assert hs12.ok and hs12.version == "TLSv1.2", (hs12.error, hs12.version)
     # Not trusting the development CA: the chain does not verify.
     hs = handshake(host, port, sni=SHOP, context=ssl.create_default_context())
     assert not hs.ok and "CERTIFICATE_VERIFY_FAILED" in hs.error, hs.error
@@ -390,7 +394,8 @@ def test_edge_hygiene(live_mesh, tmp_path):
     """What an untrusted client can and cannot do (trusted_hops 0): the app is told the real client address
     (x-envoy-external-address, the last X-Forwarded-For entry), never what the client wrote in X-Forwarded-For or
     x-envoy-* headers; a request id is generated at the edge; the app's `server` header does
-    not leak; too large or too many headers get 431; header names with underscores are refused."""
+    not leak; too large or too many headers get 431; header names with underscores are refused (400); a body over
+    max_request_bytes gets 413 and never reaches the app."""
     edge = edge_mesh(live_mesh, tmp_path)
     spoof = {"X-Forwarded-For": SPOOFED, "X-Request-Id": "client-chosen", "X-Envoy-Internal": "true",
              "X-Envoy-External-Address": SPOOFED}
@@ -417,9 +422,14 @@ def test_edge_hygiene(live_mesh, tmp_path):
     assert many.status == 431, many.status
     under = edge.get_one("/", headers={"x_user": "admin"})
     assert under.status == 400, under.status
+    before = edge.upstream_count
+    body = edge.get_one("/upload", method="POST", body=b"x" * (MAX_BODY + 1))
+    assert body.status == 413 and edge.upstream_count == before, body.status
+    fits = edge.get_one("/upload", method="POST", body=b"y" * MAX_BODY)
+    assert fits.status == 200 and edge.last_request().body == b"y" * MAX_BODY, fits.status
     report("gateway_hygiene", xff=seen.get("x-forwarded-for"), client=edge.client_address,
            external=seen.get("x-envoy-external-address"), internal=seen.get("x-envoy-internal"), request_id=rid, server=server,
-           big=big.status, many=many.status, underscore=under.status)
+           big=big.status, many=many.status, underscore=under.status, body_over=body.status)
 
 
 def test_client_certificate_required_when_client_ca_is_set(live_mesh, tmp_path):
@@ -508,3 +518,41 @@ def test_trusted_hops_take_the_client_address_from_the_proxy_in_front(live_mesh,
     assert seen.get("x-envoy-external-address") == balancer_saw, seen
     assert seen["x-forwarded-for"].replace(" ", "").split(",") == [SPOOFED, balancer_saw, edge.client_address], seen
     report("gateway_trusted_hops", xff=seen["x-forwarded-for"], external=seen.get("x-envoy-external-address"))
+
+
+def test_min_version_refuses_older_tls(live_mesh, tmp_path):
+    """min_version 1.3: a client that speaks at most TLS 1.2 fails the handshake; TLS 1.3 is served."""
+    edge = edge_mesh(live_mesh, tmp_path, tls={"min_version": "1.3"})
+    host, port = edge.https
+    old = handshake(host, port, sni=SHOP, context=edge.context(max_version=ssl.TLSVersion.TLSv1_2))
+    assert not old.ok, old.version
+    new = handshake(host, port, sni=SHOP, context=edge.context())
+    assert new.ok and new.version == "TLSv1.3", (new.error, new.version)
+    assert edge.get_one("/").status == 200
+    report("gateway_min_version", tls12=old.error, tls13=new.version)
+
+
+def test_connection_limit_closes_connections_over_max_connections(live_mesh, tmp_path):
+    """max_connections 2: with two client connections open on the https listener, a third is closed at once
+    (listener downstream_cx_overflow counts it); once one closes, a new connection is served again."""
+    edge = edge_mesh(live_mesh, tmp_path, gateway={"limits": {**LIMITS, "max_connections": 2}})
+    host, port = edge.https
+    ctx = edge.context()
+    held = []
+    try:
+        for _ in range(2):
+            conn = SniConnection(host, port, sni=SHOP, context=ctx, timeout=5.0, source=edge.client_address)
+            conn.request("GET", "/", headers={"Host": SHOP})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200
+            held.append(conn)
+        third = handshake(host, port, sni=SHOP, context=ctx, request=f"GET / HTTP/1.1\r\nHost: {SHOP}\r\n\r\n".encode())
+        assert not third.ok or third.response == b"", third.response[:100]
+        overflow = edge.gw.wait_for_stat(f"listener.{host}_{port}.downstream_cx_overflow", lambda v: v >= 1)
+    finally:
+        for conn in held:
+            conn.close()
+    edge.gw.wait_for_stat(f"listener.{host}_{port}.downstream_cx_active", lambda v: v == 0)
+    assert edge.get_one("/").status == 200
+    report("gateway_connection_limit", overflow=overflow, third=third.error or "closed")

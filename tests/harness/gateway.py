@@ -93,7 +93,7 @@ def tls_context(
     return ctx
 
 
-class _SniConnection(http.client.HTTPSConnection):
+class SniConnection(http.client.HTTPSConnection):
     """HTTPS to an address with a chosen SNI (and name check) and an optional loopback source address."""
 
     def __init__(self, host, port, *, sni: str, context: ssl.SSLContext, timeout: float, source: str | None):
@@ -140,14 +140,14 @@ def https_many(
         body = body.encode()
     out: list[Response] = []
     deadline = time.monotonic() + max_seconds
-    conn: _SniConnection | None = None
+    conn: SniConnection | None = None
     reused = False
     try:
         while len(out) < n:
             if time.monotonic() > deadline:
                 raise HarnessError(f"https_many: {len(out)}/{n} responses after {max_seconds}s")
             if conn is None:
-                conn = _SniConnection(host, port, sni=sni, context=context, timeout=timeout, source=source)
+                conn = SniConnection(host, port, sni=sni, context=context, timeout=timeout, source=source)
                 reused = False
             try:
                 conn.request(method, path, body=body, headers=hdrs)
