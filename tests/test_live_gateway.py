@@ -45,6 +45,7 @@ SHOP, API = "shop.example.com", "api.example.com"
 INGRESS_ID = f"spiffe://{TRUST_DOMAIN}/ns/default/sa/{GW}"
 ISSUER, AUDIENCE = "https://auth.gateway.test", "shop"
 SPOOFED = "203.0.113.66"
+TRACE_ID = "463ac35c9f6413ad"
 HEADER_KB, MAX_HEADERS, MAX_BODY = 16, 40, 65536
 LIMITS = {"max_request_headers_kb": HEADER_KB, "max_headers": MAX_HEADERS, "max_request_bytes": MAX_BODY}
 
@@ -256,8 +257,8 @@ def access_lines(gw: GatewayEnvoy) -> list[dict]:
 
 def test_outside_client_reaches_productpage_over_https_by_sni(live_mesh, tmp_path):
     """HTTPS with the development CA and SNI: 200 from productpage; each host gets its own certificate (verified
-    against the dev CA with the host name checked); a client without SNI gets the first; the http listener
-    answers 301 to https and the app never sees it."""
+    against the dev CA with the host name checked); a client without SNI gets the first; a Host no route names
+    is 404; the http listener answers 301 to https and the app never sees it."""
     edge = edge_mesh(live_mesh, tmp_path)
     r = edge.get_one("/products/1?q=1")
     assert r.status == 200, (r.status, r.text)
@@ -272,6 +273,11 @@ def test_outside_client_reaches_productpage_over_https_by_sni(live_mesh, tmp_pat
         tls_version = hs.version
         assert edge.get_one("/", sni=sni).status == 200
     assert served[SHOP] != served[API]
+    # Routes are by host: a host no route names is 404 at the gateway (nothing reaches the mesh).
+    before = edge.upstream_count
+    unknown = edge.get_one("/", host_header="unknown.example.com")
+    assert unknown.status == 404 and edge.upstream_count == before, unknown.status
+    assert edge.get_one("/", host_header=f"{SHOP}:{port}").status == 200  # the port in Host is ignored
     assert served[SHOP] == x509.load_pem_x509_certificate((edge.edge_folder(SHOP) / "cert.pem").read_bytes()).serial_number
     # No SNI (or an unknown one): the first certificate; a browser asking for another name rejects it.
     hs = handshake(host, port, sni=None, context=edge.context(check_hostname=False))
@@ -392,13 +398,14 @@ def test_a_burst_over_the_edge_rate_limit_gets_429(live_mesh, tmp_path):
 
 def test_edge_hygiene(live_mesh, tmp_path):
     """What an untrusted client can and cannot do (trusted_hops 0): the app is told the real client address
-    (x-envoy-external-address, the last X-Forwarded-For entry), never what the client wrote in X-Forwarded-For or
-    x-envoy-* headers; a request id is generated at the edge; the app's `server` header does
-    not leak; too large or too many headers get 431; header names with underscores are refused (400); a body over
-    max_request_bytes gets 413 and never reaches the app."""
+    (x-envoy-external-address, the last X-Forwarded-For entry), never what the client wrote in X-Forwarded-For
+    or x-envoy-* headers; trace context from outside is dropped; a request id is generated at the edge; the
+    app's `server` header does not leak; too large or too many headers get 431; header names with underscores
+    are refused (400); a body over max_request_bytes gets 413 and never reaches the app."""
     edge = edge_mesh(live_mesh, tmp_path)
     spoof = {"X-Forwarded-For": SPOOFED, "X-Request-Id": "client-chosen", "X-Envoy-Internal": "true",
-             "X-Envoy-External-Address": SPOOFED}
+             "X-Envoy-External-Address": SPOOFED, "X-B3-TraceId": TRACE_ID, "X-B3-SpanId": TRACE_ID,
+             "traceparent": f"00-{TRACE_ID * 2}-{TRACE_ID}-01"}
     r = edge.get_one("/who", headers=spoof)
     assert r.status == 200, (r.status, r.text)
     seen = edge.last_request().headers
@@ -407,6 +414,8 @@ def test_edge_hygiene(live_mesh, tmp_path):
     assert xff == [SPOOFED, edge.client_address], (xff, edge.client_address)
     assert seen.get("x-envoy-external-address") == edge.client_address, seen
     assert "x-envoy-internal" not in seen, seen
+    # A trace starts at the edge: trace context sent from outside is dropped.
+    assert TRACE_ID not in json.dumps(seen), seen
     rid = seen.get("x-request-id", "")
     assert rid != "client-chosen" and uuid.UUID(rid), rid
     assert r.headers.get("x-request-id", rid) == rid
