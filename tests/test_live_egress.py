@@ -347,6 +347,38 @@ def test_a_server_the_ca_does_not_vouch_for_gets_no_request(live_mesh, servers, 
     )
 
 
+def test_a_rotated_ca_bundle_applies_without_restart(live_mesh, servers, tmp_path):
+    """The bundle is read through file SDS watching its folder: a bundle moved into place (as a Kubernetes
+    Secret update or cert-manager does) that now holds the server's CA makes the same sidecar process accept
+    the server it refused a moment before."""
+    old_ca, _, _ = write_pki(tmp_path / "pki", "old", [HOST])
+    new_ca, cert, key = write_pki(tmp_path / "pki", "new", [HOST])
+    bundle_dir = tmp_path / "bundle"
+    bundle_dir.mkdir()
+    bundle = bundle_dir / "ca.pem"
+    bundle.write_bytes(old_ca.read_bytes())
+    app = tls_app(servers, live_mesh, cert, key)
+    live_mesh.build([live_mesh.mesh_doc(), live_mesh.service(CALLER, calls=["payments"]), external("payments", app, bundle)])
+    front = live_mesh.start(CALLER)
+    pid = front.pid
+
+    before = call(live_mesh, "payments")[0]
+    assert before.status == 503 and app.requests == []
+    assert cluster_stats(front).get("ssl.fail_verify_error", 0) >= 1  # refused for its CA, not for want of one
+    staged = bundle_dir / ".ca.pem.new"
+    staged.write_bytes(old_ca.read_bytes() + new_ca.read_bytes())
+    staged.replace(bundle)  # one rename: the watched folder sees the new bundle whole
+    statuses: list[int] = []
+
+    def accepted() -> bool:
+        statuses.append(call(live_mesh, "payments")[0].status)
+        return statuses[-1] == 200
+
+    wait_until(accepted, 10, message=lambda: f"the rotated bundle was not used (statuses {statuses})")
+    assert front.pid == pid and len(app.requests) == 1
+    report("ca_rotation", before=before.status, polls=len(statuses), after=statuses[-1], same_process=front.pid == pid)
+
+
 # --------------------------------------------------------------------------
 # per-destination protections
 # --------------------------------------------------------------------------
