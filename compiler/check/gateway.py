@@ -26,7 +26,9 @@ this module refuses or warns about, each at its field:
 - E517 an AuthorizationPolicy for a gateway (see compiler/check/security.py);
 - W513 a route host served on an https listener whose certificates cover no
   such host (clients get the first certificate, which does not name it);
-- W518 a listener that serves no route (every request gets 404).
+- W518 a listener that serves no route (every request gets 404);
+- W519 a route to a service whose AuthorizationPolicy (or the Mesh's default
+  deny) refuses every request from the gateway's identity.
 
 Routes that can never match (E511/W512) are in compiler/check/shadowing.py,
 address and port clashes (E514/E515) in compiler/check/ports.py.
@@ -54,7 +56,10 @@ def check_gateways(view: Resolved) -> Iterator[Diagnostic]:
 def _names(view: Resolved) -> Iterator[Diagnostic]:
     seen: dict[str, object] = {}
     externals = {e.name: e for e in view.policy.external_services}
-    services_in_pods = view.mesh is not None and any(sv.in_pods for sv in view.views.values())
+    # the Kubernetes output exists when a service or a gateway runs in pods
+    pods = view.mesh is not None and (
+        any(sv.in_pods for sv in view.views.values()) or any(gv.in_pods for gv in view.gateways.values())
+    )
     for gw in view.policy.gateways:
         if gw.name in seen:
             yield Diagnostic(
@@ -71,8 +76,7 @@ def _names(view: Resolved) -> Iterator[Diagnostic]:
                 "'from', and what a RequestAuthentication names in 'service'; rename one",
                 gw.where("name"), gw.subject, refs=(other.where("name"),),
             )
-        in_pods = view.gateways[gw.name].in_pods if view.mesh is not None else False
-        if gw.name == OUTPUT_FOLDER and (services_in_pods or in_pods):
+        if gw.name == OUTPUT_FOLDER and pods:
             yield Diagnostic(
                 "E502",
                 f"a gateway cannot be named '{OUTPUT_FOLDER}' when the Kubernetes output exists: its folder would be "
@@ -188,6 +192,36 @@ def _routes(view: Resolved, gv: GatewayView) -> Iterator[Diagnostic]:
                     gw.where("routes", i, "listeners", j), gw.subject, f"{at}.listeners[{j}]",
                 )
         yield from _certificates(gv, i)
+        if target is not None and target.protocol != "tcp" and view.mesh is not None:
+            reason = _refused(view, gw.name, route.to)
+            if reason:
+                yield Diagnostic(
+                    "W519",
+                    f"every request this route sends to '{route.to}' would be refused (403): {reason}; allow the "
+                    f"gateway there (an allow rule with from: [{gw.name}])",
+                    gw.where("routes", i, "to"), gw.subject, f"{at}.to", severity=Severity.WARNING,
+                )
+
+
+def _refused(view: Resolved, gateway: str, name: str) -> str | None:
+    """Why the destination's sidecar refuses every request from the gateway, when its AuthorizationPolicy
+    (or the Mesh's default) provably does: no allow rule can match the gateway's identity, or a deny rule on
+    it has no other condition. (With mTLS disabled there is no identity at all: E242 says it.)"""
+    sv = view.views[name]
+    if sv.mtls == "disable":
+        return None
+    ap = sv.authz
+    if ap is not None and ap.mode != "enforce":
+        return None
+    for rule in ap.deny if ap else []:
+        if gateway in rule.from_ and not (rule.paths or rule.methods or rule.headers or rule.claims):
+            return f"its AuthorizationPolicy denies '{gateway}'"
+    allow = ap.allow if ap else []
+    if not allow and view.mesh.authorization.default == "deny":
+        return "the Mesh's authorization default is deny, and it has no AuthorizationPolicy allowing anything"
+    if allow and all(rule.from_ and gateway not in rule.from_ for rule in allow):
+        return f"its AuthorizationPolicy allows only other callers ({', '.join(sorted({c for r in allow for c in r.from_}))})"
+    return None
 
 
 def _certificates(gv: GatewayView, i: int) -> Iterator[Diagnostic]:
