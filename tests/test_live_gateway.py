@@ -284,6 +284,9 @@ def test_outside_client_reaches_productpage_over_https_by_sni(live_mesh, tmp_pat
     assert hs.ok and san_dns(hs.peer) == [SHOP], (hs.error, hs.peer and san_dns(hs.peer))
     hs = handshake(host, port, sni="other.example.com", context=edge.context())
     assert not hs.ok and "certificate" in hs.error.lower(), hs.error
+    # ALPN: HTTP/2 is offered to clients that ask for it.
+    h2 = handshake(host, port, sni=SHOP, context=edge.context(alpn=("h2", "http/1.1")))
+    assert h2.ok and h2.alpn == "h2", (h2.error, h2.alpn)
     # min_version 1.2 (the default): a TLS 1.2 client is served too.
     hs12 = handshake(host, port, sni=SHOP, context=edge.context(max_version=ssl.TLSVersion.TLSv1_2))
     assert hs12.ok and hs12.version == "TLSv1.2", (hs12.error, hs12.version)
@@ -388,8 +391,10 @@ def test_a_burst_over_the_edge_rate_limit_gets_429(live_mesh, tmp_path):
     (the bucket is not refilled within the test), and the gateway's local rate-limit stats count them."""
     limit, burst = 20, 60
     edge = edge_mesh(live_mesh, tmp_path, gateway={"rate_limit": {"requests": limit, "per": "1h"}})
-    statuses = Counter(r.status for r in edge.get("/", burst))
+    answers = edge.get("/", burst)
+    statuses = Counter(r.status for r in answers)
     assert statuses == Counter({200: limit, 429: burst - limit}), statuses
+    assert all(r.headers.get("x-local-rate-limit") == "true" for r in answers if r.status == 429)
     assert edge.upstream_count == limit
     limited = edge.gw.stats(r"local_rate_limit\..*rate_limited$")
     assert sum(limited.values()) == burst - limit, limited
@@ -465,11 +470,16 @@ def test_client_certificate_required_when_client_ca_is_set(live_mesh, tmp_path):
 
 def test_renewed_edge_certificate_is_served_without_a_restart(live_mesh, tmp_path):
     """Re-issuing the edge certificates on disk (moved into place in one step): new connections get the new
-    certificate from the same Envoy process, and requests keep working."""
+    certificate from the same Envoy process (admin /certs lists it), a connection opened before goes on."""
     edge = edge_mesh(live_mesh, tmp_path)
     host, port = edge.https
     pid = edge.gw.pid
     old = handshake(host, port, sni=SHOP, context=edge.context()).peer.serial_number
+    kept = SniConnection(host, port, sni=SHOP, context=edge.context(), timeout=5.0, source=edge.client_address)
+    kept.request("GET", "/before", headers={"Host": SHOP})
+    first = kept.getresponse()
+    first.read()
+    assert first.status == 200
     edge.rotate_edge_certificates()
     new = x509.load_pem_x509_certificate((edge.edge_folder(SHOP) / "cert.pem").read_bytes()).serial_number
     assert new != old
@@ -478,6 +488,15 @@ def test_renewed_edge_certificate_is_served_without_a_restart(live_mesh, tmp_pat
                message="the renewed certificate on new connections")
     took = time.monotonic() - t0
     assert edge.gw.pid == pid and edge.gw.running
+    # A connection opened before the renewal goes on (with the certificate it was given).
+    kept.request("GET", "/after", headers={"Host": SHOP})
+    again = kept.getresponse()
+    again.read()
+    assert again.status == 200 and kept.peer.serial_number == old
+    kept.close()
+    # The admin interface lists the certificate in use.
+    loaded = json.dumps(edge.gw.admin_json("/certs"))
+    assert format(new, "x") in loaded.lower() and format(old, "x") not in loaded.lower()
     api = handshake(host, port, sni=API, context=edge.context())
     assert api.ok and api.peer.serial_number != old
     assert edge.get_one("/").status == 200
@@ -511,7 +530,8 @@ def test_gateway_stats_and_access_log_show_the_requests(live_mesh, tmp_path):
     lines = wait_until(logged, timeout=15, message="one access-log line per request")
     assert len(lines) == n, len(lines)
     line = lines[-1]
-    assert (line["method"], line["path"], line["status"]) == ("GET", "/stats-me", 200), line
+    assert (line["method"], line["path"], line["status"], line["direction"]) == ("GET", "/stats-me", 200, "edge"), line
+    assert line["destination"] in ("outbound|productpage|v1", "outbound|productpage|v2"), line
     assert line["source_address"].rsplit(":", 1)[0] == edge.client_address, line
     report("gateway_observability", https_2xx=https_2xx, http_3xx=http_3xx, upstream=upstream, cx=cx, log_line=line)
 

@@ -187,6 +187,7 @@ class Handshake:
     version: str | None = None
     error: str | None = None
     response: bytes = b""
+    alpn: str | None = None
 
 
 def handshake(
@@ -203,6 +204,7 @@ def handshake(
                 der = tls.getpeercert(binary_form=True)
                 peer = x509.load_der_x509_certificate(der) if der else None
                 version = tls.version()
+                alpn = tls.selected_alpn_protocol()
                 got = b""
                 if request is not None:
                     tls.sendall(request)
@@ -212,6 +214,6 @@ def handshake(
                         if not chunk:
                             break
                         got += chunk
-                return Handshake(True, peer, version, None, got)
+                return Handshake(True, peer, version, None, got, alpn)
     except (ssl.SSLError, ConnectionResetError, BrokenPipeError, socket.timeout, OSError) as exc:
         return Handshake(False, None, None, f"{type(exc).__name__}: {exc}")
