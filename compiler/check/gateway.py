@@ -7,8 +7,10 @@ this module refuses or warns about, each at its field:
 - E501 a gateway named like a Service or an ExternalService (one output folder
   `out/<name>/`, one identity for `from: [<name>]`, one `service:` for a
   RequestAuthentication: the name must say which one is meant);
-- E502 a gateway named `kubernetes` while the Kubernetes output exists (its
-  folder would be the manifests' `out/kubernetes/`, as E401 for services);
+- E401 a gateway named `kubernetes` while the Kubernetes output exists (its
+  folder would be the manifests' `out/kubernetes/`, as for services);
+- E502 `replicas` on a gateway with a specific address (one Envoy on its host,
+  no Deployment: it would be ignored);
 - E503 an `https` listener without `tls` (no certificate and key paths: nothing
   to terminate TLS with);
 - E504 `tls` on an `http` listener (it would be ignored: the listener is plaintext);
@@ -78,10 +80,17 @@ def _names(view: Resolved) -> Iterator[Diagnostic]:
             )
         if gw.name == OUTPUT_FOLDER and pods:
             yield Diagnostic(
-                "E502",
+                "E401",
                 f"a gateway cannot be named '{OUTPUT_FOLDER}' when the Kubernetes output exists: its folder would be "
                 f"the manifests' out/{OUTPUT_FOLDER}/; rename it",
                 gw.where("name"), gw.subject, "name",
+            )
+        if "replicas" in gw.model_fields_set and view.mesh is not None and not view.gateways[gw.name].in_pods:
+            yield Diagnostic(
+                "E502",
+                f"replicas would be ignored: '{gw.name}' has a specific address, so it is one Envoy on its host, "
+                "not a Deployment; remove replicas, or give it a wildcard address (0.0.0.0) to run it in pods",
+                gw.where("replicas"), gw.subject, "replicas",
             )
 
 
