@@ -14,6 +14,7 @@ from typing import Any
 
 from compiler.check import check
 from compiler.emit import emit
+from compiler.kubernetes import manifests
 from compiler.load import load
 from compiler.lower import lower
 from compiler.policy import PolicySet
@@ -49,12 +50,18 @@ class Location:
 
 
 def build_files(policy: PolicySet):
-    """check -> lower -> emit -> render, in memory: (files, None) or (None, diagnostics) when refused."""
+    """check -> lower -> emit -> render -> Kubernetes manifests, in memory: (files, None) or (None, diagnostics)
+    when refused. The manifests count: fields such as a gateway's `replicas` change only them."""
     diags = check(policy)
     errors = [d for d in diags if d.is_error]
     if errors:
         return None, errors
-    return render(emit(lower(policy))), None
+    ir = lower(policy)
+    files = render(emit(ir))
+    kubernetes, problems = manifests(ir, files)
+    if problems:
+        return None, problems
+    return {**files, **kubernetes}, None
 
 
 def load_base(name: str, directory: Path) -> Base:
