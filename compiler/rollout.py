@@ -49,7 +49,7 @@ _RESTART_REASONS = {
     "dynamic_resources": "config directory changed (where the sidecar reads its files)",
     "static_resources": "static resources changed (--static output has no hot reload)",
     "overload_manager": "connection limit changed",
-    "layered_runtime": "runtime layers changed",
+    "layered_runtime": "runtime layers changed (a gateway listener's connection limit)",
 }
 
 

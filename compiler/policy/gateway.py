@@ -104,8 +104,10 @@ class EdgeLimits(PolicyModel):
     """What one client may make the gateway hold, after Envoy's advice for untrusted downstreams."""
 
     max_connections: PositiveInt = 10_000
-    """Open connections per listener; beyond it new connections are closed at once
-    (`envoy.filters.network.connection_limit`)."""
+    """Open connections per listener; beyond it new connections are closed at once (Envoy's per-listener
+    limit, runtime `envoy.resource_limits.listener.<listener>.connection_limit`, counted over every
+    certificate's filter chain; stat `listener.<address>_<port>.downstream_cx_overflow`). It is set in the
+    bootstrap: a change restarts the gateway's Envoy."""
     max_request_headers_kb: Annotated[int, Field(strict=True, ge=1, le=8192)] = 60
     """Total size of a request's headers (HCM `max_request_headers_kb`); larger: 431."""
     max_headers: Annotated[int, Field(strict=True, ge=1, le=65535)] = 100
@@ -148,7 +150,8 @@ class Gateway(Document):
     `X-Forwarded-For` decides nothing (Envoy `use_remote_address`, `xff_num_trusted_hops`)."""
     limits: EdgeLimits = EdgeLimits()
     rate_limit: RateLimit | None = None
-    """One token bucket for every request the gateway takes; empty: 429."""
+    """A token bucket per listener for every request it takes (Envoy's local rate limit is per listener);
+    an empty bucket answers 429 (stat `edge_rate_limit.http_local_rate_limit.rate_limited`)."""
     observability: ObservabilityOverride = ObservabilityOverride()
     """Metrics, access logs and tracing; a trace's root span starts here."""
     replicas: PositiveInt = 2
