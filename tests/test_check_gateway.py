@@ -292,3 +292,16 @@ def test_tls_to_an_ip_address_needs_a_server_name():
     named = ExternalService(name="x", host="192.0.2.1", port=443, tls={"ca": "/etc/ca.pem", "sni": "x.example"})
     assert _codes(*_called(bare)) == [("E529", "tls")]
     assert _codes(*_called(named)) == []
+
+
+def test_a_gateway_with_the_identity_of_a_service():
+    docs = _mesh() + [_gateway(service_account="web", routes=[{"to": "web"}])]
+    assert _codes(*docs) == [("E501", "")]
+    other_ns = _mesh() + [_gateway(service_account="web", namespace="edge", routes=[{"to": "web"}])]
+    assert _codes(*other_ns) == []
+
+
+def test_a_route_path_that_normalisation_never_leaves():
+    for path in ("/a//b", "/a/../b", "/%2Fadmin"):
+        assert _only("E270", *_mesh(), _gateway(routes=[{"path": path, "to": "web"}])) == ["routes[0].path"], path
+    assert _only("E270", *_mesh(), _gateway(routes=[{"path": "/search?q=", "to": "web"}])) == []

@@ -6,7 +6,9 @@ this module refuses or warns about, each at its field:
 - E500 two gateways with one name;
 - E501 a gateway named like a Service or an ExternalService (one output folder
   `out/<name>/`, one identity for `from: [<name>]`, one `service:` for a
-  RequestAuthentication: the name must say which one is meant);
+  RequestAuthentication: the name must say which one is meant), or with the
+  SPIFFE identity of a Service or another Gateway (`from: [<gateway>]` would
+  allow both);
 - E401 a gateway named `kubernetes` while the Kubernetes output exists (its
   folder would be the manifests' `out/kubernetes/`, as for services);
 - E502 `replicas` on a gateway with a specific address (one Envoy on its host,
@@ -23,6 +25,8 @@ this module refuses or warns about, each at its field:
   HTTP requests into the mesh);
 - E509/E510 a route's `listeners` names an unknown listener / a listener that
   redirects to https (it routes nothing);
+- E270 a route path no normalised request has (`//`, dot segments, an escaped
+  slash: the gateway normalises paths as sidecars do, Mesh `paths`);
 - E516 a gateway in pods routes to a service on a host's loopback, or a gateway
   on a host's loopback to a service in pods (as E293 for services);
 - E517 an AuthorizationPolicy for a gateway (see compiler/check/security.py);
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from compiler.check.paths import _never_requested
 from compiler.check.pod_folders import OUTPUT_FOLDER
 from compiler.check.shadowing import host_covers
 from compiler.diagnostics import Diagnostic, Severity, did_you_mean
@@ -78,6 +83,8 @@ def _names(view: Resolved) -> Iterator[Diagnostic]:
                 "'from', and what a RequestAuthentication names in 'service'; rename one",
                 gw.where("name"), gw.subject, refs=(other.where("name"),),
             )
+        elif view.mesh is not None:
+            yield from _identity(view, gw)
         if gw.name == OUTPUT_FOLDER and pods:
             yield Diagnostic(
                 "E401",
@@ -92,6 +99,24 @@ def _names(view: Resolved) -> Iterator[Diagnostic]:
                 "not a Deployment; remove replicas, or give it a wildcard address (0.0.0.0) to run it in pods",
                 gw.where("replicas"), gw.subject, "replicas",
             )
+
+
+def _identity(view: Resolved, gw) -> Iterator[Diagnostic]:
+    """A gateway's SPIFFE ID must be its own: `from: [<gateway>]` allows whatever presents it."""
+    mine = view.gateways[gw.name].identity
+    others = [(sv.service, sv.identity) for sv in view.all_services]
+    others += [(g.gateway, g.identity) for g in view.all_gateways if g.name < gw.name]
+    for doc, identity in others:
+        if identity == mine and doc.name != gw.name:
+            yield Diagnostic(
+                "E501",
+                f"its identity {mine} is also the identity of {doc.kind} '{doc.name}' (at {{0}}): `from: [{gw.name}]` "
+                f"would allow '{doc.name}' too, and `from: [{doc.name}]` the gateway; give it a service_account "
+                "of its own",
+                gw.where("service_account") if gw.service_account else gw.where("name"), gw.subject,
+                refs=(doc.where("name"),),
+            )
+            return
 
 
 def _listeners(gv: GatewayView) -> Iterator[Diagnostic]:
@@ -201,6 +226,12 @@ def _routes(view: Resolved, gv: GatewayView) -> Iterator[Diagnostic]:
                     gw.where("routes", i, "listeners", j), gw.subject, f"{at}.listeners[{j}]",
                 )
         yield from _certificates(gv, i)
+        problem = _never_requested(route.path.split("?")[0], view.mesh) if view.mesh is not None else None
+        if problem:
+            yield Diagnostic(
+                "E270", f"'{route.path}' never matches a request: {problem}",
+                gw.where("routes", i, "path"), gw.subject, f"{at}.path",
+            )
         if target is not None and target.protocol != "tcp" and view.mesh is not None:
             reason = _refused(view, gw.name, route.to)
             if reason:
