@@ -28,10 +28,14 @@ class ExternalTls(PolicyModel):
 
     ca: FilePath
     """PEM bundle of the CAs the server's certificate must chain to; it must also name `sni` (or the host)
-    among its DNS names. Verification cannot be turned off."""
+    among its DNS names. Verification cannot be turned off. Envoy reads the file through file-based SDS
+    (`sds-external-ca-<name>.yaml`) and watches its folder: a bundle moved into place applies to new
+    connections without a restart. The file must be where the caller's sidecar runs; the output only names it."""
     sni: Hostname | None = None
     """The server name sent in the handshake and checked in its certificate; default: `host`."""
     min_version: Literal["1.2", "1.3"] = "1.2"
+    """Lowest TLS version the sidecar offers (`tls_minimum_protocol_version`); a server that cannot speak it
+    fails the handshake (503 to the app)."""
 
 
 class ExternalService(Document):
@@ -45,7 +49,8 @@ class ExternalService(Document):
     name: Name
     host: Hostname
     """Its DNS name (`api.payments.example`): the Host apps call, the name Envoy resolves (unless
-    `endpoints` are given), the TLS SNI by default. Wildcards are not allowed."""
+    `endpoints` are given), the TLS SNI by default, and the Host the server gets (`host_rewrite_literal`,
+    with `:port` unless the port is the scheme's default). Wildcards are not allowed."""
     port: Port
     protocol: Literal["http", "grpc", "tcp"] = "http"
     """`http` and `grpc`: requests, routed by Host on the caller's outbound listener; `tcp`: opaque bytes on
@@ -55,7 +60,9 @@ class ExternalService(Document):
     `tcp`: whatever the app sends, e.g. its own TLS)."""
     endpoints: list[Endpoint] = []
     """Fixed addresses to connect to instead of resolving `host` (Istio `resolution: STATIC`); the host
-    still goes into SNI and the certificate check. Empty: Envoy resolves `host` by DNS."""
+    still goes into SNI and the certificate check. IP addresses make a static cluster, names a strict DNS
+    one (each address a host). Empty: Envoy resolves `host` by logical DNS (one host: new connections go to
+    the first address of the latest answer, open ones stay; Envoy's advice for large web services)."""
 
 
 class Egress(PolicyModel):
@@ -63,8 +70,11 @@ class Egress(PolicyModel):
 
     `refuse` (the default, Istio's `REGISTRY_ONLY`): the outbound listener answers 502 with a body naming
     the reason; every way out of the mesh is then a reviewed ExternalService. `allow` (Istio's
-    `ALLOW_ANY`): the sidecar forwards the request to whatever its Host names (plain HTTP, resolved by
-    DNS), with no protections; meant for migrating apps that call hosts nobody has listed yet.
+    `ALLOW_ANY`): the sidecar forwards the request to whatever its Host names (plain HTTP to `host:port`,
+    port 80 if none, resolved by Envoy's dynamic forward proxy), with only the Mesh's defaults (timeout,
+    pool limits, outlier detection); meant for migrating apps that call hosts nobody has listed yet. Every
+    sidecar then has an outbound listener, even one whose service calls nothing; with `refuse`, only those
+    with an http or grpc dependency do.
     """
 
     undeclared: Literal["refuse", "allow"] = "refuse"
