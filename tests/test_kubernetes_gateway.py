@@ -390,7 +390,8 @@ def test_high_ports_need_no_sysctl_and_no_mtls_no_certificate_volume(tmp_path: P
 
 
 def test_a_gateway_on_a_specific_address_gets_nothing(tmp_path: Path) -> None:
-    files = _build(tmp_path, POLICY.replace("namespace: edge\n", "namespace: edge\naddress: 10.0.0.7\n"))
+    text = POLICY.replace("namespace: edge\n", "namespace: edge\naddress: 10.0.0.7\n").replace("replicas: 3\n", "")
+    files = _build(tmp_path, text)  # (replicas on it would be refused: nothing would read them)
     assert "ingress/bootstrap.yaml" in files  # built, for its host
     assert not any(rel.startswith("kubernetes/ingress/") for rel in files)
     assert any(rel.startswith("kubernetes/productpage/") for rel in files)  # the services in pods still are
@@ -413,8 +414,8 @@ def test_a_gateway_alone_in_pods_gets_the_output(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------
 
 
-def _codes(tmp_path: Path, text: str) -> list[tuple[str, str]]:
-    folder = tmp_path / "c"
+def _codes(tmp_path: Path, text: str, name: str = "c") -> list[tuple[str, str]]:
+    folder = tmp_path / name
     folder.mkdir()
     (folder / "mesh.yaml").write_text(text)
     loaded = load(folder)
@@ -449,3 +450,14 @@ def test_a_service_named_kubernetes_while_only_gateways_run_in_pods(tmp_path: Pa
             .replace("service: productpage", "service: kubernetes").replace("to: productpage", "to: kubernetes")
             .replace("app_port: 9081\n", "app_port: 9081\nsidecar: {address: 10.0.0.8}\n"))
     assert [code for code, _ in _codes(tmp_path, text)] == ["E401"]
+
+
+def test_two_gateways_with_one_service_account_in_one_namespace(tmp_path: Path) -> None:
+    second = "\n---\nkind: Gateway\nname: partners\nnamespace: edge\nservice_account: edge-gateway\n" \
+             "listeners: [{name: web, port: 8080}]\nroutes: [{to: productpage}]\n"
+    ((code, message),) = _codes(tmp_path, POLICY + second)
+    lines = (POLICY + second).splitlines()
+    line = len(lines) - lines[::-1].index("service_account: edge-gateway")
+    assert code == "E406" and message.startswith(f"mesh.yaml:{line}:"), message
+    other_namespace = second.replace("namespace: edge", "namespace: partners")
+    assert _codes(tmp_path, POLICY + other_namespace, name="other") == []

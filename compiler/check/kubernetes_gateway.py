@@ -14,7 +14,8 @@ What a platform engineer can get wrong for one in pods:
 - E404 a listener name that cannot name a port of its Service and container (Kubernetes: at most 15
   characters, no `--`; `meshc-metrics` and `meshc-probe` are taken);
 - E405 an edge TLS Secret name (compiler/policy/edge_secrets.py) too long, or given to two
-  certificates with different files.
+  certificates with different files;
+- E406 two gateways in pods with one ServiceAccount in one namespace (meshc writes it with each).
 
 `kubernetes` settings are used by gateways in pods too (E295 counts them, compiler/check/kubernetes.py).
 """
@@ -62,8 +63,21 @@ def check_kubernetes_gateways(view: Resolved) -> Iterator[Diagnostic]:
         for version, name in sv.headless_services.items()
         if version in sv.app_port_versions
     }
+    accounts: dict[tuple[str, str], object] = {}
     for gv in gateways:
         gw = gv.gateway
+        account = gw.service_account or gw.name
+        at = gw.where("service_account") if gw.service_account else gw.where("name")
+        if (gw.namespace, account) in accounts:
+            yield Diagnostic(
+                "E406",
+                f"in pods the gateway runs as ServiceAccount '{account}' in namespace '{gw.namespace}', which meshc "
+                "also writes for the gateway at {0}: one object would be written twice; give each gateway its own "
+                "service_account (or put them in different namespaces)",
+                at, gw.subject, refs=(accounts[(gw.namespace, account)],),
+            )
+        else:
+            accounts[(gw.namespace, account)] = at
         clash = headless.get((gw.namespace, gw.name))
         if clash is not None:
             sv, version = clash
