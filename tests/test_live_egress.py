@@ -65,6 +65,8 @@ class TlsApp:
         self.requests: list[dict] = []  # {"host", "path", "headers", "version"}
         self.failed_handshakes = 0
         self.script: list[int] = []
+        self.delay = 0.0  # seconds before each answer
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         ctx = None
         if tls:
@@ -95,6 +97,7 @@ class TlsApp:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # releases handlers waiting out a delay
         self._server.shutdown()
         self._thread.join(timeout=5)
         self._server.server_close()
@@ -156,6 +159,8 @@ def _handler(app: TlsApp):
                     }
                 )
             status = app._next_status()
+            if app.delay:
+                app._stopping.wait(app.delay)
             body = f"external {status}\n".encode()
             self.send_response(status)
             self.send_header("content-type", "text/plain")
@@ -436,6 +441,37 @@ def test_retry_on_503_outlier_ejection_and_pool_limits(live_mesh, servers, tmp_p
     for limit, value in (("max_connections", 7), ("max_pending_requests", 5), ("max_requests", 9)):
         assert f"{CLUSTER}::default_priority::{limit}::{value}" in clusters, limit
     report("protections", retries=retries, app_requests=len(app.requests), ejections=ejected)
+
+
+def test_the_pool_limit_refuses_what_does_not_fit(live_mesh, servers, tmp_path):
+    """One connection, one pending request: of 6 simultaneous calls to a slow API, the ones that fit
+    neither are answered 503 at once by the caller's sidecar (x-envoy-overloaded), and never reach the API."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ca, cert, key = write_pki(tmp_path / "pki", "payments", [HOST])
+    app = tls_app(servers, live_mesh, cert, key)
+    app.delay = 1.0
+    pool = {"max_connections": 1, "max_pending_requests": 1, "max_requests": 1}
+    docs = [
+        live_mesh.mesh_doc(),
+        live_mesh.service(CALLER, calls=["payments"]),
+        external("payments", app, ca),
+        {"kind": "TrafficPolicy", "service": "payments", "connection_pool": pool},
+    ]
+    live_mesh.build(docs)
+    front = live_mesh.start(CALLER)
+
+    with ThreadPoolExecutor(6) as ex:
+        responses = [f.result() for f in [ex.submit(call, live_mesh, "payments") for _ in range(6)]]
+    statuses = sorted(r[0].status for r in responses)
+    overloaded = [r[0] for r in responses if r[0].headers.get("x-envoy-overloaded") == "true"]
+    stats = cluster_stats(front)
+    assert statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
+    assert len(overloaded) == statuses.count(503)
+    assert stats.get("upstream_rq_pending_overflow", 0) == len(overloaded)
+    assert len(app.requests) == statuses.count(200)
+    report("pool", statuses=statuses, pending_overflow=stats.get("upstream_rq_pending_overflow", 0),
+           reached=len(app.requests))
 
 
 # --------------------------------------------------------------------------
