@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from compiler import certs
-from harness import LiveMesh, Response, Upstream, report, send_many, wait_until
+from harness import LiveMesh, Reply, Response, Upstream, report, send_many, wait_until
 from harness.gateway import GatewayEnvoy, SniConnection, handshake, https_many, https_one, start_gateway, tls_context
 
 pytestmark = pytest.mark.envoy
@@ -149,11 +149,13 @@ def edge_mesh(
     tls: dict | None = None,
     authn: dict | None = None,
     with_reviews: bool = False,
+    collector: Upstream | None = None,
 ) -> Edge:
     """productpage (v1, v2; 90/10, jason -> v2; only `ingress` may call it) behind the gateway `ingress`.
 
     `gateway`: more Gateway fields; `tls`: more fields of the https listener's `tls`; `authn`: a
-    RequestAuthentication body for the gateway; `with_reviews`: also reviews, which calls productpage.
+    RequestAuthentication body for the gateway; `with_reviews`: also reviews, which calls productpage;
+    `collector`: the app of a `zipkin` service, and tracing on (100%) mesh-wide.
     Certificates are issued under tmp_path/certs before anything starts.
     """
     root = tmp_path / "certs"
@@ -184,8 +186,11 @@ def edge_mesh(
         "observability": {"access_log": {"to": "stdout", "format": "json"}},
         **(gateway or {}),
     }
+    tracing = {"tracing": {"provider": "zipkin", "collector": "zipkin", "sampling": 100}} if collector else {}
     docs = [
-        live_mesh.mesh_doc(trust_domain=TRUST_DOMAIN, mtls={"mode": "strict", "certs_dir": "/etc/meshc/certs"}),
+        live_mesh.mesh_doc(
+            trust_domain=TRUST_DOMAIN, mtls={"mode": "strict", "certs_dir": "/etc/meshc/certs"}, observability=tracing
+        ),
         live_mesh.service("productpage", versions={"v1": v1, "v2": v2}),
         {
             "kind": "Route",
@@ -200,6 +205,9 @@ def edge_mesh(
     ]
     if with_reviews:
         docs.append(live_mesh.service("reviews", calls=["productpage"]))
+    if collector is not None:
+        off = {"tracing": False, "access_log": False}
+        docs.append(live_mesh.service("zipkin", versions={"default": collector}, observability=off))
     if authn is not None:
         docs.append({"kind": "RequestAuthentication", "service": GW, **authn})
     result = live_mesh.build(docs, certs_root=str(root))
@@ -216,6 +224,8 @@ def edge_mesh(
     live_mesh.start("productpage")
     if with_reviews:
         live_mesh.start("reviews")
+    if collector is not None:
+        live_mesh.start("zipkin")
     gw = start_gateway(live_mesh, GW)
     return Edge(live_mesh, root, gw, v1, v2, gw_doc, live_mesh.loopback.address())
 
@@ -585,3 +595,42 @@ def test_connection_limit_closes_connections_over_max_connections(live_mesh, tmp
     edge.gw.wait_for_stat(f"listener.{host}_{port}.downstream_cx_active", lambda v: v == 0)
     assert edge.get_one("/").status == 200
     report("gateway_connection_limit", overflow=overflow, third=third.error or "closed")
+
+
+def test_the_trace_starts_at_the_gateway(live_mesh, tmp_path):
+    """Tracing on: a request from outside that brings its own B3 headers gets a new trace; the gateway's SERVER
+    span is its root, the call into the mesh its CLIENT child, and productpage's sidecar reports the SERVER
+    half of that child (a shared B3 span) in the same trace."""
+    collector = live_mesh.upstream("zipkin")
+    spans: list[dict] = []
+
+    def record(req):
+        if req.method == "POST" and req.path.startswith("/api/v2/spans"):
+            spans.extend(json.loads(req.body))
+            return Reply(202, body=b"")
+        return Reply(404, body=b"")
+
+    collector.handler = record
+    edge = edge_mesh(live_mesh, tmp_path, collector=collector)
+    for sc in (edge.gw, live_mesh["productpage"]):  # send each finished span at once
+        assert sc.admin_post("/runtime_modify?tracing.zipkin.min_flush_spans=1")[0] == 200
+    r = edge.get_one("/trace-me", headers={"X-B3-TraceId": TRACE_ID, "X-B3-SpanId": TRACE_ID, "X-B3-Sampled": "1"})
+    assert r.status == 200, (r.status, r.text)
+    seen = edge.last_request().headers
+    trace_id = seen.get("x-b3-traceid")
+    assert trace_id and trace_id != TRACE_ID, seen
+
+    def both() -> list[dict] | None:
+        mine = [s for s in list(spans) if s.get("traceId") == trace_id]
+        return mine if len(mine) >= 3 else None
+
+    mine = wait_until(both, 10, message=lambda: f"spans of {trace_id} from the gateway and productpage (have {spans})")
+    roots = [s for s in mine if "parentId" not in s]
+    assert [(s["localEndpoint"]["serviceName"], s.get("kind")) for s in roots] == [(GW, "SERVER")], mine
+    # The gateway's call into the mesh is a CLIENT child of the root; productpage's SERVER span is its other half.
+    client = [s for s in mine if s["localEndpoint"]["serviceName"] == GW and s.get("kind") == "CLIENT"]
+    assert len(client) == 1 and client[0]["parentId"] == roots[0]["id"], mine
+    server = [s for s in mine if s["localEndpoint"]["serviceName"] == "productpage"]
+    assert [(s.get("kind"), s["id"]) for s in server] == [("SERVER", client[0]["id"])], mine
+    assert not [s for s in spans if s.get("traceId") == TRACE_ID], "the client's trace id started nothing"
+    report("gateway_trace", trace_id=trace_id, spans=[(s["localEndpoint"]["serviceName"], s.get("kind"), s.get("parentId")) for s in mine])

@@ -72,6 +72,10 @@ def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dic
         }
     if s.tracing is not None:
         hcm["tracing"] = observability.tracing(s, s.tracing)
+        if l.edge is not None:
+            # The gateway's SERVER span is the trace's root and the call into the mesh its CLIENT child, whose
+            # id the destination's sidecar shares; without it both would report SERVER halves of one span.
+            hcm["tracing"]["spawn_upstream_span"] = True
     logs = observability.access_logs(s, l.direction)
     if logs:
         hcm["access_log"] = logs
