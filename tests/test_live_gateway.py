@@ -41,7 +41,7 @@ pytestmark = pytest.mark.envoy
 
 TRUST_DOMAIN = "gateway.test"
 GW = "ingress"
-SHOP, API = "shop.example.com", "api.example.com"
+SHOP, API, WILD_API = "shop.example.com", "api.example.com", "*.api.example.com"
 INGRESS_ID = f"spiffe://{TRUST_DOMAIN}/ns/default/sa/{GW}"
 ISSUER, AUDIENCE = "https://auth.gateway.test", "shop"
 SPOOFED = "203.0.113.66"
@@ -148,13 +148,15 @@ def edge_mesh(
     gateway: dict | None = None,
     tls: dict | None = None,
     authn: dict | None = None,
-    with_reviews: bool = False,
+    with_reviews: bool | Upstream = False,
     collector: Upstream | None = None,
+    routes: list[dict] | None = None,
 ) -> Edge:
     """productpage (v1, v2; 90/10, jason -> v2; only `ingress` may call it) behind the gateway `ingress`.
 
     `gateway`: more Gateway fields; `tls`: more fields of the https listener's `tls`; `authn`: a
-    RequestAuthentication body for the gateway; `with_reviews`: also reviews, which calls productpage;
+    RequestAuthentication body for the gateway; `with_reviews`: also reviews, which calls productpage (its
+    app: the Upstream given, else none); `routes`: the gateway's routes (default: both hosts to productpage);
     `collector`: the app of a `zipkin` service, and tracing on (100%) mesh-wide.
     Certificates are issued under tmp_path/certs before anything starts.
     """
@@ -163,9 +165,9 @@ def edge_mesh(
     address = live_mesh.loopback.address()
     port = live_mesh.loopback.port
 
-    def cert(host: str) -> dict:
-        folder = root / GW / "edge" / host
-        return {"hosts": [host], "cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")}
+    def cert(*hosts: str) -> dict:
+        folder = root / GW / "edge" / hosts[0]
+        return {"hosts": list(hosts), "cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")}
 
     gw_doc = {
         "kind": "Gateway",
@@ -178,10 +180,10 @@ def edge_mesh(
                 "name": "https",
                 "port": port(address),
                 "protocol": "https",
-                "tls": {"certificates": [cert(SHOP), cert(API)], **(tls or {})},
+                "tls": {"certificates": [cert(SHOP), cert(API, WILD_API)], **(tls or {})},
             },
         ],
-        "routes": [{"hosts": [SHOP, API], "to": "productpage"}],
+        "routes": routes or [{"hosts": [SHOP, API, WILD_API], "to": "productpage"}],
         "limits": LIMITS,
         "observability": {"access_log": {"to": "stdout", "format": "json"}},
         **(gateway or {}),
@@ -204,7 +206,8 @@ def edge_mesh(
         gw_doc,
     ]
     if with_reviews:
-        docs.append(live_mesh.service("reviews", calls=["productpage"]))
+        apps = {"versions": {"default": with_reviews}} if isinstance(with_reviews, Upstream) else {}
+        docs.append(live_mesh.service("reviews", calls=["productpage"], **apps))
     if collector is not None:
         off = {"tracing": False, "access_log": False}
         docs.append(live_mesh.service("zipkin", versions={"default": collector}, observability=off))
@@ -278,11 +281,15 @@ def test_outside_client_reaches_productpage_over_https_by_sni(live_mesh, tmp_pat
     for sni in (SHOP, API):
         hs = handshake(host, port, sni=sni, context=edge.context())
         assert hs.ok, (sni, hs.error)
-        assert san_dns(hs.peer) == [sni], (sni, san_dns(hs.peer))
+        assert san_dns(hs.peer) == ([SHOP] if sni == SHOP else [API, WILD_API]), (sni, san_dns(hs.peer))
         served[sni] = hs.peer.serial_number
         tls_version = hs.version
         assert edge.get_one("/", sni=sni).status == 200
     assert served[SHOP] != served[API]
+    # A name under the wildcard: the API certificate (its SAN *.api.example.com passes the host name check).
+    wild = handshake(host, port, sni="v1.api.example.com", context=edge.context())
+    assert wild.ok and wild.peer.serial_number == served[API], wild.error
+    assert edge.get_one("/", sni="v1.api.example.com").status == 200
     # Routes are by host: a host no route names is 404 at the gateway (nothing reaches the mesh).
     before = edge.upstream_count
     unknown = edge.get_one("/", host_header="unknown.example.com")
@@ -634,3 +641,51 @@ def test_the_trace_starts_at_the_gateway(live_mesh, tmp_path):
     assert [(s.get("kind"), s["id"]) for s in server] == [("SERVER", client[0]["id"])], mine
     assert not [s for s in spans if s.get("traceId") == TRACE_ID], "the client's trace id started nothing"
     report("gateway_trace", trace_id=trace_id, spans=[(s["localEndpoint"]["serviceName"], s.get("kind"), s.get("parentId")) for s in mine])
+
+
+def test_routes_by_host_and_path(live_mesh, tmp_path):
+    """Routes are tried in order by host and path prefix: api.example.com/reviews… goes to reviews, everything else
+    of both hosts to productpage (shop.example.com/reviews too: that route names only the api host)."""
+    reviews = live_mesh.upstream("reviews")
+    edge = edge_mesh(
+        live_mesh,
+        tmp_path,
+        with_reviews=reviews,
+        routes=[
+            {"hosts": [API, WILD_API], "path": "/reviews", "to": "reviews"},
+            {"hosts": [SHOP, API, WILD_API], "to": "productpage"},
+        ],
+    )
+    where = {}
+    for sni, path in [(API, "/reviews/1"), ("eu.api.example.com", "/reviews"), (API, "/reviewsx"), (API, "/other"),
+                      (SHOP, "/reviews/1"), (SHOP, "/")]:  # fmt: skip
+        r = edge.get_one(path, sni=sni)
+        assert r.status == 200, (sni, path, r.status, r.text)
+        where[f"{sni}{path}"] = r.json()["service"]
+    assert where == {
+        f"{API}/reviews/1": "reviews",
+        "eu.api.example.com/reviews": "reviews",
+        f"{API}/reviewsx": "reviews",  # a prefix, as Envoy's: end it with / for a folder
+        f"{API}/other": "productpage",
+        f"{SHOP}/reviews/1": "productpage",
+        f"{SHOP}/": "productpage",
+    }, where
+    assert reviews.count == 3 and reviews.requests[0].path == "/reviews/1"
+    report("gateway_routes", where=where)
+
+
+def test_slow_headers_are_cut_off(live_mesh, tmp_path):
+    """request_headers_timeout 1s: a client that sends part of its headers and stalls is answered 408 and
+    disconnected by the gateway (http.<listener>.downstream_rq_header_timeout), nothing reaches the app."""
+    edge = edge_mesh(live_mesh, tmp_path, gateway={"limits": {**LIMITS, "request_headers_timeout": "1s"}})
+    host, port = edge.https
+    prefix = hcm_stat_prefix(edge.gw, "https")
+    t0 = time.monotonic()
+    slow = handshake(host, port, sni=SHOP, context=edge.context(), request=f"GET / HTTP/1.1\r\nHost: {SHOP}\r\n".encode(),
+                     timeout=10.0)
+    took = time.monotonic() - t0
+    assert slow.ok and slow.response.startswith(b"HTTP/1.1 408"), (slow.error, slow.response[:200])
+    assert edge.gw.stat(f"http.{prefix}.downstream_rq_header_timeout") == 1
+    assert edge.upstream_count == 0
+    assert edge.get_one("/").status == 200
+    report("gateway_header_timeout", status=slow.response.split(b"\r\n", 1)[0].decode(), seconds=took)
