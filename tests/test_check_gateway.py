@@ -305,3 +305,16 @@ def test_a_route_path_that_normalisation_never_leaves():
     for path in ("/a//b", "/a/../b", "/%2Fadmin"):
         assert _only("E270", *_mesh(), _gateway(routes=[{"path": path, "to": "web"}])) == ["routes[0].path"], path
     assert _only("E270", *_mesh(), _gateway(routes=[{"path": "/search?q=", "to": "web"}])) == []
+
+
+def test_shadowed_for_some_of_its_hosts_only_is_a_warning():
+    assert _shadow({"hosts": ["a.example.com"], "to": "web"}, {"hosts": ["a.example.com", "b.example.com"], "path": "/x", "to": "api"}) == [
+        ("W512", "routes[1]")
+    ]
+    # two earlier routes that together cover every host of a later one
+    assert _shadow(
+        {"hosts": ["a.example.com"], "to": "web"}, {"hosts": ["*.b.example.com"], "to": "web"},
+        {"hosts": ["a.example.com", "x.b.example.com"], "to": "api"},
+    ) == [("E511", "routes[2]")]
+    # a route for any host after one for a host: the gateway was told to send that host elsewhere
+    assert _shadow({"hosts": ["a.example.com"], "to": "web"}, {"to": "api"}) == []

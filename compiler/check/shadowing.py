@@ -160,12 +160,12 @@ def hosts_cover(a: list[str], b: list[str]) -> bool:
 
 
 def check_shadowed_gateway_routes(view) -> Iterator[Diagnostic]:
-    """E511 for a gateway route that an earlier route covers on every listener it is served on, W512 when that
-    is so on some of them only.
+    """E511 for a gateway route that earlier routes cover for every host it names on every listener it is
+    served on; W512 when they do for some of its hosts or listeners only (the rest still reach it).
 
     The gateway tries its routes in order (on each listener, in each virtual host, see compiler/lower/gateway.py):
-    an earlier route covers a later one when it is served on the same listener, its hosts cover the later
-    one's (no hosts: any host), its path prefix is a prefix of the later one's, and its destination answers
+    an earlier route covers a later one for a host when it is served on the same listener, its hosts cover
+    that host (no hosts: any host), its path prefix is a prefix of the later one's, and its destination answers
     every request it gets: no Route, or a Route with a rule that matches everything. A destination whose
     rules match only some requests lets the others fall through to the later routes, so nothing is said.
     """
@@ -180,23 +180,24 @@ def check_shadowed_gateway_routes(view) -> Iterator[Diagnostic]:
     for gv in view.all_gateways:
         gw = gv.gateway
         for i, (later, on) in enumerate(gv.routes):
-            shadowed: dict[str, int] = {}
-            for name in dict.fromkeys(on):
+            # (listener, host) -> the first earlier route that takes all its requests; host None: any host
+            pairs = [(name, host) for name in dict.fromkeys(on) for host in (later.hosts or [None])]
+            shadowed: dict[tuple, int] = {}
+            for name, host in pairs:
                 for j in range(i):
                     earlier, earlier_on = gv.routes[j]
                     if (
                         name in earlier_on
-                        and hosts_cover(earlier.hosts, later.hosts)
+                        and hosts_cover(earlier.hosts, [host] if host else [])
                         and later.path.startswith(earlier.path)
                         and answers_all(earlier.to)
                     ):
-                        shadowed[name] = j
+                        shadowed[(name, host)] = j
                         break
             if not shadowed:
                 continue
-            listeners = list(dict.fromkeys(on))
-            if len(shadowed) == len(listeners):
-                j = shadowed[listeners[0]]
+            j = next(iter(shadowed.values()))
+            if len(shadowed) == len(pairs):
                 yield Diagnostic(
                     "E511",
                     f"never matches: routes[{j}] (at {{0}}) is served on its listeners too, already matches every "
@@ -204,12 +205,19 @@ def check_shadowed_gateway_routes(view) -> Iterator[Diagnostic]:
                     "more specific route first",
                     gw.where("routes", i), gw.subject, f"routes[{i}]", refs=(gw.where("routes", j),),
                 )
-            else:
-                for name, j in shadowed.items():
-                    yield Diagnostic(
-                        "W512",
-                        f"never matches on listener '{name}': routes[{j}] (at {{0}}) is served there too and already "
-                        "matches every host and path it matches; put the more specific route first",
-                        gw.where("routes", i), gw.subject, f"routes[{i}]", refs=(gw.where("routes", j),),
-                        severity=Severity.WARNING,
-                    )
+                continue
+            where = []
+            for name in dict.fromkeys(on):
+                hosts = [h for (n, h) in shadowed if n == name]
+                if not hosts:
+                    continue
+                mine = [h for (n, h) in pairs if n == name]
+                what = "any host" if hosts == [None] else ", ".join(hosts)
+                where.append(f"on listener '{name}'" if len(hosts) == len(mine) else f"for {what} on listener '{name}'")
+            yield Diagnostic(
+                "W512",
+                f"never matches {'; '.join(where)}: earlier routes (routes[{j}] at {{0}}) already match every "
+                "request it would get there; put the more specific route first, or drop what it cannot serve",
+                gw.where("routes", i), gw.subject, f"routes[{i}]", refs=(gw.where("routes", j),),
+                severity=Severity.WARNING,
+            )
