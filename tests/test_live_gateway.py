@@ -689,3 +689,58 @@ def test_slow_headers_are_cut_off(live_mesh, tmp_path):
     assert edge.upstream_count == 0
     assert edge.get_one("/").status == 200
     report("gateway_header_timeout", status=slow.response.split(b"\r\n", 1)[0].decode(), seconds=took)
+
+
+def h2_get(host: str, port: int, sni: str, ctx: ssl.SSLContext, paths: list[str]) -> tuple[dict, list[tuple[int, dict]]]:
+    """HTTP/2 over TLS (ALPN h2): the server's SETTINGS, and (status, JSON body) per path, streams sent at once."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    with socket.create_connection((host, port), timeout=5.0) as raw, ctx.wrap_socket(raw, server_hostname=sni) as tls:
+        assert tls.selected_alpn_protocol() == "h2"
+        conn.initiate_connection()
+        streams = {}
+        for path in paths:
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "GET"), (":path", path), (":scheme", "https"), (":authority", sni)], end_stream=True)
+            streams[sid] = {"status": None, "body": b"", "done": False}
+        tls.sendall(conn.data_to_send())
+        settings: dict = {}
+        deadline = time.monotonic() + 10
+        while not all(v["done"] for v in streams.values()) and time.monotonic() < deadline:
+            data = tls.recv(65536)
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.RemoteSettingsChanged):
+                    settings.update({int(k): v.new_value for k, v in ev.changed_settings.items()})
+                elif isinstance(ev, h2.events.ResponseReceived):
+                    streams[ev.stream_id]["status"] = int(dict(ev.headers)[b":status"])
+                elif isinstance(ev, h2.events.DataReceived):
+                    streams[ev.stream_id]["body"] += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    streams[ev.stream_id]["done"] = True
+            tls.sendall(conn.data_to_send())
+    return settings, [(v["status"], json.loads(v["body"]) if v["body"] else {}) for v in streams.values()]
+
+
+def test_http2_at_the_edge(live_mesh, tmp_path):
+    """A client that negotiates h2 gets HTTP/2: several streams on one connection reach productpage, and the
+    gateway announces the edge limits (100 concurrent streams, 64 KiB stream window)."""
+    from h2.settings import SettingCodes
+
+    edge = edge_mesh(live_mesh, tmp_path)
+    host, port = edge.https
+    settings, answers = h2_get(host, port, SHOP, edge.context(alpn=("h2",)), [f"/h2/{i}" for i in range(10)])
+    assert [a[0] for a in answers] == [200] * 10, answers
+    assert sorted(a[1]["path"] for a in answers) == sorted(f"/h2/{i}" for i in range(10))
+    assert settings.get(SettingCodes.MAX_CONCURRENT_STREAMS) == 100, settings
+    assert settings.get(SettingCodes.INITIAL_WINDOW_SIZE) == 65536, settings
+    prefix = hcm_stat_prefix(edge.gw, "https")
+    assert edge.gw.stat(f"http.{prefix}.downstream_cx_http2_total") == 1
+    report("gateway_http2", streams=len(answers), settings={SettingCodes(k).name: v for k, v in settings.items() if k in set(SettingCodes)})
