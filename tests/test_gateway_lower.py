@@ -63,7 +63,9 @@ def _https(cert_dir="/etc/edge"):
         name="https",
         port=8443,
         protocol="https",
-        tls={"certificates": [{"hosts": ["a.example.com"], "cert": f"{cert_dir}/tls.crt", "key": f"{cert_dir}/tls.key"}]},
+        tls={
+            "certificates": [{"hosts": ["a.example.com"], "cert": f"{cert_dir}/tls.crt", "key": f"{cert_dir}/tls.key"}]
+        },
     )
 
 
@@ -122,6 +124,8 @@ def test_gateway_path_narrows_the_destinations_routes_without_mutating_them():
                 RouteRule(match={"path": {"prefix": "/shop/cart"}}, to={"default": 100}),
                 RouteRule(match={"path": {"prefix": "/other"}}, to={"default": 100}),
                 RouteRule(match={"path": {"regex": "/shop/item/[0-9]+"}}, to={"default": 100}),
+                RouteRule(match={"path": {"prefix": "/"}, "headers": [{"name": "x-old", "present": True}]},
+                          redirect={"prefix": "/new/"}),
                 RouteRule(match={"path": {"prefix": "/"}}, rewrite={"prefix": "/v2/"}, to={"default": 100}),
             ],
         ),
@@ -135,11 +139,13 @@ def test_gateway_path_narrows_the_destinations_routes_without_mutating_them():
     ir = _ir(*docs)
     mesh_routes = _sidecar(ir, "front").listeners[-1].routes.virtual_hosts[0].routes
     edge_routes = _edge(_sidecar(ir, "gw"), "http").routes.virtual_hosts[0].routes
-    assert len(edge_routes) == 3, "/other can never match under /shop: dropped"
-    cart, regex, rewrite = edge_routes
+    assert len(edge_routes) == 4, "/other can never match under /shop: dropped"
+    cart, regex, redirect, rewrite = edge_routes
     assert cart is mesh_routes[0], "a route already under /shop is the shared node itself"
     assert regex.path == PathCondition("regex", "/shop/item/[0-9]+")
     assert regex.headers[0] == HeaderCondition(":path", "prefix", "/shop")
+    assert redirect.path == PathCondition("prefix", "/"), "a redirect's prefix replaces what its route matched"
+    assert redirect.headers[0] == HeaderCondition(":path", "prefix", "/shop")
     assert rewrite.path == PathCondition("prefix", "/"), "a prefix rewrite replaces exactly what its route matched"
     assert rewrite.headers[0] == HeaderCondition(":path", "prefix", "/shop")
     assert all(not any(h.name == ":path" for h in r.headers) for r in mesh_routes), "shared nodes untouched"

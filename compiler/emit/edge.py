@@ -190,6 +190,6 @@ def runtime(s: Sidecar) -> dict:
 def buffer_config(l: HttpListener) -> dict | None:
     """`envoy.filters.http.buffer`: the whole body is held before it is forwarded; larger than the limit: 413."""
     lim = l.edge.limits if l.edge is not None else None
-    if lim is None or lim.max_request_bytes is None or l.edge.https_redirect_port is not None:  # a redirect reads no body
-        return None
+    if lim is None or lim.max_request_bytes is None or l.edge.https_redirect_port is not None:
+        return None  # no limit, or a redirect listener (it reads no body)
     return typed("envoy.extensions.filters.http.buffer.v3.Buffer", max_request_bytes=lim.max_request_bytes)

@@ -58,9 +58,9 @@ def serves(route: GatewayRoute, host: str) -> bool:
 def _under(prefix: str, route: HttpRoute) -> HttpRoute | None:
     """A destination's route as served under the gateway route's path prefix; None when no path can match both.
 
-    A route whose own prefix is wider takes the gateway's prefix instead, unless it rewrites the prefix
-    (Envoy replaces exactly the matched prefix): then, as for a regex or a case-insensitive path, a `:path`
-    prefix condition is added."""
+    A route whose own prefix is wider takes the gateway's prefix instead, unless it rewrites the prefix (a
+    rewrite or a redirect's `prefix`: Envoy replaces exactly the matched prefix); then, as for a regex or a
+    case-insensitive path, a `:path` prefix condition is added."""
     if prefix == "/":
         return route
     p = route.path
@@ -69,7 +69,10 @@ def _under(prefix: str, route: HttpRoute) -> HttpRoute | None:
             return route  # only paths under the gateway's prefix can match it
         if p.kind == "exact" or not prefix.startswith(p.value):
             return None  # disjoint: no path matches both
-        if route.rewrite is None or route.rewrite.prefix is None:
+        rewrites_prefix = (route.rewrite is not None and route.rewrite.prefix is not None) or (
+            route.redirect is not None and route.redirect.prefix is not None
+        )
+        if not rewrites_prefix:
             return replace(route, path=PathCondition("prefix", prefix))
     return replace(route, headers=(HeaderCondition(":path", "prefix", prefix),) + route.headers)
 
