@@ -135,9 +135,11 @@ class Gateway(Document):
     kind: Literal["Gateway"] = "Gateway"
     name: Name
     namespace: Name = "default"
+    """Part of its identity; in pods, where its Deployment, Services, ServiceAccount and ConfigMap go."""
     service_account: Name | None = None
     """Identity: spiffe://<trust_domain>/ns/<namespace>/sa/<service_account or name>; what an
-    AuthorizationPolicy names with `from: [<gateway name>]`."""
+    AuthorizationPolicy names with `from: [<gateway name>]`. In pods, the ServiceAccount its pods run as
+    (meshc writes it, with no API token mounted)."""
     address: IPAddress | None = None
     """Where its listeners bind; default: the Mesh's `sidecar.address`."""
     admin_port: Port | None = None
@@ -155,7 +157,8 @@ class Gateway(Document):
     observability: ObservabilityOverride = ObservabilityOverride()
     """Metrics, access logs and tracing; a trace's root span starts here."""
     replicas: PositiveInt = 2
-    """Kubernetes: pods of its Deployment."""
+    """Kubernetes: pods of its Deployment, spread over nodes and zones; with 2 or more a PodDisruptionBudget
+    keeps at least one through node drains. Only for a gateway in pods (wildcard address)."""
 
     @model_validator(mode="after")
     def _listener_names_unique(self) -> "Gateway":
