@@ -461,3 +461,20 @@ def test_two_gateways_with_one_service_account_in_one_namespace(tmp_path: Path) 
     assert code == "E406" and message.startswith(f"mesh.yaml:{line}:"), message
     other_namespace = second.replace("namespace: edge", "namespace: partners")
     assert _codes(tmp_path, POLICY + other_namespace, name="other") == []
+
+
+def test_file_access_log_gets_a_writable_folder_and_a_big_configmap_is_refused(tmp_path: Path) -> None:
+    from compiler.kubernetes.problems import CONFIGMAP_LIMIT, problems
+
+    text = POLICY.replace("replicas: 3\n", "replicas: 3\nobservability:\n  access_log: {to: file, path: /var/log/edge/access.log}\n")
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "mesh.yaml").write_text(text)
+    result = build(folder)
+    assert result.ok, [d.render() for d in result.diagnostics]
+    c = _gateway_docs(result.files)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/var/log/edge"]["name"] == layout.VOLUME_LOGS and "readOnly" not in mounts["/var/log/edge"]
+    assert '"/var/log/edge/access.log"' in result.files["ingress/listeners.yaml"].decode()
+    (too_big,) = problems(result.ir, {"ingress": CONFIGMAP_LIMIT + 1})
+    assert too_big.code == "E402" and too_big.subject == "Gateway 'ingress'" and "meshc-ingress" in too_big.message
