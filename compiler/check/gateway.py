@@ -229,7 +229,7 @@ def _routes(view: Resolved, gv: GatewayView) -> Iterator[Diagnostic]:
         problem = _never_requested(route.path.split("?")[0], view.mesh) if view.mesh is not None else None
         if problem:
             yield Diagnostic(
-                "E270", f"'{route.path}' never matches a request: {problem}",
+                "E270", f"'{route.path}' never matches a request: {problem.replace('before rules run', 'before routing')}",
                 gw.where("routes", i, "path"), gw.subject, f"{at}.path",
             )
         if target is not None and target.protocol != "tcp" and view.mesh is not None:
