@@ -318,3 +318,17 @@ def test_shadowed_for_some_of_its_hosts_only_is_a_warning():
     ) == [("E511", "routes[2]")]
     # a route for any host after one for a host: the gateway was told to send that host elsewhere
     assert _shadow({"hosts": ["a.example.com"], "to": "web"}, {"to": "api"}) == []
+
+
+CODES = (
+    "E500 E501 E502 E503 E504 E505 E506 E507 E508 E509 E510 E511 W512 W513 E514 E515 E516 E517 W518 W519 "
+    "E520 E521 E522 E523 E524 E525 E526 E527 E528 E529 W530 W531 E533"
+).split()
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_each_code_has_an_error_case_and_a_readme_row(code):
+    expected = [p for p in (ROOT / "tests" / "errors").glob("*/expected.txt") if f"[{code}]" in p.read_text()]
+    assert expected, f"no case under tests/errors/ shows {code}"
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| ") and code in line]
+    assert rows, f"no row of the README's meaning checks table names {code}"
