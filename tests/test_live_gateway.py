@@ -99,6 +99,8 @@ class Edge:
     gateway_doc: dict
     client_address: str
     """The loopback address the outside client connects from."""
+    docs: list = field(default_factory=list)
+    """The policy documents it was built from (`rebuild` takes changed ones)."""
     ca: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +135,11 @@ class Edge:
 
     def edge_folder(self, host: str) -> Path:
         return self.certs / GW / "edge" / host
+
+    def rebuild(self, docs: list) -> None:
+        """Compile changed policy documents into the running mesh's output (what `meshc build` does)."""
+        self.docs = docs
+        self.mesh.build(docs, certs_root=str(self.certs))
 
     def rotate_edge_certificates(self) -> None:
         """What re-running `meshc certs` does: fresh edge certificates moved into place (the CA is kept)."""
@@ -230,7 +237,7 @@ def edge_mesh(
     if collector is not None:
         live_mesh.start("zipkin")
     gw = start_gateway(live_mesh, GW)
-    return Edge(live_mesh, root, gw, v1, v2, gw_doc, live_mesh.loopback.address())
+    return Edge(live_mesh, root, gw, v1, v2, gw_doc, live_mesh.loopback.address(), docs)
 
 
 def versions(responses: list[Response]) -> Counter:
@@ -744,3 +751,31 @@ def test_http2_at_the_edge(live_mesh, tmp_path):
     prefix = hcm_stat_prefix(edge.gw, "https")
     assert edge.gw.stat(f"http.{prefix}.downstream_cx_http2_total") == 1
     report("gateway_http2", streams=len(answers), settings={SettingCodes(k).name: v for k, v in settings.items() if k in set(SettingCodes)})
+
+
+def test_shifting_the_canary_reaches_the_running_gateway(live_mesh, tmp_path):
+    """Rebuilding with productpage's Route at 100% v2 changes what outside clients get, on the same gateway
+    process: its routes file is reloaded (the gateway's RDS update_success rises), no restart, no failed request."""
+    edge = edge_mesh(live_mesh, tmp_path)
+    pid = edge.gw.pid
+    assert edge.get_one("/").status == 200
+    prefix = hcm_stat_prefix(edge.gw, "https")
+    rds = f"http.{prefix}.rds.edge-https.update_success"
+    before = edge.gw.stat(rds)
+    docs = [
+        {**d, "rules": [{"to": {"v2": 100}}]} if isinstance(d, dict) and d.get("kind") == "Route" else d for d in edge.docs
+    ]
+    edge.rebuild(docs)
+    edge.gw.wait_for_stat(rds, lambda v: v > before)
+    statuses: Counter = Counter()
+
+    def all_v2() -> bool:
+        got = versions(edge.get("/", 20))
+        statuses.update(got)
+        return got == Counter({"v2": 20})
+
+    wait_until(all_v2, 10, message="20 requests in a row from v2 after the rebuild")
+    assert edge.gw.pid == pid and edge.gw.running
+    assert set(statuses) <= {"v1", "v2"}, statuses  # nothing failed while it switched
+    assert edge.gw.config_problems() == []
+    report("gateway_canary_shift", rds_updates=edge.gw.stat(rds) - before, seen=dict(statuses), pid=pid)
