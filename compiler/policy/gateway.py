@@ -158,7 +158,8 @@ class Gateway(Document):
     """Metrics, access logs and tracing; a trace's root span starts here."""
     replicas: PositiveInt = 2
     """Kubernetes: pods of its Deployment, spread over nodes and zones; with 2 or more a PodDisruptionBudget
-    keeps at least one through node drains. Only for a gateway in pods (wildcard address)."""
+    keeps at least one through node drains. Only for a gateway in pods (wildcard address): set on one with a
+    specific address, which is one Envoy on its host, it is refused (E502)."""
 
     @model_validator(mode="after")
     def _listener_names_unique(self) -> "Gateway":
