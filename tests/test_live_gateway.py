@@ -158,13 +158,15 @@ def edge_mesh(
     with_reviews: bool | Upstream = False,
     collector: Upstream | None = None,
     routes: list[dict] | None = None,
+    edge_certs: bool = True,
 ) -> Edge:
     """productpage (v1, v2; 90/10, jason -> v2; only `ingress` may call it) behind the gateway `ingress`.
 
     `gateway`: more Gateway fields; `tls`: more fields of the https listener's `tls`; `authn`: a
     RequestAuthentication body for the gateway; `with_reviews`: also reviews, which calls productpage (its
     app: the Upstream given, else none); `routes`: the gateway's routes (default: both hosts to productpage);
-    `collector`: the app of a `zipkin` service, and tracing on (100%) mesh-wide.
+    `collector`: the app of a `zipkin` service, and tracing on (100%) mesh-wide; `edge_certs` False: the
+    edge certificates' folders exist but hold nothing yet (the gateway then starts with its config problems).
     Certificates are issued under tmp_path/certs before anything starts.
     """
     root = tmp_path / "certs"
@@ -230,13 +232,17 @@ def edge_mesh(
 
     identities = {s.service: s.tls.identity for s in result.ir.sidecars}
     certs.write_service_certs(root, TRUST_DOMAIN, identities)  # what `meshc certs` writes
-    certs.write_edge_certs(root, TRUST_DOMAIN, Gateway.model_validate(gw_doc))
+    if edge_certs:
+        certs.write_edge_certs(root, TRUST_DOMAIN, Gateway.model_validate(gw_doc))
+    else:
+        for folder in certs.edge_folders(Gateway.model_validate(gw_doc)):
+            (root / GW / "edge" / folder.name).mkdir(parents=True)
     live_mesh.start("productpage")
     if with_reviews:
         live_mesh.start("reviews")
     if collector is not None:
         live_mesh.start("zipkin")
-    gw = start_gateway(live_mesh, GW)
+    gw = start_gateway(live_mesh, GW, require_accepted=edge_certs)
     return Edge(live_mesh, root, gw, v1, v2, gw_doc, live_mesh.loopback.address(), docs)
 
 
@@ -779,3 +785,24 @@ def test_shifting_the_canary_reaches_the_running_gateway(live_mesh, tmp_path):
     assert set(statuses) <= {"v1", "v2"}, statuses  # nothing failed while it switched
     assert edge.gw.config_problems() == []
     report("gateway_canary_shift", rds_updates=edge.gw.stat(rds) - before, seen=dict(statuses), pid=pid)
+
+
+def test_certificates_that_arrive_after_the_gateway_started_are_served(live_mesh, tmp_path):
+    """The gateway starts before its edge certificates are there (their folders exist, empty): it is LIVE but
+    resets every TLS connection, and its stats say why (sds.<secret>.update_rejected); once `meshc certs` moves
+    the files into place, the same process serves them (the listener's ssl_context_update_by_sds rises)."""
+    edge = edge_mesh(live_mesh, tmp_path, edge_certs=False)
+    host, port = edge.https
+    pid = edge.gw.pid
+    early = handshake(host, port, sni=SHOP, context=edge.context())
+    assert not early.ok, early.version
+    rejected = edge.gw.stats(r"^sds\.edge-.*\.update_rejected$")
+    assert rejected and all(v >= 1 for v in rejected.values()), rejected
+    updates = f"listener.{host}_{port}.server_ssl_socket_factory.ssl_context_update_by_sds"
+    before = edge.gw.stat(updates)
+    edge.rotate_edge_certificates()  # the first issue
+    served = wait_until(lambda: handshake(host, port, sni=SHOP, context=edge.context()).ok, timeout=10,
+                        message="the certificates on the https listener")
+    assert served and edge.gw.pid == pid and edge.get_one("/").status == 200
+    assert edge.gw.stat(updates) > before
+    report("gateway_late_certificates", before=early.error, rejected=rejected, context_updates=edge.gw.stat(updates) - before, pid=pid)
