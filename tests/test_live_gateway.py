@@ -159,6 +159,7 @@ def edge_mesh(
     collector: Upstream | None = None,
     routes: list[dict] | None = None,
     edge_certs: bool = True,
+    static: bool = False,
 ) -> Edge:
     """productpage (v1, v2; 90/10, jason -> v2; only `ingress` may call it) behind the gateway `ingress`.
 
@@ -166,7 +167,8 @@ def edge_mesh(
     RequestAuthentication body for the gateway; `with_reviews`: also reviews, which calls productpage (its
     app: the Upstream given, else none); `routes`: the gateway's routes (default: both hosts to productpage);
     `collector`: the app of a `zipkin` service, and tracing on (100%) mesh-wide; `edge_certs` False: the
-    edge certificates' folders exist but hold nothing yet (the gateway then starts with its config problems).
+    edge certificates' folders exist but hold nothing yet (the gateway then starts with its config problems);
+    `static`: `meshc build --static` (one self-contained bootstrap per Envoy).
     Certificates are issued under tmp_path/certs before anything starts.
     """
     root = tmp_path / "certs"
@@ -222,7 +224,7 @@ def edge_mesh(
         docs.append(live_mesh.service("zipkin", versions={"default": collector}, observability=off))
     if authn is not None:
         docs.append({"kind": "RequestAuthentication", "service": GW, **authn})
-    result = live_mesh.build(docs, certs_root=str(root))
+    result = live_mesh.build(docs, certs_root=str(root), static=static)
     assert not [d for d in result.diagnostics if d.is_error], [d.render() for d in result.diagnostics]
     gateways = [s for s in result.ir.sidecars if s.gateway is not None]
     assert [s.service for s in gateways] == [GW], [s.service for s in result.ir.sidecars]
@@ -806,3 +808,23 @@ def test_certificates_that_arrive_after_the_gateway_started_are_served(live_mesh
     assert served and edge.gw.pid == pid and edge.get_one("/").status == 200
     assert edge.gw.stat(updates) > before
     report("gateway_late_certificates", before=early.error, rejected=rejected, context_updates=edge.gw.stat(updates) - before, pid=pid)
+
+
+def test_static_mode_gateway(live_mesh, tmp_path):
+    """`meshc build --static`: the gateway's one bootstrap holds its listeners, routes, clusters and secrets; HTTPS
+    by SNI, the canary's versions and the redirect work as in file mode. Like everything in static mode, the
+    certificate files are read when Envoy starts: a renewed certificate is served after a restart."""
+    edge = edge_mesh(live_mesh, tmp_path, static=True)
+    assert edge.gw.static
+    got = versions(edge.get("/", 200))
+    assert set(got) == {"v1", "v2"} and sum(got.values()) == 200, got
+    h, p = edge.http
+    assert send_many(h, p, 1, "/x", host_header=SHOP)[0].status == 301
+    host, port = edge.https
+    old = handshake(host, port, sni=API, context=edge.context()).peer.serial_number
+    edge.rotate_edge_certificates()
+    new = x509.load_pem_x509_certificate((edge.edge_folder(API) / "cert.pem").read_bytes()).serial_number
+    start_gateway(live_mesh, GW)
+    served = handshake(host, port, sni=API, context=edge.context())
+    assert served.ok and served.peer.serial_number == new != old, served.error
+    report("gateway_static", versions=dict(got))

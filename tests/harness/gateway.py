@@ -52,11 +52,13 @@ class GatewayEnvoy(EnvoySidecar):
 
 def start_gateway(live_mesh, name: str, **kwargs) -> GatewayEnvoy:
     """Start the gateway's Envoy from `live_mesh.out/<name>` and wait until it is LIVE with its config accepted;
-    `live_mesh.close()` stops it with the sidecars."""
+    `live_mesh.close()` stops it with the sidecars. A gateway of that name that still runs is stopped first (a
+    restart: Envoy binds its listeners with SO_REUSEPORT, so two would share the ports)."""
     require_accepted = kwargs.pop("require_accepted", True)
-    gw = GatewayEnvoy(name, live_mesh.out, live_mesh.logs, binary=live_mesh.binary, **kwargs)
     if name in live_mesh.sidecars:
+        live_mesh.sidecars[name].stop()
         live_mesh._stopped.append(live_mesh.sidecars[name])
+    gw = GatewayEnvoy(name, live_mesh.out, live_mesh.logs, binary=live_mesh.binary, **kwargs)
     live_mesh.sidecars[name] = gw
     return gw.start(require_accepted=require_accepted)
 
