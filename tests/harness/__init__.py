@@ -25,6 +25,7 @@ Building blocks (usable on their own), by module:
 - mesh      `LiveMesh`: all of the above for one test, in one temporary directory.
 - gateway   `GatewayEnvoy` / `start_gateway` (a Gateway's Envoy, `OUT/<gateway>/`), `tls_context`,
             `https_many` (HTTPS with SNI, CA bundle, client certificate, source address), `handshake`.
+- edge_mesh `edge_mesh`: the gateway tests' mesh (productpage behind `ingress`, certificates issued), `Signer`.
 
 The cluster in a box (Kubernetes mode; Linux, root, `ip`, `dnsmasq`; the `kube_cluster` fixture). These
 leave loopback, but only inside network namespaces the harness makes, in a private /24 with no uplink:
