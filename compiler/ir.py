@@ -441,6 +441,17 @@ class KubernetesVersion:
 
 
 @dataclass(frozen=True)
+class KubernetesCaBundle:
+    """The CA bundle of an ExternalService the sidecar originates TLS to (`OriginateTls.ca_file`), read in a
+    pod from key `key` of the ConfigMap `configmap` the user provides (compiler/policy/external_ca.py),
+    mounted read-only at `path`'s folder (the CA files of one folder share one volume there)."""
+
+    configmap: str
+    key: str
+    path: str
+
+
+@dataclass(frozen=True)
 class KubernetesSidecar:
     """What the Kubernetes manifests need beyond the rest of the Sidecar (present for services in pods).
 
@@ -460,6 +471,7 @@ class KubernetesSidecar:
     shutdown_grace: Duration  # whole seconds: terminationGracePeriodSeconds
     certs_secret: str | None  # the Secret mounted at tls.certs_dir; None when mTLS is off for the service
     selector: tuple[tuple[str, str], ...]  # pods of every version: (("app", <service>),), the ClusterIP Service's
+    ca_bundles: tuple[KubernetesCaBundle, ...] = ()  # sorted by path: one per CA file its external clusters read
 
 
 @dataclass(frozen=True)

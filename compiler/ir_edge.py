@@ -12,10 +12,13 @@ proxies in front of it are trusted, and the limits an untrusted client meets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from compiler.diagnostics import Source
 from compiler.policy.types import Duration
+
+if TYPE_CHECKING:
+    from compiler.ir import KubernetesCaBundle
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class KubernetesGateway:
     certs_secret: str | None  # mesh certificates, mounted at the Sidecar's tls.certs_dir (mTLS)
     selector: tuple[tuple[str, str], ...]
     edge_secrets: tuple[KubernetesEdgeSecret, ...] = ()  # sorted by name
+    ca_bundles: tuple["KubernetesCaBundle", ...] = ()  # sorted by path: CA files of externals its routes mirror to
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from compiler.check.external import check_externals
 from compiler.check.gateway import check_gateways
 from compiler.check.graph import check_call_cycles
 from compiler.check.kubernetes import check_kubernetes
+from compiler.check.kubernetes_external import check_kubernetes_externals
 from compiler.check.kubernetes_gateway import check_kubernetes_gateways
 from compiler.check.observability import check_observability
 from compiler.check.paths import check_paths
@@ -44,6 +45,7 @@ CHECKS = (
     check_ports,
     check_kubernetes,
     check_kubernetes_gateways,
+    check_kubernetes_externals,
     check_pod_folders,
     check_mtls,
     check_authorization,

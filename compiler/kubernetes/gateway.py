@@ -8,7 +8,8 @@ Per gateway `<g>`, in its namespace (`kubernetes/<g>/`):
 - Deployment `<g>`: `replicas` pods, each one Envoy started as sidecars are (same image, command, flags,
   security context, resources, probes on the readiness listener, grace period), the ConfigMap at
   `config_dir`, the mesh certificate Secret at the certificates folder (mTLS), every edge TLS Secret
-  projected into the folders the policy names (compiler/policy/edge_secrets.py), the annotation
+  projected into the folders the policy names (compiler/policy/edge_secrets.py), the CA bundles of the
+  external hosts its routes mirror to (compiler/policy/external_ca.py), the annotation
   `meshc.dev/bootstrap-sha256` (only a bootstrap change rolls the pods), Prometheus' annotations, spread
   over nodes and zones, rolled one extra pod at a time without ever going below `replicas`;
 - Service `<g>` of type LoadBalancer: one port per listener (port = listener port, named after the
@@ -33,6 +34,7 @@ from compiler.kubernetes.sidecar import (
     STARTUP,
     _probe,
     access_log_dir,
+    ca_volumes,
     pod_annotations,
 )
 
@@ -88,6 +90,7 @@ def mounts(s: Sidecar) -> list[tuple[str, str, dict]]:
         out.append((layout.VOLUME_CERTS, s.tls.certs_dir, {"secret": {"secretName": k.certs_secret}}))
     for n, (folder, sources) in enumerate(edge_folders(s)):
         out.append((VOLUME_EDGE.format(n=n), folder, {"projected": {"sources": sources}}))
+    out += ca_volumes(k.ca_bundles)  # CA bundles of the external hosts its routes mirror to
     out.append((layout.VOLUME_TMP, "/tmp", {"emptyDir": {"sizeLimit": "64Mi"}}))
     log_dir = access_log_dir(s)
     if log_dir is not None:

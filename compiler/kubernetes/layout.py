@@ -27,6 +27,7 @@ VOLUME_CONFIG = "meshc-config"
 VOLUME_CERTS = "meshc-certs"
 VOLUME_TMP = "meshc-tmp"
 VOLUME_LOGS = "meshc-access-log"
+VOLUME_CA = "meshc-ca-{n}"  # one projected volume per folder of external CA bundles, numbered by folder
 
 
 def configmap_name(service: str) -> str:

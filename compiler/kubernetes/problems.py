@@ -47,6 +47,8 @@ def problems(ir: MeshIR, sizes: dict[str, int]) -> Iterator[Diagnostic]:
 
 
 def _what(name: str) -> str:
+    if name.startswith(layout.VOLUME_CA.format(n="")):
+        return "a folder of external CA bundles"
     return _WHAT.get(name, "a folder of edge TLS files")
 
 

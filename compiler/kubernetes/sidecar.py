@@ -11,8 +11,10 @@ What the patch puts in a pod template (kustomize merges it into every Deployment
   `--disable-hot-restart` (a pod never hot-restarts: a new bootstrap is a new pod, and without it Envoy
   needs no shared memory);
 - the ConfigMap mounted read-only at the Mesh's `config_dir`, the certificate Secret at
-  `mtls.certs_dir` when mTLS is on, an emptyDir at /tmp (the root filesystem is read-only) and one at the
-  access log's folder when the log goes to a file;
+  `mtls.certs_dir` when mTLS is on, the CA bundles of the ExternalServices it originates TLS to (from the
+  user's ConfigMaps `<external>-ca`, one read-only volume per folder: compiler/policy/external_ca.py), an
+  emptyDir at /tmp (the root filesystem is read-only) and one at the access log's folder when the log
+  goes to a file;
 - a locked-down security context: Envoy's own user (101), no privilege escalation, no capabilities, a
   read-only root filesystem, the runtime's default seccomp profile;
 - probes on the readiness listener (`GET /ready` on `probe_port`, answered from Envoy's readiness only;
@@ -94,11 +96,27 @@ def mounts(s: Sidecar) -> list[tuple[str, str, dict]]:
     out = [(layout.VOLUME_CONFIG, s.config_dir, {"configMap": {"name": layout.configmap_name(s.service)}})]
     if s.tls is not None and k.certs_secret is not None:
         out.append((layout.VOLUME_CERTS, s.tls.certs_dir, {"secret": {"secretName": k.certs_secret}}))
+    out += ca_volumes(k.ca_bundles)
     out.append((layout.VOLUME_TMP, "/tmp", {"emptyDir": {"sizeLimit": "64Mi"}}))
     log_dir = access_log_dir(s)
     if log_dir is not None:
         out.append((layout.VOLUME_LOGS, log_dir, {"emptyDir": {}}))
     return out
+
+
+def ca_volumes(bundles) -> list[tuple[str, str, dict]]:
+    """(volume name, mount path, volume source) per folder of external CA bundles (`KubernetesCaBundle`s): a
+    projected volume of exactly those ConfigMap keys under the file names Envoy opens, so kubelet's `..data`
+    swap happens in the very folder Envoy watches."""
+    by_folder: dict[str, dict[str, list[dict]]] = {}
+    for b in bundles:
+        items = by_folder.setdefault(posixpath.dirname(b.path) or "/", {}).setdefault(b.configmap, [])
+        items.append({"key": b.key, "path": posixpath.basename(b.path)})
+    return [
+        (layout.VOLUME_CA.format(n=n), folder,
+         {"projected": {"sources": [{"configMap": {"name": name, "items": items}} for name, items in sorted(maps.items())]}})
+        for n, (folder, maps) in enumerate(sorted(by_folder.items()))
+    ]
 
 
 def access_log_dir(s: Sidecar) -> str | None:

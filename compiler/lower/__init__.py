@@ -46,7 +46,7 @@ from compiler.lower.external import (
     unmarked,
     undeclared_virtual_host,
 )
-from compiler.lower.kubernetes import kubernetes_sidecar
+from compiler.lower.kubernetes import ca_bundles, kubernetes_sidecar
 from compiler.lower.protection import bucket, hash_key, protection
 from compiler.lower.routes import VERSION_HEADER, lower_rule
 from compiler.policy import PolicySet, RouteRule
@@ -308,7 +308,7 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
         # On one host every connection would leave from 127.0.0.1; from its own address a caller stays
         # recognisable to the callee (source_ip hashing, logs).
         source_address=p.address if p.one_host else None,
-        kubernetes=kubernetes_sidecar(sv, mesh) if sv.in_pods else None,
+        kubernetes=kubernetes_sidecar(sv, mesh, ca_bundles(shared.view, clusters)) if sv.in_pods else None,
     )
 
 

@@ -33,7 +33,7 @@ from compiler.ir import (
 )
 from compiler.ir_edge import Edge, EdgeCertificate, EdgeLimits, EdgeTls, GatewayPort, GatewaySpec
 from compiler.lower.access import jwt_check
-from compiler.lower.kubernetes import kubernetes_gateway
+from compiler.lower.kubernetes import ca_bundles, kubernetes_gateway
 from compiler.lower.protection import bucket
 from compiler.policy.gateway import GatewayListener, GatewayRoute
 from compiler.policy.resolved import GatewayView
@@ -206,7 +206,7 @@ def lower_gateway(gv: GatewayView, shared: "_Shared", options: "LowerOptions", u
         replicas=gw.replicas,
         listeners=tuple(GatewayPort(l.name, l.port, l.protocol) for l in gw.listeners),
         files=_files(gw.listeners),
-        kubernetes=kubernetes_gateway(gv, mesh) if gv.in_pods else None,
+        kubernetes=kubernetes_gateway(gv, mesh, ca_bundles(shared.view, clusters)) if gv.in_pods else None,
     )
     return Sidecar(
         service=gw.name,

@@ -1,5 +1,6 @@
 """A service or a gateway in pods (Kubernetes mode) -> what its manifests need (IR `KubernetesSidecar`,
-`KubernetesGateway`).
+`KubernetesGateway`), including the ConfigMaps its pods read external CA bundles from
+(compiler/policy/external_ca.py).
 
 The labels are the contract with the user's Deployments: pods carry
 `app: <service>` and `version: <version>`; a service that declares no versions
@@ -8,12 +9,15 @@ has the one version `default`, whose pods need only `app`.
 
 from __future__ import annotations
 
-from compiler.ir import KubernetesSidecar, KubernetesVersion
+from typing import Iterable
+
+from compiler.ir import Cluster, KubernetesCaBundle, KubernetesSidecar, KubernetesVersion
 from compiler.ir_edge import KubernetesEdgeSecret, KubernetesGateway
 from compiler.policy import Mesh
 from compiler.policy.edge_secrets import edge_secrets
+from compiler.policy.external_ca import ca_configmaps
 from compiler.policy.kubernetes import ResourceList
-from compiler.policy.resolved import GatewayView, ServiceView
+from compiler.policy.resolved import GatewayView, Resolved, ServiceView
 
 APP_LABEL = "app"
 VERSION_LABEL = "version"
@@ -26,7 +30,16 @@ def _quantities(r: ResourceList) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in (("cpu", r.cpu), ("memory", r.memory)) if v is not None)
 
 
-def kubernetes_sidecar(sv: ServiceView, mesh: Mesh) -> KubernetesSidecar:
+def ca_bundles(view: Resolved, clusters: Iterable[Cluster]) -> tuple[KubernetesCaBundle, ...]:
+    """The ConfigMaps a pod reads the CA bundles of its sidecar's external clusters from (exactly the files
+    its `sds-external-ca-*.yaml` name), sorted by path."""
+    by_path = ca_configmaps(view.policy.external_services)
+    paths = sorted({c.external_tls.ca_file for c in clusters if c.external_tls is not None})
+    return tuple(KubernetesCaBundle(by_path[p].name, by_path[p].key, p) for p in paths)
+
+
+def kubernetes_sidecar(sv: ServiceView, mesh: Mesh, cas: tuple[KubernetesCaBundle, ...] = ()) -> KubernetesSidecar:
+    """`cas`: `ca_bundles` of the sidecar's clusters."""
     svc, k = sv.service, mesh.kubernetes
     app = ((APP_LABEL, svc.name),)
     versions = tuple(
@@ -51,11 +64,13 @@ def kubernetes_sidecar(sv: ServiceView, mesh: Mesh) -> KubernetesSidecar:
         shutdown_grace=k.shutdown_grace,
         certs_secret=k.certs_secret_of(svc.name) if sv.mtls != "disable" else None,
         selector=app,
+        ca_bundles=cas,
     )
 
 
-def kubernetes_gateway(gv: GatewayView, mesh: Mesh) -> KubernetesGateway:
-    """A gateway in pods (`gv.in_pods`): its Deployment, Services and Secrets' facts."""
+def kubernetes_gateway(gv: GatewayView, mesh: Mesh, cas: tuple[KubernetesCaBundle, ...] = ()) -> KubernetesGateway:
+    """A gateway in pods (`gv.in_pods`): its Deployment, Services and Secrets' facts. `cas`: `ca_bundles` of
+    its clusters."""
     gw, k = gv.gateway, mesh.kubernetes
     secrets: dict[str, KubernetesEdgeSecret] = {}
     for s in edge_secrets(gw):  # a name given twice with other files is refused (E405): keep the first
@@ -71,4 +86,5 @@ def kubernetes_gateway(gv: GatewayView, mesh: Mesh) -> KubernetesGateway:
         certs_secret=k.certs_secret_of(gw.name) if gv.mtls else None,
         selector=((APP_LABEL, gw.name), (GATEWAY_LABEL, gw.name)),
         edge_secrets=tuple(secrets[name] for name in sorted(secrets)),
+        ca_bundles=cas,
     )
