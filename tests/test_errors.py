@@ -71,6 +71,7 @@ REQUIRED = {
     "retry_budget_unused",
     "app_port",
     "kubernetes_output",
+    "kubernetes_external",
     # never a traceback (issue 12)
     "yaml_tag_values",
     "yaml_huge_number",
