@@ -30,7 +30,9 @@ class ExternalTls(PolicyModel):
     """PEM bundle of the CAs the server's certificate must chain to; it must also name `sni` (or the host)
     among its DNS names. Verification cannot be turned off. Envoy reads the file through file-based SDS
     (`sds-external-ca-<name>.yaml`) and watches its folder: a bundle moved into place applies to new
-    connections without a restart. The file must be where the caller's sidecar runs; the output only names it."""
+    connections without a restart. The output only names the file: on a host it must be where the caller's sidecar
+    runs; in pods it is mounted read-only at its folder from the ConfigMap `<name>-ca` (key: the file's base name)
+    that you create in each caller's namespace (compiler/policy/external_ca.py)."""
     sni: Hostname | None = None
     """The server name sent in the handshake and checked in its certificate; default: `host`."""
     min_version: Literal["1.2", "1.3"] = "1.2"
