@@ -73,6 +73,9 @@ class KubeCluster:
         self._next_host = 10
         self._next_port = 0
         self._made_dirs: list[Path] = []
+        self.configmaps: dict[str, dict[str, bytes]] = {}
+        """The user's ConfigMaps (name -> data), e.g. an ExternalService's CA bundle `<external>-ca`: what the
+        pods' projected volumes read (`sync_volumes()` after a change, as kubelet's sync would)."""
 
     # -- the node -----------------------------------------------------------------
     def start(self) -> "KubeCluster":
@@ -267,11 +270,30 @@ class KubeCluster:
         if m.kind == "secret":
             data = self._cert_payload(pod.service)  # the box's Secret store: certs_root/<service>
             return project(host, data, mode=m.source["secret"].get("defaultMode", 0o644))
+        if m.kind == "projected":
+            return project(host, self._projected(pod, m), mode=m.source["projected"].get("defaultMode", 0o644))
         if m.kind == "emptyDir":
             host.mkdir(parents=True, exist_ok=True)
             host.chmod(0o1777)
             return False
         raise HarnessError(f"{pod.name}: volume '{m.volume}' of a kind the box does not know: {m.source}")
+
+    def _projected(self, pod: Pod, m: Mount) -> dict[str, bytes]:
+        """A projected volume of the user's ConfigMaps (`self.configmaps`): each source's items under their paths.
+        A ConfigMap or key that does not exist stops the pod, as kubelet would not start it."""
+        out: dict[str, bytes] = {}
+        for source in m.source["projected"]["sources"]:
+            if set(source) != {"configMap"}:
+                raise HarnessError(f"{pod.name}: projected source of a kind the box does not know: {source}")
+            cm = source["configMap"]
+            data = self.configmaps.get(cm["name"])
+            if data is None:
+                raise HarnessError(f"{pod.name}: ConfigMap '{cm['name']}' does not exist: kubelet would not start the pod")
+            for item in cm.get("items") or [{"key": k, "path": k} for k in data]:
+                if item["key"] not in data:
+                    raise HarnessError(f"{pod.name}: ConfigMap '{cm['name']}' has no key '{item['key']}'")
+                out[item["path"]] = data[item["key"]]
+        return out
 
     def _cert_payload(self, service: str) -> dict[str, bytes]:
         folder = self.certs_root / service
