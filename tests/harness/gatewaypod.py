@@ -151,8 +151,8 @@ class GatewayCluster(KubeCluster):
         (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n{pod.ip}\t{pod.name}\n")
 
     def _project(self, pod: Pod, m: Mount, host: Path) -> bool:
-        if m.kind != "projected":
-            return super()._project(pod, m, host)
+        if m.kind != "projected" or not all("secret" in source for source in m.source["projected"]["sources"]):
+            return super()._project(pod, m, host)  # (a projected volume of ConfigMaps: external CA bundles)
         payload: dict[str, bytes] = {}
         for source in m.source["projected"]["sources"]:
             name = source["secret"]["name"]
