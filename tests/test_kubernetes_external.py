@@ -292,7 +292,8 @@ def test_moving_the_bundle_changes_only_the_mount_and_the_sds_file(tmp_path: Pat
                        "kubernetes/sidecar/patch-checkout.yaml"], changed
     patch = yaml.safe_load(moved.files["kubernetes/sidecar/patch-checkout.yaml"])
     volumes = {v["name"]: v for v in patch["spec"]["template"]["spec"]["volumes"]}
-    mounts = {m["mountPath"]: volumes[m["name"]] for m in patch["spec"]["template"]["spec"]["initContainers"][0]["volumeMounts"]}
+    (envoy,) = patch["spec"]["template"]["spec"]["initContainers"]
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in envoy["volumeMounts"]}
     assert mounts["/etc/partners/geo"]["projected"]["sources"] == [
         {"configMap": {"name": "geo-ca", "items": [{"key": "ca.pem", "path": "ca.pem"}]}}]
 
@@ -327,7 +328,8 @@ def test_a_bundle_folder_that_is_another_volumes_folder(tmp_path: Path) -> None:
     assert "mesh.yaml:" + str(_line(text, "name: audit") + 3) in messages["audit"]
     assert "in the pods of 'checkout', 'reviews', gateway 'ingress'" in messages["audit"]
     assert "is '/'" in messages["audit"]
-    assert "it is config_dir" in messages["payments"] and "ConfigMap 'billing-ca' (key 'ca.pem')" in messages["payments"]
+    assert "it is config_dir" in messages["payments"]
+    assert "ConfigMap 'billing-ca' (key 'ca.pem')" in messages["payments"]
     assert "it is mtls.certs_dir" in messages["geo"]
     assert "it is /tmp (the sidecar's scratch folder)" in messages["maps"]
     # billing is called by a one-host service only, payments by a pod: the clash is payments' alone
@@ -359,7 +361,8 @@ def test_a_path_a_configmap_cannot_provide(tmp_path: Path) -> None:
     geo = next(m for _, _, m in got if "'geo'" in m)
     assert geo.startswith(f"mesh.yaml:{_line(text, '..geo.pem')}:") and "'..geo.pem' cannot be a ConfigMap key" in geo
     # the same paths for a one-host caller only: nothing to say
-    only_host = text.replace("calls: [payments, geo, maps, orders-db, ratings]", "calls: [payments, orders-db, ratings]")
+    only_host = text.replace("calls: [payments, geo, maps, orders-db, ratings]",
+                             "calls: [payments, orders-db, ratings]")
     assert _diags(tmp_path, only_host, name="host") == []
 
 

@@ -100,7 +100,8 @@ def test_the_ca_bundle_comes_from_its_configmap_and_a_change_reaches_the_running
         ])
         assert c.last_build.ok, [d.render() for d in c.last_build.diagnostics]
         c.write_certs()
-        c.configmaps["payments-ca"] = {"ca.pem": ca1.read_bytes()}  # kubectl create configmap payments-ca --from-file=ca.pem
+        # what `kubectl create configmap payments-ca --from-file=ca.pem` makes
+        c.configmaps["payments-ca"] = {"ca.pem": ca1.read_bytes()}
         (pod,) = c.run_pods([("frontend", "default", 1)])
         (outbound,) = [l.port for l in c.sidecar_ir("frontend").listeners if l.direction == "outbound"]
 

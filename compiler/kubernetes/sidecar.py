@@ -112,11 +112,11 @@ def ca_volumes(bundles) -> list[tuple[str, str, dict]]:
     for b in bundles:
         items = by_folder.setdefault(posixpath.dirname(b.path) or "/", {}).setdefault(b.configmap, [])
         items.append({"key": b.key, "path": posixpath.basename(b.path)})
-    return [
-        (layout.VOLUME_CA.format(n=n), folder,
-         {"projected": {"sources": [{"configMap": {"name": name, "items": items}} for name, items in sorted(maps.items())]}})
-        for n, (folder, maps) in enumerate(sorted(by_folder.items()))
-    ]
+    out = []
+    for n, (folder, maps) in enumerate(sorted(by_folder.items())):
+        sources = [{"configMap": {"name": name, "items": items}} for name, items in sorted(maps.items())]
+        out.append((layout.VOLUME_CA.format(n=n), folder, {"projected": {"sources": sources}}))
+    return out
 
 
 def access_log_dir(s: Sidecar) -> str | None:

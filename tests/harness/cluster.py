@@ -288,7 +288,8 @@ class KubeCluster:
             cm = source["configMap"]
             data = self.configmaps.get(cm["name"])
             if data is None:
-                raise HarnessError(f"{pod.name}: ConfigMap '{cm['name']}' does not exist: kubelet would not start the pod")
+                raise HarnessError(f"{pod.name}: ConfigMap '{cm['name']}' does not exist: kubelet would not start "
+                                   "the pod")
             for item in cm.get("items") or [{"key": k, "path": k} for k in data]:
                 if item["key"] not in data:
                     raise HarnessError(f"{pod.name}: ConfigMap '{cm['name']}' has no key '{item['key']}'")
