@@ -8,7 +8,8 @@ named so (its sidecar folder would be that folder; in namespace `default` its Se
 replace the one of the cluster's API server):
 
 - E401 a service named `kubernetes` while some service runs in pods;
-- E403 two of a pod's sidecar volumes at one folder, or one at `/`.
+- E403 two of a pod's sidecar volumes at one folder, or one at `/` (the folder of an ExternalService's CA
+  bundle among them: compiler/check/kubernetes_external.py, with E407).
 
 (E402, a sidecar's files too large for a ConfigMap, depends on the rendered files: `meshc build` says
 it, compiler/kubernetes/problems.py, which also repeats E403 for folders moved by `--config-root` and
