@@ -353,6 +353,17 @@ def test_a_bundle_folder_that_is_an_access_log_or_edge_folder(tmp_path: Path) ->
     assert all(m.startswith("mesh.yaml:") and "ExternalService 'audit'" in m for m in messages)
 
 
+def test_a_bundle_folder_that_would_hide_what_envoy_needs(tmp_path: Path) -> None:
+    text = (POLICY.replace("/etc/partners/geo.pem", "/usr/local/geo.pem")        # above /usr/local/bin/envoy
+            .replace("/etc/partners/maps-bundle.pem", "/usr/lib/maps.pem"))      # the libraries Envoy loads
+    got = [m for _, _, m in _diags(tmp_path, text)]
+    assert len(got) == 2, got
+    assert "'/usr/local' would hide the Envoy binary /usr/local/bin/envoy" in next(m for m in got if "'geo'" in m)
+    assert "'/usr/lib' would hide the system folder /usr/lib" in next(m for m in got if "'maps'" in m)
+    fine = POLICY.replace("/etc/partners/geo.pem", "/usr/local/share/ca-certificates/geo.pem")
+    assert _diags(tmp_path, fine, name="fine") == []
+
+
 def test_a_path_a_configmap_cannot_provide(tmp_path: Path) -> None:
     text = (POLICY.replace("/etc/partners/geo.pem", "/etc/partners/..geo.pem")
             .replace("/etc/partners/maps-bundle.pem", "/etc/partners/../maps.pem"))

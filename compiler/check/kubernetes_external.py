@@ -7,7 +7,8 @@ comes from ConfigMap `<external>-ca` (compiler/policy/external_ca.py), mounted r
 - E403 the folder of `tls.ca` is `/`, or a folder another volume of that pod is mounted at: `config_dir`
   (the sidecar's ConfigMap), `mtls.certs_dir` (its certificate Secret), /tmp (its scratch emptyDir), the
   folder of a file access log, a gateway's folder of edge TLS files; a folder holds one volume, and the
-  bundle would hide those files (or they it);
+  bundle would hide those files (or they it); or a folder whose volume would hide what Envoy needs to
+  start (the folder of the Envoy binary or one above it, the system's library folders, /proc, /sys, /dev);
 - E407 a `tls.ca` path a ConfigMap cannot provide as written: a file name starting with `..` (Kubernetes
   refuses such a key; `..data` is kubelet's own link in the folder), or `.`/`..`/empty segments (the
   folder kubelet mounts would not be the one Envoy opens and watches).
@@ -22,13 +23,30 @@ from typing import Iterator
 
 from compiler.check.pod_folders import SCRATCH
 from compiler.diagnostics import Diagnostic, Source
+from compiler.kubernetes.sidecar import ENVOY_BINARY
 from compiler.policy.edge_secrets import CA_CERT, TLS_CERT, edge_secrets
 from compiler.policy.external_ca import ca_configmaps, reached_with_tls
 from compiler.policy.resolved import Resolved
 
 
+SYSTEM = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/proc", "/sys", "/dev")
+"""Folders a volume must not cover (or sit in): the dynamic libraries Envoy loads, the kernel's and
+the runtime's own file systems."""
+
+
 def _folder(path: str) -> str:
     return path.rstrip("/") or "/"
+
+
+def _hides(folder: str) -> str | None:
+    """What a volume at `folder` would hide that Envoy needs to start, if anything."""
+    binary_dir = posixpath.dirname(ENVOY_BINARY)
+    if binary_dir == folder or binary_dir.startswith(folder + "/"):
+        return f"the Envoy binary {ENVOY_BINARY}"
+    for system in SYSTEM:
+        if folder == system or folder.startswith(system + "/") or system.startswith(folder + "/"):
+            return f"the system folder {system}"
+    return None
 
 
 def check_kubernetes_externals(view: Resolved) -> Iterator[Diagnostic]:
@@ -66,6 +84,12 @@ def check_kubernetes_externals(view: Resolved) -> Iterator[Diagnostic]:
                        f"put the bundle in a folder of its own (like /etc/meshc/external/{name}/)", None)
                 clashes.setdefault(key, []).append(who)
                 continue
+            hidden = _hides(folder)
+            if hidden is not None:
+                key = (name, f"the volume of ConfigMap '{ca.name}' at '{folder}' would hide {hidden}, and the "
+                       f"container could not start; put the bundle in a folder of its own (like "
+                       f"/etc/meshc/external/{name}/)", None)
+                clashes.setdefault(key, []).append(who)
             for what, other, where in volumes:
                 if other == folder:
                     at = " ({0})" if where is not None else ""
