@@ -288,6 +288,10 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--envoy-only", action="store_true", help="only `envoy --mode validate`")
     v.add_argument("-j", "--jobs", type=_number(int, 1, 256), default=2, help="envoy processes at once (default: 2)")
     v.set_defaults(func=cmd_validate)
+
+    from compiler.commands import register_all
+
+    register_all(sub)
     return p
 
 
