@@ -266,6 +266,23 @@ def test_calls_routes_traffic_policies_and_mirrors_accept_an_external():
     assert _only("E209", *docs[:-2], Route(service="pay", rules=[{"to": {"v1": 100}}])) == ["rules[0].to"]
 
 
+def test_an_external_reached_only_as_a_mirror_target_is_used():
+    shadow = ExternalService(name="shadow", host="shadow.example", port=80)
+    mirror = Route(service="api", rules=[{"to": {"default": 100}, "mirror": [{"to": "default", "service": "shadow"}]}])
+    web_calls_api = [
+        Mesh(name="m", mtls={"mode": "strict"}),
+        Service(name="web", port=9080, app_port=19080, sidecar={"address": "127.0.70.1"}, calls=["api"]),
+        Service(name="api", port=9080, app_port=19081, sidecar={"address": "127.0.70.2"}),
+    ]
+    assert _only("W531", *web_calls_api, shadow) == [""]
+    assert _only("W531", *web_calls_api, shadow, mirror) == []
+    # from a gateway route's destination, whose Route mirrors to it
+    behind_gateway = _mesh() + [_gateway(routes=[{"to": "api"}]), shadow, mirror]
+    assert _only("W531", *behind_gateway) == []
+    # a Route of a service nobody calls or routes to builds nothing
+    assert _only("W531", *_mesh(), shadow, mirror) == [""]
+
+
 def test_an_external_host_that_is_a_mesh_service_name():
     for host in ("web", "web.default", "web.default.svc", "web.default.svc.cluster.local"):
         ext = ExternalService(name="x", host=host, port=80)

@@ -25,7 +25,8 @@ without the port) and a cluster that originates TLS to it
   loopback addresses (from a pod, that is the pod itself), as E293;
 - W530 an `http` or `grpc` ExternalService on port 443 without `tls`: the
   sidecar would speak plaintext to what is almost surely a TLS port;
-- W531 an ExternalService no service calls: nothing is built for it.
+- W531 an ExternalService no service calls, and no Route of a called service
+  (or of a gateway route's destination) mirrors to: nothing is built for it.
 
 AuthorizationPolicy and RequestAuthentication for an ExternalService (E526,
 E527) and `from` naming one (E528) are in compiler/check/security.py; `calls`,
@@ -177,11 +178,11 @@ def _callers(view: Resolved) -> Iterator[Diagnostic]:
     called: set[str] = set()
     for sv in view.views.values():
         svc = sv.service
+        called.update(svc.calls)
         for i, dep in enumerate(svc.calls):
             ev = view.externals.get(dep)
             if ev is None or dep in view.services:
                 continue
-            called.add(dep)
             if sv.in_pods and not ev.resolve_dns:
                 local = [e for e in ev.endpoints if e.is_ip and is_loopback(e.host)]
                 if local:
@@ -192,11 +193,28 @@ def _callers(view: Resolved) -> Iterator[Diagnostic]:
                         "can reach",
                         svc.where("calls", i), svc.subject, f"calls[{i}]",
                     )
+    used = _mirrored(view, called | {d for gw in view.all_gateways for d in gw.destinations if d in view.services})
     for ext in view.policy.external_services:
-        if ext.name not in called and ext.name not in view.services:
+        if ext.name not in used and ext.name not in view.services:
             yield Diagnostic(
                 "W531",
                 f"no service calls '{ext.name}', so nothing is built for it: add it to the 'calls' of the services "
                 "that use it",
                 ext.where("name"), ext.subject, severity=Severity.WARNING,
             )
+
+
+def _mirrored(view: Resolved, reached: set[str]) -> set[str]:
+    """`reached` (what services call, the mesh services gateways route to: a gateway route to an
+    ExternalService is refused) and every destination their Route rules mirror to, and so on: a mirror
+    target's cluster is built on the sidecar (or gateway) that copies to it."""
+    used = set(reached)
+    todo = list(reached)
+    while todo:
+        route = view.routes.get(todo.pop())
+        for rule in route.rules if route is not None else ():
+            for mirror in rule.mirror:
+                if mirror.service is not None and mirror.service not in used:
+                    used.add(mirror.service)
+                    todo.append(mirror.service)
+    return used
