@@ -21,26 +21,20 @@ Per gateway `<g>`, in its namespace (`kubernetes/<g>/`):
 
 from __future__ import annotations
 
-import posixpath
-
 from compiler.emit.bootstrap import ENVOY_ARGS
 from compiler.ir import Sidecar
 from compiler.kubernetes import layout
 from compiler.kubernetes.sidecar import (
-    ENVOY_BINARY,
-    ENVOY_UID,
-    LIVENESS,
-    READINESS,
-    STARTUP,
-    _probe,
-    access_log_dir,
-    ca_volumes,
+    PORT_METRICS,
+    PORT_PROBE,
+    envoy_container,
+    envoy_volumes,
     pod_annotations,
+    projected_volumes,
 )
 
 CONTAINER = "meshc-gateway"
 VOLUME_EDGE = "meshc-edge-{n}"  # one projected volume per folder of edge TLS files, numbered by folder
-PORT_METRICS, PORT_PROBE = "meshc-metrics", "meshc-probe"
 
 DRAIN_TIME_S = int(ENVOY_ARGS[ENVOY_ARGS.index("--drain-time-s") + 1])
 
@@ -68,34 +62,12 @@ def drain_seconds(s: Sidecar) -> int:
     return max(1, grace - DRAIN_TIME_S)
 
 
-def edge_folders(s: Sidecar) -> list[tuple[str, list[dict]]]:
-    """(folder, projected sources) of every folder holding edge TLS files, sorted by folder."""
-    by_folder: dict[str, dict[str, list[dict]]] = {}
-    for secret in s.gateway.kubernetes.edge_secrets:
-        for key, path in secret.files:
-            folder = posixpath.dirname(path) or "/"
-            items = by_folder.setdefault(folder, {}).setdefault(secret.name, [])
-            items.append({"key": key, "path": posixpath.basename(path)})
-    return [
-        (folder, [{"secret": {"name": name, "items": items}} for name, items in sorted(secrets.items())])
-        for folder, secrets in sorted(by_folder.items())
-    ]
-
-
 def mounts(s: Sidecar) -> list[tuple[str, str, dict]]:
-    """(volume name, mount path, volume source) of every volume the gateway's Envoy needs."""
-    k = s.gateway.kubernetes
-    out = [(layout.VOLUME_CONFIG, s.config_dir, {"configMap": {"name": layout.configmap_name(s.service)}})]
-    if s.tls is not None and k.certs_secret is not None:
-        out.append((layout.VOLUME_CERTS, s.tls.certs_dir, {"secret": {"secretName": k.certs_secret}}))
-    for n, (folder, sources) in enumerate(edge_folders(s)):
-        out.append((VOLUME_EDGE.format(n=n), folder, {"projected": {"sources": sources}}))
-    out += ca_volumes(k.ca_bundles)  # CA bundles of the external hosts its routes mirror to
-    out.append((layout.VOLUME_TMP, "/tmp", {"emptyDir": {"sizeLimit": "64Mi"}}))
-    log_dir = access_log_dir(s)
-    if log_dir is not None:
-        out.append((layout.VOLUME_LOGS, log_dir, {"emptyDir": {}}))
-    return out
+    """(volume name, mount path, volume source) of every volume the gateway's Envoy needs: a sidecar's, with
+    every folder of edge TLS files a projected volume of the Secrets' keys (beside the CA bundles of the
+    external hosts its routes mirror to)."""
+    files = [(secret.name, key, path) for secret in s.gateway.kubernetes.edge_secrets for key, path in secret.files]
+    return envoy_volumes(s, s.gateway.kubernetes, projected_volumes(files, "secret", VOLUME_EDGE))
 
 
 def bound_ports(s: Sidecar) -> list[int]:
@@ -109,39 +81,7 @@ def bound_ports(s: Sidecar) -> list[int]:
 def container(s: Sidecar) -> dict:
     g, k = s.gateway, s.gateway.kubernetes
     ports = [{"name": p.name, "containerPort": p.port, "protocol": "TCP"} for p in g.listeners]
-    if s.metrics:
-        ports.append({"name": PORT_METRICS, "containerPort": s.metrics.port, "protocol": "TCP"})
-    ports.append({"name": PORT_PROBE, "containerPort": k.probe_port, "protocol": "TCP"})
-    resources = {}
-    if k.requests:
-        resources["requests"] = dict(k.requests)
-    if k.limits:
-        resources["limits"] = dict(k.limits)
-    return {
-        "name": CONTAINER,
-        "image": k.image,
-        "command": [ENVOY_BINARY],
-        "args": ["-c", f"{s.config_dir.rstrip('/')}/bootstrap.yaml", *ENVOY_ARGS, "--disable-hot-restart"],
-        "ports": ports,
-        "resources": resources,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "readOnlyRootFilesystem": True,
-            "runAsGroup": ENVOY_UID,
-            "runAsNonRoot": True,
-            "runAsUser": ENVOY_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "startupProbe": _probe(k.probe_port, STARTUP),
-        "readinessProbe": _probe(k.probe_port, READINESS),
-        "livenessProbe": _probe(k.probe_port, LIVENESS),
-        "lifecycle": {"preStop": {"sleep": {"seconds": drain_seconds(s)}}},
-        "volumeMounts": [
-            {"name": name, "mountPath": path, **({"readOnly": True} if "emptyDir" not in source else {})}
-            for name, path, source in mounts(s)
-        ],
-    }
+    return envoy_container(CONTAINER, s, k, ports, drain_seconds(s), mounts(s))
 
 
 def _spread(selector: dict, key: str) -> dict:

@@ -47,6 +47,8 @@ callers honour TTLs) and the time the control plane takes to take a terminating 
 the ClusterIP Service's endpoints. The same constant as the check that `shutdown_grace` leaves room for
 it (E294), so the preStop sleep always ends before the grace period."""
 
+PORT_METRICS, PORT_PROBE = "meshc-metrics", "meshc-probe"
+
 STARTUP = {"periodSeconds": 1, "failureThreshold": 60, "timeoutSeconds": 1}
 READINESS = {"periodSeconds": 5, "failureThreshold": 2, "timeoutSeconds": 1}
 LIVENESS = {"periodSeconds": 10, "failureThreshold": 6, "timeoutSeconds": 2}
@@ -92,10 +94,17 @@ def bound_ports(s: Sidecar) -> list[int]:
 
 def mounts(s: Sidecar) -> list[tuple[str, str, dict]]:
     """(volume name, mount path, volume source) of every volume the sidecar needs."""
-    k = s.kubernetes
+    return envoy_volumes(s, s.kubernetes)
+
+
+def envoy_volumes(s: Sidecar, k, own: list[tuple[str, str, dict]] = ()) -> list[tuple[str, str, dict]]:
+    """(volume name, mount path, volume source) of every volume an Envoy in a pod needs (a sidecar's, or a
+    gateway's with `k` its Kubernetes settings): its ConfigMap, the mesh certificate Secret, `own` volumes
+    (a gateway's edge certificates), the external CA bundles, /tmp and the access log's folder."""
     out = [(layout.VOLUME_CONFIG, s.config_dir, {"configMap": {"name": layout.configmap_name(s.service)}})]
     if s.tls is not None and k.certs_secret is not None:
         out.append((layout.VOLUME_CERTS, s.tls.certs_dir, {"secret": {"secretName": k.certs_secret}}))
+    out += own
     out += ca_volumes(k.ca_bundles)
     out.append((layout.VOLUME_TMP, "/tmp", {"emptyDir": {"sizeLimit": "64Mi"}}))
     log_dir = access_log_dir(s)
@@ -104,19 +113,25 @@ def mounts(s: Sidecar) -> list[tuple[str, str, dict]]:
     return out
 
 
-def ca_volumes(bundles) -> list[tuple[str, str, dict]]:
-    """(volume name, mount path, volume source) per folder of external CA bundles (`KubernetesCaBundle`s): a
-    projected volume of exactly those ConfigMap keys under the file names Envoy opens, so kubelet's `..data`
-    swap happens in the very folder Envoy watches."""
+def projected_volumes(files, kind: str, volume: str) -> list[tuple[str, str, dict]]:
+    """(volume name, mount path, volume source) per folder of `files` ((object name, key, path) taken from
+    ConfigMaps or Secrets, `kind` "configMap" or "secret"): a projected volume of exactly those keys under
+    the file names Envoy opens, so kubelet's `..data` swap happens in the very folder Envoy watches;
+    `volume` names them with the folder's number {n}, folders sorted."""
     by_folder: dict[str, dict[str, list[dict]]] = {}
-    for b in bundles:
-        items = by_folder.setdefault(posixpath.dirname(b.path) or "/", {}).setdefault(b.configmap, [])
-        items.append({"key": b.key, "path": posixpath.basename(b.path)})
+    for name, key, path in files:
+        items = by_folder.setdefault(posixpath.dirname(path) or "/", {}).setdefault(name, [])
+        items.append({"key": key, "path": posixpath.basename(path)})
     out = []
-    for n, (folder, maps) in enumerate(sorted(by_folder.items())):
-        sources = [{"configMap": {"name": name, "items": items}} for name, items in sorted(maps.items())]
-        out.append((layout.VOLUME_CA.format(n=n), folder, {"projected": {"sources": sources}}))
+    for n, (folder, objects) in enumerate(sorted(by_folder.items())):
+        sources = [{kind: {"name": name, "items": items}} for name, items in sorted(objects.items())]
+        out.append((volume.format(n=n), folder, {"projected": {"sources": sources}}))
     return out
+
+
+def ca_volumes(bundles) -> list[tuple[str, str, dict]]:
+    """The projected volumes of external CA bundles (`KubernetesCaBundle`s), from the user's ConfigMaps."""
+    return projected_volumes(((b.configmap, b.key, b.path) for b in bundles), "configMap", layout.VOLUME_CA)
 
 
 def access_log_dir(s: Sidecar) -> str | None:
@@ -129,20 +144,27 @@ def access_log_dir(s: Sidecar) -> str | None:
 
 def container(s: Sidecar, drain: int) -> dict:
     k = s.kubernetes
-    port = inbound_port(s)
-    ports = [{"name": "meshc-inbound", "containerPort": port, "protocol": "TCP"}]
+    ports = [{"name": "meshc-inbound", "containerPort": inbound_port(s), "protocol": "TCP"}]
+    return envoy_container(layout.CONTAINER, s, k, ports, drain, mounts(s), native_sidecar=True)
+
+
+def envoy_container(name: str, s: Sidecar, k, ports: list[dict], drain: int, volumes, native_sidecar: bool = False) -> dict:
+    """The Envoy container of a pod (a sidecar's, or a gateway's with `k` its Kubernetes settings): `ports`
+    then metrics and readiness, the locked-down security context, probes, the preStop sleep of `drain`
+    seconds, `volumes` mounted (read-only but the emptyDirs). A native sidecar restarts always."""
+    ports = list(ports)
     if s.metrics:
-        ports.append({"name": "meshc-metrics", "containerPort": s.metrics.port, "protocol": "TCP"})
-    ports.append({"name": "meshc-probe", "containerPort": k.probe_port, "protocol": "TCP"})
+        ports.append({"name": PORT_METRICS, "containerPort": s.metrics.port, "protocol": "TCP"})
+    ports.append({"name": PORT_PROBE, "containerPort": k.probe_port, "protocol": "TCP"})
     resources = {}
     if k.requests:
         resources["requests"] = dict(k.requests)
     if k.limits:
         resources["limits"] = dict(k.limits)
     return {
-        "name": layout.CONTAINER,
+        "name": name,
         "image": k.image,
-        "restartPolicy": "Always",
+        **({"restartPolicy": "Always"} if native_sidecar else {}),
         "command": [ENVOY_BINARY],
         "args": ["-c", f"{s.config_dir.rstrip('/')}/bootstrap.yaml", *ENVOY_ARGS, "--disable-hot-restart"],
         "ports": ports,
@@ -161,8 +183,8 @@ def container(s: Sidecar, drain: int) -> dict:
         "livenessProbe": _probe(k.probe_port, LIVENESS),
         "lifecycle": {"preStop": {"sleep": {"seconds": drain}}},
         "volumeMounts": [
-            {"name": name, "mountPath": path, **({"readOnly": True} if "emptyDir" not in source else {})}
-            for name, path, source in mounts(s)
+            {"name": vname, "mountPath": path, **({"readOnly": True} if "emptyDir" not in source else {})}
+            for vname, path, source in volumes
         ],
     }
 
