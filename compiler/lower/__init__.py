@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compiler.ir import (
-    AccessLog,
     Cluster,
     Dns,
     GlobalRateLimit,
@@ -24,20 +23,18 @@ from compiler.ir import (
     HttpListener,
     HttpRoute,
     MeshIR,
-    Metrics,
     PathCondition,
     PathNormalization,
     RetryBudget,
     RouteTable,
     Sidecar,
-    SidecarTls,
     Target,
     TcpListener,
-    Tracing,
     UpstreamTls,
     VirtualHost,
 )
 from compiler.lower.access import access, jwt_check
+from compiler.lower.envoy import folders, mirror_clusters, observability, unique
 from compiler.lower.gateway import lower_gateway
 from compiler.lower.external import (
     external_cluster,
@@ -69,7 +66,7 @@ def lower(policy: PolicySet | Resolved, options: LowerOptions = LowerOptions()) 
     shared = _Shared(view)
     sidecars = [_sidecar(view[name], shared, options) for name in sorted(view.views)]
     # A gateway is an Envoy without an app (compiler/lower/gateway.py), in the same sorted list.
-    sidecars += [lower_gateway(view.gateways[name], shared, options, _unique) for name in sorted(view.gateways)]
+    sidecars += [lower_gateway(view.gateways[name], shared, options) for name in sorted(view.gateways)]
     sidecars.sort(key=lambda s: s.service)
     return MeshIR(view.mesh.name, tuple(sidecars))
 
@@ -199,19 +196,6 @@ def _inbound(sv: ServiceView, shared: _Shared) -> tuple[list[Cluster], Cluster, 
     return clusters, default, routes
 
 
-def _observability(sv: ServiceView, shared: _Shared, clusters: list[Cluster]):
-    m, t, a = sv.metrics, sv.tracing, sv.access_log
-    metrics = Metrics(sv.placement.address, m.port, tuple(m.keep_prefixes)) if m else None
-    tracing = None
-    if t is not None:
-        collector = shared.outbound_clusters(t.collector)[shared.view[t.collector].default_version]
-        if all(c is not collector for c in clusters):
-            clusters.append(collector)
-        tracing = Tracing(t.provider, collector, t.sampling, tuple(sorted(t.tags.items())))
-    access_log = AccessLog(a.to, a.path, a.format, a.only, a.slow_over) if a else None
-    return metrics, tracing, access_log
-
-
 def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar:
     svc, mesh, p = sv.service, shared.mesh, sv.placement
     inbound_clusters, default, inbound_routes = _inbound(sv, shared)
@@ -263,14 +247,7 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
             listeners.append(TcpListener("outbound", p.outbound_address, dep.service.port, target, svc.where("calls")))
         else:
             vhosts.append(shared.virtual_host(dep_name))
-    # Mirrors may copy traffic to services the app does not call itself.
-    known = {id(c) for c in clusters}
-    for vhost in vhosts:
-        for route in vhost.routes:
-            for mirror in route.mirrors:
-                if id(mirror.cluster) not in known:
-                    known.add(id(mirror.cluster))
-                    clusters.append(mirror.cluster)
+    mirror_clusters(vhosts, clusters)  # mirrors may copy traffic to services the app does not call itself
     # Every other Host gets the catch-all (refused, or forwarded as it is with `allow`). With `allow` every
     # sidecar has an outbound listener, since the app's calls to undeclared hosts are meant to go through it.
     catch_all, forward = shared.undeclared()
@@ -285,12 +262,8 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
             )
         )
 
-    metrics, tracing, access_log = _observability(sv, shared, clusters)
-    config_dir = f"{options.config_root.rstrip('/')}/{svc.name}" if options.config_root else mesh.config_dir
-    tls = None
-    if mode != "disable":
-        certs_dir = f"{options.certs_root.rstrip('/')}/{svc.name}" if options.certs_root else mesh.mtls.certs_dir
-        tls = SidecarTls(certs_dir, sv.identity, mesh.trust_domain)
+    metrics, tracing, access_log = observability(sv, p.address, shared, clusters)
+    config_dir, tls = folders(svc.name, shared, options, sv.identity, mode != "disable")
     return Sidecar(
         service=svc.name,
         mesh=mesh.name,
@@ -299,7 +272,7 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
         admin_port=p.admin_port,
         config_dir=config_dir,
         listeners=tuple(sorted(listeners, key=lambda l: (l.direction, l.port))),
-        clusters=_unique(clusters),
+        clusters=unique(clusters),
         source=svc.source,
         tls=tls,
         metrics=metrics,
@@ -310,14 +283,3 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
         source_address=p.address if p.one_host else None,
         kubernetes=kubernetes_sidecar(sv, mesh, ca_bundles(shared.view, clusters)) if sv.in_pods else None,
     )
-
-
-def _unique(clusters: list[Cluster]) -> tuple[Cluster, ...]:
-    """A sidecar's clusters, one per name, sorted: Envoy refuses a second cluster of one name.
-
-    One service can be reached for several reasons (called by the app, the global rate-limit service,
-    the tracing collector, a mirror target): it is still one cluster."""
-    by_id: dict[str, Cluster] = {}
-    for c in clusters:
-        by_id.setdefault(c.id, c)
-    return tuple(sorted(by_id.values(), key=lambda c: c.id))

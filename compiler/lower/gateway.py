@@ -16,23 +16,20 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from compiler.ir import (
-    AccessLog,
     Cluster,
     HeaderCondition,
     HttpListener,
     HttpRoute,
-    Metrics,
     PathCondition,
     PathNormalization,
     Redirect,
     RouteTable,
     Sidecar,
-    SidecarTls,
-    Tracing,
     VirtualHost,
 )
 from compiler.ir_edge import Edge, EdgeCertificate, EdgeLimits, EdgeTls, GatewayPort, GatewaySpec
 from compiler.lower.access import jwt_check
+from compiler.lower.envoy import folders, mirror_clusters, observability, unique
 from compiler.lower.kubernetes import ca_bundles, kubernetes_gateway
 from compiler.lower.protection import bucket
 from compiler.policy.gateway import GatewayListener, GatewayRoute
@@ -172,34 +169,16 @@ def _files(listeners: list[GatewayListener]) -> tuple[str, ...]:
     return tuple(sorted(files))
 
 
-def _observability(gv: GatewayView, shared: "_Shared", clusters: list[Cluster]):
-    m, t, a = gv.metrics, gv.tracing, gv.access_log
-    metrics = Metrics(gv.address, m.port, tuple(m.keep_prefixes)) if m else None
-    tracing = None
-    if t is not None:
-        collector = shared.outbound_clusters(t.collector)[shared.view[t.collector].default_version]
-        clusters.append(collector)
-        tracing = Tracing(t.provider, collector, t.sampling, tuple(sorted(t.tags.items())))
-    access_log = AccessLog(a.to, a.path, a.format, a.only, a.slow_over) if a else None
-    return metrics, tracing, access_log
-
-
-def lower_gateway(gv: GatewayView, shared: "_Shared", options: "LowerOptions", unique) -> Sidecar:
-    """The gateway's Envoy as a Sidecar (`gateway` set, no app). `unique`: the sidecars' cluster de-duplication."""
+def lower_gateway(gv: GatewayView, shared: "_Shared", options: "LowerOptions") -> Sidecar:
+    """The gateway's Envoy as a Sidecar (`gateway` set, no app)."""
     gw, mesh = gv.gateway, shared.mesh
     listeners = [_listener(gv, l, i, shared) for i, l in enumerate(gw.listeners)]
     clusters: list[Cluster] = []
     for name in gv.destinations:
         clusters.extend(shared.outbound_clusters(name).values())
-    for l in listeners:  # mirror targets the gateway's routes copy to
-        for vhost in l.routes.virtual_hosts:
-            clusters.extend(m.cluster for route in vhost.routes for m in route.mirrors)
-    metrics, tracing, access_log = _observability(gv, shared, clusters)
-    tls = None
-    if gv.mtls:
-        certs_dir = f"{options.certs_root.rstrip('/')}/{gw.name}" if options.certs_root else mesh.mtls.certs_dir
-        tls = SidecarTls(certs_dir, gv.identity, mesh.trust_domain)
-    config_dir = f"{options.config_root.rstrip('/')}/{gw.name}" if options.config_root else mesh.config_dir
+    mirror_clusters((v for l in listeners for v in l.routes.virtual_hosts), clusters)  # what its routes copy to
+    metrics, tracing, access_log = observability(gv, gv.address, shared, clusters)
+    config_dir, tls = folders(gw.name, shared, options, gv.identity, gv.mtls)
     spec = GatewaySpec(
         name=gw.name,
         namespace=gw.namespace,
