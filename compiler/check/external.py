@@ -40,6 +40,7 @@ import ipaddress
 from typing import Iterator
 
 from compiler.diagnostics import Diagnostic, Severity
+from compiler.check.references import repeats
 from compiler.policy.resolved import Resolved
 from compiler.policy.types import is_loopback
 
@@ -58,15 +59,12 @@ def check_externals(view: Resolved) -> Iterator[Diagnostic]:
 
 
 def _names(view: Resolved) -> Iterator[Diagnostic]:
-    seen: dict[str, object] = {}
+    for ext, first in repeats(view.policy.external_services, lambda e: e.name):
+        yield Diagnostic(
+            "E520", "a second ExternalService with this name (the first is at {0}); rename one",
+            ext.where("name"), ext.subject, refs=(first.where("name"),),
+        )
     for ext in view.policy.external_services:
-        if ext.name in seen:
-            yield Diagnostic(
-                "E520", "a second ExternalService with this name (the first is at {0}); rename one",
-                ext.where("name"), ext.subject, refs=(seen[ext.name].where("name"),),
-            )
-        else:
-            seen[ext.name] = ext
         svc = view.services.get(ext.name)
         if svc is not None:
             yield Diagnostic(

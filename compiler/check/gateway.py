@@ -46,6 +46,7 @@ from typing import Iterator
 
 from compiler.check.paths import _never_requested
 from compiler.check.pod_folders import OUTPUT_FOLDER
+from compiler.check.references import repeats
 from compiler.check.shadowing import host_covers
 from compiler.diagnostics import Diagnostic, Severity, did_you_mean
 from compiler.policy.resolved import GatewayView, Resolved
@@ -61,20 +62,17 @@ def check_gateways(view: Resolved) -> Iterator[Diagnostic]:
 
 
 def _names(view: Resolved) -> Iterator[Diagnostic]:
-    seen: dict[str, object] = {}
+    for gw, first in repeats(view.policy.gateways, lambda g: g.name):
+        yield Diagnostic(
+            "E500", "a second Gateway with this name (the first is at {0}); rename one",
+            gw.where("name"), gw.subject, refs=(first.where("name"),),
+        )
     externals = {e.name: e for e in view.policy.external_services}
     # the Kubernetes output exists when a service or a gateway runs in pods
     pods = view.mesh is not None and (
         any(sv.in_pods for sv in view.views.values()) or any(gv.in_pods for gv in view.gateways.values())
     )
     for gw in view.policy.gateways:
-        if gw.name in seen:
-            yield Diagnostic(
-                "E500", "a second Gateway with this name (the first is at {0}); rename one",
-                gw.where("name"), gw.subject, refs=(seen[gw.name].where("name"),),
-            )
-        else:
-            seen[gw.name] = gw
         other = view.services.get(gw.name) or externals.get(gw.name)
         if other is not None:
             yield Diagnostic(

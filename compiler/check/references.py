@@ -4,10 +4,20 @@ each version has somewhere to send its traffic (its own endpoints or the service
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from compiler.diagnostics import Diagnostic, did_you_mean
 from compiler.policy.resolved import Resolved, ServiceView
+
+T = TypeVar("T")
+
+
+def repeats(docs: Iterable[T], key: Callable[[T], str]) -> Iterator[tuple[T, T]]:
+    """(document, the first document with its key) for each document whose key an earlier one has."""
+    first: dict[str, T] = {}
+    for doc in docs:
+        if first.setdefault(key(doc), doc) is not doc:
+            yield doc, first[key(doc)]
 
 
 def check_structure(view: Resolved) -> Iterator[Diagnostic]:
@@ -24,30 +34,22 @@ def check_structure(view: Resolved) -> Iterator[Diagnostic]:
             extra.subject,
             refs=(meshes[0].source,),
         )
-    seen: dict[str, object] = {}
-    for svc in policy.services:
-        if svc.name in seen:
-            yield Diagnostic(
-                "E203",
-                "duplicate service name (first defined at {0})",
-                svc.where("name"),
-                svc.subject,
-                refs=(seen[svc.name].where("name"),),
-            )
-        else:
-            seen[svc.name] = svc
-    routed: dict[str, object] = {}
-    for route in policy.routes:
-        if route.service in routed:
-            yield Diagnostic(
-                "E204",
-                "a second Route for this service (the first is at {0}); put all rules in one Route, they run in order",
-                route.where("service"),
-                route.subject,
-                refs=(routed[route.service].where("service"),),
-            )
-        else:
-            routed[route.service] = route
+    for svc, first in repeats(policy.services, lambda s: s.name):
+        yield Diagnostic(
+            "E203",
+            "duplicate service name (first defined at {0})",
+            svc.where("name"),
+            svc.subject,
+            refs=(first.where("name"),),
+        )
+    for route, first in repeats(policy.routes, lambda r: r.service):
+        yield Diagnostic(
+            "E204",
+            "a second Route for this service (the first is at {0}); put all rules in one Route, they run in order",
+            route.where("service"),
+            route.subject,
+            refs=(first.where("service"),),
+        )
 
 
 def check_references(view: Resolved) -> Iterator[Diagnostic]:
