@@ -21,10 +21,9 @@ from __future__ import annotations
 import posixpath
 from typing import Iterator
 
-from compiler.check.pod_folders import SCRATCH
+from compiler.check.pod_folders import SCRATCH, volume_folder, edge_folders, envoy_folders
 from compiler.diagnostics import Diagnostic, Source
 from compiler.kubernetes.sidecar import ENVOY_BINARY
-from compiler.policy.edge_secrets import CA_CERT, TLS_CERT, edge_secrets
 from compiler.policy.external_ca import ca_configmaps, reached_with_tls
 from compiler.policy.resolved import Resolved
 
@@ -32,10 +31,6 @@ from compiler.policy.resolved import Resolved
 SYSTEM = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/proc", "/sys", "/dev")
 """Folders a volume must not cover (or sit in): the dynamic libraries Envoy loads, the kernel's and
 the runtime's own file systems."""
-
-
-def _folder(path: str) -> str:
-    return path.rstrip("/") or "/"
 
 
 def _hides(folder: str) -> str | None:
@@ -66,11 +61,7 @@ def check_kubernetes_externals(view: Resolved) -> Iterator[Diagnostic]:
             gw = gv.gateway
             doc = gw if gw.observability.access_log else mesh
             volumes = _volumes(view, bool(gv.mtls), gv.access_log, doc, "gateway")
-            for s in edge_secrets(gw):
-                for key, path in s.files:
-                    field = s.path if key == CA_CERT else s.path + ("cert" if key == TLS_CERT else "key",)
-                    volumes.append((f"the folder of {path} (gateway '{gw.name}')", _folder(posixpath.dirname(path)),
-                                    gw.where(*field)))
+            volumes += [(what, folder, where) for what, folder, where, _ in edge_folders(gw, f" (gateway '{gw.name}')")]
             pods.append((f"gateway '{gw.name}'", reached_with_tls(view, gv.destinations), volumes))
 
     clashes: dict[tuple, list[str]] = {}  # (external, message, ref) -> the pods it happens in, in order
@@ -78,7 +69,7 @@ def check_kubernetes_externals(view: Resolved) -> Iterator[Diagnostic]:
         for name in externals:
             ext = view.externals[name].service
             ca = cas[ext.tls.ca]
-            folder = _folder(ca.folder)
+            folder = volume_folder(ca.folder)
             if folder == "/":
                 key = (name, f"the folder of {ca.path} is '/': a pod cannot mount a volume over its whole filesystem; "
                        f"put the bundle in a folder of its own (like /etc/meshc/external/{name}/)", None)
@@ -127,13 +118,6 @@ def check_kubernetes_externals(view: Resolved) -> Iterator[Diagnostic]:
 
 def _volumes(view: Resolved, mtls: bool, log, doc, role: str) -> list[tuple[str, str, Source | None]]:
     """(what, folder, where the policy names it) of a pod's volumes other than CA bundles and edge files."""
-    mesh = view.mesh
-    out = [("config_dir", _folder(mesh.config_dir), mesh.where("config_dir")),
-           (f"/tmp (the {role}'s scratch folder)", SCRATCH, None)]
-    if mtls:
-        out.append(("mtls.certs_dir", _folder(mesh.mtls.certs_dir), mesh.where("mtls", "certs_dir")))
-    if log is not None and log.to == "file" and log.path:
-        folder = _folder(posixpath.dirname(log.path.rstrip("/")) or "/")
-        if folder != SCRATCH:
-            out.append(("the access log's folder", folder, doc.where("observability", "access_log", "path")))
+    out = [(what, folder, where) for what, folder, where, _ in envoy_folders(view.mesh, mtls, log, doc)]
+    out.insert(1, (f"/tmp (the {role}'s scratch folder)", SCRATCH, None))
     return out

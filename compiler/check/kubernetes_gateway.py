@@ -22,23 +22,19 @@ What a platform engineer can get wrong for one in pods:
 
 from __future__ import annotations
 
-import posixpath
 import re
 from typing import Iterator
 
-from compiler.check.pod_folders import OUTPUT_FOLDER, SCRATCH
+from compiler.check.pod_folders import OUTPUT_FOLDER, SCRATCH, volume_folder, edge_folders, envoy_folders
 from compiler.diagnostics import Diagnostic
-from compiler.policy.edge_secrets import CA_CERT, TLS_CERT, edge_secrets
+from compiler.kubernetes.sidecar import PORT_METRICS, PORT_PROBE
+from compiler.policy.edge_secrets import edge_secrets
 from compiler.policy.kubernetes import DNS_LABEL
 from compiler.policy.resolved import GatewayView, Resolved
 
-RESERVED_PORT_NAMES = ("meshc-metrics", "meshc-probe")  # compiler.kubernetes.gateway: PORT_METRICS, PORT_PROBE
+RESERVED_PORT_NAMES = (PORT_METRICS, PORT_PROBE)  # the pod's own ports beside the listeners'
 PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")  # Kubernetes IANA_SVC_NAME (and no '--')
 SUBDOMAIN_MAX = 253  # a Secret's name is a DNS subdomain
-
-
-def _folder(path: str) -> str:
-    return path.rstrip("/") or "/"
 
 
 def check_kubernetes_gateways(view: Resolved) -> Iterator[Diagnostic]:
@@ -150,23 +146,8 @@ def _folders(view: Resolved, gv: GatewayView, said_for_services: bool) -> Iterat
     """E403: the gateway pod's volumes, each at a folder of its own (the edge files of one folder share one).
     `said_for_services`: the Mesh's own folders were already checked for the services' pods."""
     mesh, gw = view.mesh, gv.gateway
-    places: list[tuple[str, str, object, str]] = [("config_dir", _folder(mesh.config_dir), mesh.where("config_dir"),
-                                                  mesh.subject)]
-    if gv.mtls:
-        places.append(("mtls.certs_dir", _folder(mesh.mtls.certs_dir), mesh.where("mtls", "certs_dir"), mesh.subject))
-    log = gv.access_log
-    if log is not None and log.to == "file" and log.path:
-        doc = gw if gw.observability.access_log else mesh
-        folder = _folder(posixpath.dirname(log.path.rstrip("/")) or "/")
-        if folder != SCRATCH:
-            places.append(("the access log's folder", folder, doc.where("observability", "access_log", "path"),
-                           doc.subject))
-    edge: list[tuple[str, str, object, str]] = []
-    for s in edge_secrets(gw):
-        for key, path in s.files:
-            field = s.path if key == CA_CERT else s.path + ("cert" if key == TLS_CERT else "key",)
-            edge.append((f"the folder of {path}", _folder(posixpath.dirname(path) or "/"), gw.where(*field),
-                         gw.subject))
+    places = envoy_folders(mesh, bool(gv.mtls), gv.access_log, gw if gw.observability.access_log else mesh)
+    edge = edge_folders(gw)
     said: set[tuple] = set()
     owner: dict[str, tuple[str, bool]] = {SCRATCH: ("/tmp (the gateway's scratch folder)", True)}  # -> (what, Mesh's)
     for what, folder, where, subject in places + edge:

@@ -14,6 +14,9 @@ replace the one of the cluster's API server):
 (E402, a sidecar's files too large for a ConfigMap, depends on the rendered files: `meshc build` says
 it, compiler/kubernetes/problems.py, which also repeats E403 for folders moved by `--config-root` and
 `--certs-root`.)
+
+The list of an Envoy's volumes (`envoy_folders`, and a gateway's `edge_folders`) is shared with the
+checks of gateway pods (kubernetes_gateway.py) and of CA bundle folders (kubernetes_external.py).
 """
 
 from __future__ import annotations
@@ -21,15 +24,44 @@ from __future__ import annotations
 import posixpath
 from typing import Iterator
 
-from compiler.diagnostics import Diagnostic
+from compiler.diagnostics import Diagnostic, Source
+from compiler.policy.edge_secrets import CA_CERT, TLS_CERT, edge_secrets
 from compiler.policy.resolved import Resolved
 
 OUTPUT_FOLDER = "kubernetes"  # compiler.kubernetes.layout.DIR
 SCRATCH = "/tmp"  # the sidecar's emptyDir (compiler.kubernetes.sidecar)
 
 
-def _folder(path: str) -> str:
+def volume_folder(path: str) -> str:
+    """The folder a volume is mounted at for `path` (no trailing slash; `/` for the root)."""
     return path.rstrip("/") or "/"
+
+
+def envoy_folders(mesh, mtls: bool, log, doc) -> list[tuple[str, str, Source, str]]:
+    """(what, folder, where the policy names it, its document's subject) of each volume a pod's Envoy (a
+    sidecar's or a gateway's) has besides /tmp and CA bundles: the ConfigMap at `config_dir`, the
+    certificate Secret at `mtls.certs_dir` when `mtls`, the folder of a file access log `log` (named in
+    `doc`, the Service or Gateway that sets it, else the Mesh) unless it is /tmp."""
+    out = [("config_dir", volume_folder(mesh.config_dir), mesh.where("config_dir"), mesh.subject)]
+    if mtls:
+        out.append(("mtls.certs_dir", volume_folder(mesh.mtls.certs_dir), mesh.where("mtls", "certs_dir"), mesh.subject))
+    if log is not None and log.to == "file" and log.path:
+        folder = volume_folder(posixpath.dirname(log.path.rstrip("/")) or "/")
+        if folder != SCRATCH:
+            out.append(("the access log's folder", folder, doc.where("observability", "access_log", "path"),
+                        doc.subject))
+    return out
+
+
+def edge_folders(gw, label: str = "") -> list[tuple[str, str, Source, str]]:
+    """(what, folder, where, subject) of each edge TLS file of a gateway in pods (the volumes of its edge
+    Secrets, compiler/policy/edge_secrets.py); `what` is "the folder of <path>" and `label`."""
+    out = []
+    for s in edge_secrets(gw):
+        for key, path in s.files:
+            field = s.path if key == CA_CERT else s.path + ("cert" if key == TLS_CERT else "key",)
+            out.append((f"the folder of {path}{label}", volume_folder(posixpath.dirname(path)), gw.where(*field), gw.subject))
+    return out
 
 
 def check_pod_folders(view: Resolved) -> Iterator[Diagnostic]:
@@ -49,16 +81,8 @@ def check_pod_folders(view: Resolved) -> Iterator[Diagnostic]:
     said: set[tuple] = set()
     for sv in pods:
         svc = sv.service
-        folders = [("config_dir", _folder(mesh.config_dir), mesh.where("config_dir"), mesh.subject)]
-        if sv.mtls != "disable":
-            folders.append(("mtls.certs_dir", _folder(mesh.mtls.certs_dir), mesh.where("mtls", "certs_dir"), mesh.subject))
-        log = sv.access_log
-        if log is not None and log.to == "file" and log.path:
-            doc = svc if svc.observability.access_log else mesh
-            folder = _folder(posixpath.dirname(log.path.rstrip("/")) or "/")
-            if folder != SCRATCH:
-                folders.append(("the access log's folder", folder, doc.where("observability", "access_log", "path"),
-                                doc.subject))
+        doc = svc if svc.observability.access_log else mesh
+        folders = envoy_folders(mesh, sv.mtls != "disable", sv.access_log, doc)
         seen = {SCRATCH: "/tmp (the sidecar's scratch folder)"}
         for what, folder, where, subject in folders:
             if folder == "/":
