@@ -121,16 +121,22 @@ def _names(view: Resolved, in_pods: list[ServiceView]) -> Iterator[Diagnostic]:
             else:
                 taken[key] = (what, at)
         if sv.mtls != "disable":
-            secret = k.certs_secret_of(svc.name)
-            if not DNS_LABEL.match(secret):
-                explicit = "certs_secret" in k.model_fields_set
-                yield Diagnostic(
-                    "E292",
-                    f"the certificate Secret of '{svc.name}' would be named '{secret}' ({len(secret)} characters), "
-                    "longer than a DNS label (63): shorten kubernetes.certs_secret or the service name",
-                    mesh.where("kubernetes", "certs_secret") if explicit else svc.where("name"),
-                    mesh.subject if explicit else svc.subject,
-                )
+            yield from certs_secret_name(mesh, svc, f"the certificate Secret of '{svc.name}'", "service")
+
+
+def certs_secret_name(mesh, doc, what: str, kind: str) -> Iterator[Diagnostic]:
+    """E292 when the certificate Secret of `doc` (a Service or a Gateway, a `kind`) is no DNS label; `what`
+    names that Secret in the message."""
+    secret = mesh.kubernetes.certs_secret_of(doc.name)
+    if not DNS_LABEL.match(secret):
+        explicit = "certs_secret" in mesh.kubernetes.model_fields_set
+        yield Diagnostic(
+            "E292",
+            f"{what} would be named '{secret}' ({len(secret)} characters), longer than a DNS label (63): shorten "
+            f"kubernetes.certs_secret or the {kind} name",
+            mesh.where("kubernetes", "certs_secret") if explicit else doc.where("name"),
+            mesh.subject if explicit else doc.subject,
+        )
 
 
 def _mixed_hosts(view: Resolved) -> Iterator[Diagnostic]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import posixpath
 from typing import Iterator
 
-from compiler.check.pod_folders import SCRATCH, volume_folder, edge_folders, envoy_folders
+from compiler.check.pod_folders import SCRATCH, edge_folders, envoy_folders, volume_folder
 from compiler.diagnostics import Diagnostic, Source
 from compiler.kubernetes.sidecar import ENVOY_BINARY
 from compiler.policy.external_ca import ca_configmaps, reached_with_tls

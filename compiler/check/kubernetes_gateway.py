@@ -25,11 +25,11 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from compiler.check.pod_folders import OUTPUT_FOLDER, SCRATCH, volume_folder, edge_folders, envoy_folders
+from compiler.check.kubernetes import certs_secret_name
+from compiler.check.pod_folders import OUTPUT_FOLDER, SCRATCH, edge_folders, envoy_folders, volume_folder
 from compiler.diagnostics import Diagnostic
 from compiler.kubernetes.sidecar import PORT_METRICS, PORT_PROBE
 from compiler.policy.edge_secrets import edge_secrets
-from compiler.policy.kubernetes import DNS_LABEL
 from compiler.policy.resolved import GatewayView, Resolved
 
 RESERVED_PORT_NAMES = (PORT_METRICS, PORT_PROBE)  # the pod's own ports beside the listeners'
@@ -84,16 +84,7 @@ def check_kubernetes_gateways(view: Resolved) -> Iterator[Diagnostic]:
                 gw.where("name"), gw.subject, refs=(sv.service.where("versions", version),),
             )
         if gv.mtls:
-            secret = mesh.kubernetes.certs_secret_of(gw.name)
-            if not DNS_LABEL.match(secret):
-                explicit = "certs_secret" in mesh.kubernetes.model_fields_set
-                yield Diagnostic(
-                    "E292",
-                    f"the mesh certificate Secret of gateway '{gw.name}' would be named '{secret}' ({len(secret)} "
-                    "characters), longer than a DNS label (63): shorten kubernetes.certs_secret or the gateway name",
-                    mesh.where("kubernetes", "certs_secret") if explicit else gw.where("name"),
-                    mesh.subject if explicit else gw.subject,
-                )
+            yield from certs_secret_name(mesh, gw, f"the mesh certificate Secret of gateway '{gw.name}'", "gateway")
         yield from _port_names(gv)
         yield from _secrets(gv)
         yield from _folders(view, gv, said_for_services=bool(services_in_pods))
