@@ -12,31 +12,24 @@ What matters, each asserted against the gateway's own rendered Envoy files where
 - `meshc.dev/bootstrap-sha256` is the sha256 of its bootstrap.yaml: a routes change keeps it (the
   ConfigMap reloads in place), a bootstrap change changes it (pods roll);
 - a gateway with a specific address gets nothing; a gateway alone in pods gets the output;
-- the checks for gateways in pods (E291, E292, E401, E403, E404, E405) say where.
+- the checks for gateways in pods (E291, E292, E401, E403, E404, E405, E406) say where: in
+  tests/test_kubernetes_gateway_checks.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import posixpath
-import shutil
-import subprocess
 from pathlib import Path
 
-import kubernetes_validate  # test extra (pyproject.toml)
 import pytest
 import yaml
 
-from compiler.build import build
-from compiler.check import check
 from compiler.kubernetes import layout
 from compiler.kubernetes.gateway import CONTAINER, DRAIN_TIME_S
-from compiler.load import load
+from harness.kustomize import VERSIONS, build_files, build_policy, find, render, validate
 
-ROOT = Path(__file__).resolve().parent.parent
-VERSIONS = ("1.31.0", "1.30.0")  # README "Kubernetes output": stated, and the oldest the output is for
 
 POLICY = """\
 kind: Mesh
@@ -116,40 +109,11 @@ spec:
 
 
 def _build(tmp_path: Path, text: str = POLICY, name: str = "policy") -> dict[str, bytes]:
-    folder = tmp_path / name
-    folder.mkdir()
-    (folder / "mesh.yaml").write_text(text)
-    result = build(folder)
-    assert result.ok, [d.render() for d in result.diagnostics]
-    return result.files
-
-
-def _write(files: dict[str, bytes], out: Path) -> None:
-    for rel, data in files.items():
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_bytes(data)
+    return build_files(tmp_path, text, name)
 
 
 def _kustomize(tmp_path: Path, files: dict[str, bytes], deployments: str = DEPLOYMENTS) -> list[dict]:
-    """The overlay of the README (base + the user's Deployments + the sidecar Component), rendered offline."""
-    out = tmp_path / "out"
-    _write(files, out)
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    (overlay / "deployments.yaml").write_text(deployments)
-    (overlay / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n- {os.path.relpath(out / 'kubernetes', overlay)}\n- deployments.yaml\n"
-        f"components:\n- {os.path.relpath(out / 'kubernetes' / 'sidecar', overlay)}\n"
-    )
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is needed (its built-in kustomize renders the output): install it (apt-get install kubectl)")
-    isolated = shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
-    done = subprocess.run([*(["unshare", "-n"] if isolated else []), kubectl, "kustomize", str(overlay)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
+    return render(tmp_path, files, deployments)
 
 
 @pytest.fixture(scope="module")
@@ -160,10 +124,7 @@ def rendered(tmp_path_factory) -> tuple[dict[str, bytes], list[dict]]:
 
 
 def _find(objects: list[dict], kind: str, name: str, namespace: str = "edge") -> dict:
-    hits = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name
-            and o["metadata"].get("namespace") == namespace]
-    assert len(hits) == 1, (kind, name, [(o["kind"], o["metadata"]["name"]) for o in objects])
-    return hits[0]
+    return find(objects, kind, name, namespace)
 
 
 def _gateway_container(deployment: dict) -> dict:
@@ -194,9 +155,7 @@ def test_layout_and_every_object_passes_kubernetes_validate(rendered) -> None:
     assert sorted(gateway_objects) == [("ConfigMap", "meshc-ingress"), ("Deployment", "ingress"),
                                        ("PodDisruptionBudget", "ingress"), ("Service", "ingress"),
                                        ("ServiceAccount", "edge-gateway")]
-    for version in VERSIONS:
-        for obj in objects:
-            kubernetes_validate.validate(obj, version, strict=True)  # raises ValidationError
+    validate(objects)  # raises ValidationError
     assert all("&id" not in files[rel].decode() for rel in ours)  # plain YAML, no anchors
 
 
@@ -405,72 +364,14 @@ def test_a_gateway_alone_in_pods_gets_the_output(tmp_path: Path) -> None:
     objects = _kustomize(tmp_path, files, deployments="")
     assert sorted(o["kind"] for o in objects) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service",
                                                   "ServiceAccount"]
-    for obj in objects:
-        kubernetes_validate.validate(obj, VERSIONS[0], strict=True)
-
-
-# --------------------------------------------------------------------------
-# Checks
-# --------------------------------------------------------------------------
-
-
-def _codes(tmp_path: Path, text: str, name: str = "c") -> list[tuple[str, str]]:
-    folder = tmp_path / name
-    folder.mkdir()
-    (folder / "mesh.yaml").write_text(text)
-    loaded = load(folder)
-    assert not loaded.diagnostics, loaded.diagnostics
-    return sorted((d.code, d.render()) for d in check(loaded.policy) if d.code.startswith(("E29", "E40")))
-
-
-def test_checks_for_a_gateway_in_pods(tmp_path: Path) -> None:
-    text = (POLICY
-            .replace("name: ingress\nnamespace: edge", "name: productpage-v2\nnamespace: shop")
-            .replace("from: [ingress]", "from: [productpage-v2]")
-            .replace("- name: http\n", "- name: plain-http-for-browsers\n")
-            .replace("- name: partners\n", "- name: meshc-metrics\n")
-            .replace("client_ca: /etc/edge/partners-ca/ca.pem", "client_ca: /etc/meshc/ca.pem")
-            .replace("hosts: [\"*.api.example.com\", api.example.com]", "hosts: [shop.example.com]")
-            .replace("cert: /etc/edge/api/cert.pem", "cert: /cert.pem"))
-    got = _codes(tmp_path, text)
-    assert [code for code, _ in got] == ["E291", "E403", "E403", "E404", "E404", "E405"], got
-
-
-def test_check_names_too_long(tmp_path: Path) -> None:
-    long_name = "g" * 60
-    text = (POLICY.replace("name: ingress\n", f"name: {long_name}\n").replace("from: [ingress]", f"from: [{long_name}]")
-            .replace("hosts: [shop.example.com]\n          cert: /etc/edge/shop/tls.crt",
-                     "hosts: [" + ".".join(["a" * 60] * 3) + ".example.com]\n          cert: /etc/edge/shop/tls.crt"))
-    got = _codes(tmp_path, text)
-    assert [code for code, _ in got] == ["E292", "E405"], got
-
-
-def test_a_service_named_kubernetes_while_only_gateways_run_in_pods(tmp_path: Path) -> None:
-    text = (POLICY.replace("name: productpage\nnamespace: shop", "name: kubernetes\nnamespace: shop")
-            .replace("service: productpage", "service: kubernetes").replace("to: productpage", "to: kubernetes")
-            .replace("app_port: 9081\n", "app_port: 9081\nsidecar: {address: 10.0.0.8}\n"))
-    assert [code for code, _ in _codes(tmp_path, text)] == ["E401"]
-
-
-def test_two_gateways_with_one_service_account_in_one_namespace(tmp_path: Path) -> None:
-    second = "\n---\nkind: Gateway\nname: partners\nnamespace: edge\nservice_account: edge-gateway\n" \
-             "listeners: [{name: web, port: 8080}]\nroutes: [{to: productpage}]\n"
-    ((code, message),) = _codes(tmp_path, POLICY + second)
-    lines = (POLICY + second).splitlines()
-    line = len(lines) - lines[::-1].index("service_account: edge-gateway")
-    assert code == "E406" and message.startswith(f"mesh.yaml:{line}:"), message
-    other_namespace = second.replace("namespace: edge", "namespace: partners")
-    assert _codes(tmp_path, POLICY + other_namespace, name="other") == []
+    validate(objects, VERSIONS[:1])
 
 
 def test_file_access_log_gets_a_writable_folder_and_a_big_configmap_is_refused(tmp_path: Path) -> None:
     from compiler.kubernetes.problems import CONFIGMAP_LIMIT, problems
 
     text = POLICY.replace("replicas: 3\n", "replicas: 3\nobservability:\n  access_log: {to: file, path: /var/log/edge/access.log}\n")
-    folder = tmp_path / "p"
-    folder.mkdir()
-    (folder / "mesh.yaml").write_text(text)
-    result = build(folder)
+    result = build_policy(tmp_path, text, "p")
     assert result.ok, [d.render() for d in result.diagnostics]
     c = _gateway_docs(result.files)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}

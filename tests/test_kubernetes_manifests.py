@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,13 +26,13 @@ import pytest
 import yaml
 
 from compiler.build import build
+from harness.kustomize import VERSIONS, build_files, find, kustomize, render, validate, write_out
 from compiler.kubernetes import layout, manifests
 from compiler.kubernetes.problems import CONFIGMAP_LIMIT, problems
 from compiler.rollout import KUBERNETES_BASE
 
 ROOT = Path(__file__).resolve().parent.parent
-K8S_VERSION = "1.31.0"  # stated in the README ("Kubernetes output")
-OLDEST = "1.30.0"
+K8S_VERSION = VERSIONS[0]  # stated in the README ("Kubernetes output")
 
 POLICY = """\
 kind: Mesh
@@ -145,60 +144,14 @@ spec:
 
 
 def _build(tmp_path: Path, text: str = POLICY, name: str = "policy") -> dict[str, bytes]:
-    folder = tmp_path / name
-    folder.mkdir()
-    (folder / "mesh.yaml").write_text(text)
-    result = build(folder)
-    assert result.ok, [d.render() for d in result.diagnostics]
-    return result.files
-
-
-def _write(files: dict[str, bytes], out: Path) -> None:
-    for rel, data in files.items():
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_bytes(data)
-
-
-def _kubectl() -> list[str]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is needed (its built-in kustomize renders the output): install it (apt-get install kubectl)")
-    # Without any network: a network namespace of our own when we may make one (root), else as is.
-    isolated = shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
-    return (["unshare", "-n", kubectl] if isolated else [kubectl])
-
-
-def _kustomize(overlay: Path) -> list[dict]:
-    done = subprocess.run([*_kubectl(), "kustomize", str(overlay)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
-
-
-def _overlay(tmp_path: Path, out: Path) -> Path:
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    (overlay / "deployments.yaml").write_text(DEPLOYMENTS)
-    (overlay / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n- {os.path.relpath(out / 'kubernetes', overlay)}\n- deployments.yaml\n"
-        f"components:\n- {os.path.relpath(out / 'kubernetes' / 'sidecar', overlay)}\n"
-    )
-    return overlay
+    return build_files(tmp_path, text, name)
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> tuple[dict[str, bytes], list[dict]]:
     tmp = tmp_path_factory.mktemp("k8s")
     files = _build(tmp)
-    out = tmp / "out"
-    _write(files, out)
-    return files, _kustomize(_overlay(tmp, out))
-
-
-def _find(objects: list[dict], kind: str, name: str) -> dict:
-    hits = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(hits) == 1, (kind, name, [(o["kind"], o["metadata"]["name"]) for o in objects])
-    return hits[0]
+    return files, render(tmp, files, DEPLOYMENTS)
 
 
 def _sidecar_container(deployment: dict) -> dict:
@@ -244,7 +197,7 @@ def test_kustomize_adds_the_sidecar_to_the_services_deployments(rendered) -> Non
     files, objects = rendered
     bootstrap_sha = hashlib.sha256(files["reviews/bootstrap.yaml"]).hexdigest()
     for name in ("reviews-v1", "reviews-v2"):
-        d = _find(objects, "Deployment", name)
+        d = find(objects, "Deployment", name)
         pod = d["spec"]["template"]
         spec = pod["spec"]
         c = _sidecar_container(d)
@@ -275,11 +228,11 @@ def test_kustomize_adds_the_sidecar_to_the_services_deployments(rendered) -> Non
         assert pod["metadata"]["annotations"]["prometheus.io/port"] == "15090"
         assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/stats/prometheus"
         assert [c["name"] for c in spec["containers"]] == ["app"]  # the user's container is untouched
-    v2 = _find(objects, "Deployment", "reviews-v2")["spec"]["template"]
+    v2 = find(objects, "Deployment", "reviews-v2")["spec"]["template"]
     assert [c["name"] for c in v2["spec"]["initContainers"]] == [layout.CONTAINER, "migrate"]
     assert {v["name"] for v in v2["spec"]["volumes"]} == {"data", "meshc-config", "meshc-certs", "meshc-tmp"}
     assert v2["metadata"]["annotations"]["team"] == "books"
-    web = _find(objects, "Deployment", "web")["spec"]["template"]
+    web = find(objects, "Deployment", "web")["spec"]["template"]
     assert "initContainers" not in web["spec"] and "annotations" not in web["metadata"]  # not a meshc service
 
 
@@ -344,10 +297,8 @@ def test_drain_follows_the_callers_dns_refresh(tmp_path: Path) -> None:
 def test_every_rendered_object_passes_kubernetes_validate(rendered) -> None:
     _, objects = rendered
     assert len(objects) == 16
-    for version in (K8S_VERSION, OLDEST):
-        for obj in objects:
-            kubernetes_validate.validate(obj, version, strict=True)  # raises ValidationError
-    broken = _find(objects, "Deployment", "reviews-v1")
+    validate(objects)  # raises ValidationError
+    broken = find(objects, "Deployment", "reviews-v1")
     broken = yaml.safe_load(yaml.safe_dump(broken).replace("restartPolicy: Always", "restartPolicyy: Always"))
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
@@ -426,7 +377,7 @@ def test_kubectl_reads_configmap_values_exactly(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "cm.yaml").write_bytes(dumps(cm))
     (folder / "kustomization.yaml").write_text("resources: [cm.yaml]\n")
-    (rendered,) = _kustomize(folder)
+    (rendered,) = kustomize(folder)
     assert rendered["data"] == values
     assert yaml.safe_load(dumps(cm)) == cm
 
@@ -473,7 +424,7 @@ def test_policy_cases_in_pods_render_and_validate(case: str, tmp_path: Path) -> 
         assert not any(rel.startswith("kubernetes/") for rel in result.files)
         return
     out = tmp_path / "out"
-    _write(result.files, out)
+    write_out(result.files, out)
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     (overlay / "deployments.yaml").write_text(_sample_deployments(result.ir))
@@ -481,7 +432,7 @@ def test_policy_cases_in_pods_render_and_validate(case: str, tmp_path: Path) -> 
         f"resources: [{os.path.relpath(out / 'kubernetes', overlay)}, deployments.yaml]\n"
         f"components: [{os.path.relpath(out / 'kubernetes' / 'sidecar', overlay)}]\n"
     )
-    objects = _kustomize(overlay)
+    objects = kustomize(overlay)
     for obj in objects:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     deployments = [o for o in objects if o["kind"] == "Deployment"]

@@ -39,6 +39,9 @@ leave loopback, but only inside network namespaces the harness makes, in a priva
 - pod         `Pod`, `PodEnvoy` (the sidecar as the Component says, in the pod's namespaces).
 - podapp      the app inside a pod (`python -m harness.podapp`).
 - podload, traffic  the load client inside a caller pod and its samples (`PodLoad`, `tally`, `failures`).
+
+Without a cluster: kustomize  the manifest tests' rendering of out/kubernetes/ (build, the README's overlay
+through kubectl's kustomize offline, kubernetes-validate for the stated versions).
 """
 
 from .client import Response, raw_exchange, send_many
