@@ -7,7 +7,7 @@ import json
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .util import REQUEST_TIMEOUT, HarnessError
 
@@ -45,11 +45,37 @@ def send_many(
     A request that fails on a *reused* connection before any response arrives is
     sent once more on a fresh one (the usual keep-alive race); any other error raises.
     """
-    if n > 10_000:
-        raise ValueError("send_many: n is bounded to 10000")
     hdrs = dict(headers or {})
     if host_header is not None:
         hdrs["Host"] = host_header
+    return requests_over(
+        lambda: http.client.HTTPConnection(host, port, timeout=timeout), n, method, path, body, hdrs, max_seconds,
+        who="send_many",
+    )
+
+
+def requests_over(
+    connect: Callable[[], http.client.HTTPConnection],
+    n: int,
+    method: str,
+    path: str,
+    body: bytes | str | None,
+    headers: dict[str, str],
+    max_seconds: float,
+    *,
+    new_connection_each: bool = False,
+    annotate: Callable[[http.client.HTTPConnection, dict[str, str]], None] | None = None,
+    who: str = "requests_over",
+) -> list[Response]:
+    """`n` requests over connections from `connect()`, kept alive (a fresh one after the server closes, or for
+    each request with `new_connection_each`); `annotate(conn, headers)` may add to each response's headers.
+
+    Bounded in count (`n` <= 10000) and time (`max_seconds` in all). A request that fails on a *reused*
+    connection before any response arrives is sent once more on a fresh one (the usual keep-alive race);
+    any other error raises.
+    """
+    if n > 10_000:
+        raise ValueError(f"{who}: n is bounded to 10000")
     if isinstance(body, str):
         body = body.encode()
     out: list[Response] = []
@@ -59,12 +85,12 @@ def send_many(
     try:
         while len(out) < n:
             if time.monotonic() > deadline:
-                raise HarnessError(f"send_many: {len(out)}/{n} responses after {max_seconds}s")
+                raise HarnessError(f"{who}: {len(out)}/{n} responses after {max_seconds}s")
             if conn is None:
-                conn = http.client.HTTPConnection(host, port, timeout=timeout)
+                conn = connect()
                 reused = False
             try:
-                conn.request(method, path, body=body, headers=hdrs)
+                conn.request(method, path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
@@ -73,8 +99,11 @@ def send_many(
                 if reused:
                     continue
                 raise
-            out.append(Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data))
-            if resp.will_close:
+            got = {k.lower(): v for k, v in resp.getheaders()}
+            if annotate is not None:
+                annotate(conn, got)
+            out.append(Response(resp.status, got, data))
+            if resp.will_close or new_connection_each:
                 conn.close()
                 conn = None
             else:
@@ -83,6 +112,19 @@ def send_many(
         if conn is not None:
             conn.close()
     return out
+
+
+def read_until_closed(sock, timeout: float) -> bytes:
+    """What `sock` (plain or TLS) gives until the peer closes, for at most `timeout` seconds; a read error
+    raises (with what came before it lost: callers that need it read themselves)."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
 
 
 def raw_exchange(host: str, port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, str]:

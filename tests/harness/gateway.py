@@ -16,13 +16,12 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
-from .client import Response
+from .client import Response, read_until_closed, requests_over
 from .sidecar import EnvoySidecar, _fresh_path
 from .util import REQUEST_TIMEOUT, HarnessError
 
@@ -135,45 +134,15 @@ def https_many(
     is sent once more on a fresh one (the keep-alive race); any other error raises (a TLS failure included).
     Each Response carries the serial of the certificate the server presented in `headers['x-test-peer-serial']`.
     """
-    if n > 10_000:
-        raise ValueError("https_many: n is bounded to 10000")
-    hdrs = {"Host": host_header or sni, **(headers or {})}
-    if isinstance(body, str):
-        body = body.encode()
-    out: list[Response] = []
-    deadline = time.monotonic() + max_seconds
-    conn: SniConnection | None = None
-    reused = False
-    try:
-        while len(out) < n:
-            if time.monotonic() > deadline:
-                raise HarnessError(f"https_many: {len(out)}/{n} responses after {max_seconds}s")
-            if conn is None:
-                conn = SniConnection(host, port, sni=sni, context=context, timeout=timeout, source=source)
-                reused = False
-            try:
-                conn.request(method, path, body=body, headers=hdrs)
-                resp = conn.getresponse()
-                data = resp.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                conn.close()
-                conn = None
-                if reused:
-                    continue
-                raise
-            got = {k.lower(): v for k, v in resp.getheaders()}
-            if conn.peer is not None:
-                got["x-test-peer-serial"] = str(conn.peer.serial_number)
-            out.append(Response(resp.status, got, data))
-            if resp.will_close or new_connection_each:
-                conn.close()
-                conn = None
-            else:
-                reused = True
-    finally:
-        if conn is not None:
-            conn.close()
-    return out
+    def peer_serial(conn: SniConnection, got: dict[str, str]) -> None:
+        if conn.peer is not None:
+            got["x-test-peer-serial"] = str(conn.peer.serial_number)
+
+    return requests_over(
+        lambda: SniConnection(host, port, sni=sni, context=context, timeout=timeout, source=source),
+        n, method, path, body, {"Host": host_header or sni, **(headers or {})}, max_seconds,
+        new_connection_each=new_connection_each, annotate=peer_serial, who="https_many",
+    )
 
 
 def https_one(host: str, port: int, path: str = "/", **kwargs) -> Response:
@@ -210,12 +179,7 @@ def handshake(
                 got = b""
                 if request is not None:
                     tls.sendall(request)
-                    deadline = time.monotonic() + timeout
-                    while time.monotonic() < deadline:
-                        chunk = tls.recv(65536)
-                        if not chunk:
-                            break
-                        got += chunk
+                    got = read_until_closed(tls, timeout)
                 return Handshake(True, peer, version, None, got, alpn)
     except (ssl.SSLError, ConnectionResetError, BrokenPipeError, socket.timeout, OSError) as exc:
         return Handshake(False, None, None, f"{type(exc).__name__}: {exc}")
