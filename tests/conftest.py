@@ -75,12 +75,25 @@ def live_mesh(request, tmp_path, envoy_path):
 @pytest.fixture
 def kube_cluster(request, tmp_path, envoy_path):
     from harness.cluster import KubeCluster
+
+    yield from _cluster_in_a_box(KubeCluster, request, tmp_path, envoy_path)
+
+
+@pytest.fixture
+def gateway_cluster(request, tmp_path, envoy_path):
+    """The cluster in a box that also runs gateway Deployments (harness.gatewaypod)."""
+    from harness.gatewaypod import GatewayCluster
+
+    yield from _cluster_in_a_box(GatewayCluster, request, tmp_path, envoy_path)
+
+
+def _cluster_in_a_box(cls, request, tmp_path, envoy_path):
     from harness.netns import can_run
 
     why = can_run()
     if why:  # a test that cannot run is a failure, never a skip: .ci/run installs what the box needs
         pytest.fail(f"the cluster in a box cannot run: {why} (run as root with iproute2 and dnsmasq-base installed)")
-    cluster = KubeCluster(tmp_path, binary=envoy_path)
+    cluster = cls(tmp_path, binary=envoy_path)
     try:
         cluster.start()
         yield cluster

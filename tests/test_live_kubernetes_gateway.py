@@ -16,29 +16,11 @@ import time
 import pytest
 
 from harness import report, wait_until
-from harness.netns import can_run, http_get
+from harness.netns import http_get
 
 pytestmark = pytest.mark.envoy
 
 SNI = "shop.example.com"
-
-
-@pytest.fixture
-def gateway_cluster(request, tmp_path, envoy_path):
-    from harness.gatewaypod import GatewayCluster
-
-    why = can_run()
-    if why:  # as the kube_cluster fixture: a test that cannot run fails, never skips
-        pytest.fail(f"the cluster in a box cannot run: {why} (run as root with iproute2 and dnsmasq-base installed)")
-    cluster = GatewayCluster(tmp_path, binary=envoy_path)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        call = getattr(request.node, "_report_call", None)  # set by conftest's makereport hook
-        if call is not None and call.failed:
-            print(f"\n=== cluster in a box logs ({tmp_path}) ===\n{cluster.log_tails()}")
-        cluster.close()
 
 
 def _docs(cluster) -> list:

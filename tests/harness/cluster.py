@@ -203,14 +203,20 @@ class KubeCluster:
 
     def _make_pod(self, service: str, version: str) -> Pod:
         index = sum(1 for p in self.pods if p.startswith(f"{service}-{version}-"))
-        name = f"{service}-{version}-{index}"
+        pod = self._plug_pod(f"{service}-{version}-{index}", service, version, self.app_port(service, version))
+        self._start_envoy(pod, sidecar_spec(self.out, service))
+        return pod
+
+    def _plug_pod(self, name: str, service: str, version: str, app_port: int | None) -> Pod:
+        """A new pod: the next address of the pod range on eth0 of a network namespace of its own, wired to
+        the node's bridge, with its resolver."""
         if self._next_host >= self.net.num_addresses - 1:
             raise HarnessError(f"pod range {self.net} is full")
         ip = str(self.net[self._next_host])
         veth = f"v{self._next_host}"
         self._next_host += 1
         netns = f"{self.run}-{name}"
-        pod = Pod(name, service, version, ip, netns, self.root / "pods" / name, self.app_port(service, version))
+        pod = Pod(name, service, version, ip, netns, self.root / "pods" / name, app_port)
         self.pods[name] = pod
         self._netns_add(netns)
         ns.ip_cmd("link", "add", "eth0", "type", "veth", "peer", "name", veth, "netns", self.node, netns=netns)
@@ -218,13 +224,15 @@ class KubeCluster:
         ns.ip_cmd("addr", "add", f"{ip}/{self.net.prefixlen}", "dev", "eth0", netns=netns)
         ns.ip_cmd("link", "set", "eth0", "up", netns=netns)
         self._resolver(pod)
-        spec = sidecar_spec(self.out, service)
-        for key, value in spec.sysctls.items():  # the pod's sysctls: network ones live in its namespace
-            if not key.startswith("net."):
-                raise HarnessError(f"{name}: sysctl {key} is not per network namespace; the box cannot set it")
-            ns.set_sysctl(netns, key, value)
-        pod.envoy = PodEnvoy(pod, *self._volumes(pod, spec), spec=spec, binary=self.binary)
         return pod
+
+    def _start_envoy(self, pod: Pod, spec) -> None:
+        """The pod's sysctls (network ones live in its namespace), and its Envoy as `spec` says (not launched)."""
+        for key, value in spec.sysctls.items():
+            if not key.startswith("net."):
+                raise HarnessError(f"{pod.name}: sysctl {key} is not per network namespace; the box cannot set it")
+            ns.set_sysctl(pod.netns, key, value)
+        pod.envoy = PodEnvoy(pod, *self._volumes(pod, spec), spec=spec, binary=self.binary)
 
     def _resolver(self, pod: Pod) -> None:
         """/etc/resolv.conf and /etc/hosts of the pod, as kubelet writes them (dnsPolicy ClusterFirst)."""

@@ -31,7 +31,7 @@ from . import netns as ns
 from .cluster import KubeCluster
 from .configmap import project
 from .manifests import Mount, SidecarSpec
-from .pod import Pod, PodEnvoy
+from .pod import Pod
 from .util import READY_TIMEOUT, HarnessError, wait_until
 
 CONTAINER = "meshc-gateway"
@@ -118,24 +118,10 @@ class GatewayCluster(KubeCluster):
 
     def _make_gateway_pod(self, gateway: str, namespace: str, labels: dict, spec: SidecarSpec) -> Pod:
         index = sum(1 for p in self.pods if p.startswith(f"{gateway}-"))
-        name = f"{gateway}-{index}"
-        ip = str(self.net[self._next_host])
-        veth = f"v{self._next_host}"
-        self._next_host += 1
-        netns = f"{self.run}-{name}"
-        pod = Pod(name, gateway, "gateway", ip, netns, self.root / "pods" / name, None)
+        self.namespace_of[f"{gateway}-{index}"] = namespace
+        pod = self._plug_pod(f"{gateway}-{index}", gateway, "gateway", None)
         pod.labels = labels
-        self.pods[name] = pod
-        self.namespace_of[name] = namespace
-        self._netns_add(netns)
-        ns.ip_cmd("link", "add", "eth0", "type", "veth", "peer", "name", veth, "netns", self.node, netns=netns)
-        ns.ip_cmd("link", "set", veth, "master", "br0", "up", netns=self.node)
-        ns.ip_cmd("addr", "add", f"{ip}/{self.net.prefixlen}", "dev", "eth0", netns=netns)
-        ns.ip_cmd("link", "set", "eth0", "up", netns=netns)
-        self._resolver(pod)
-        for key, value in spec.sysctls.items():
-            ns.set_sysctl(netns, key, value)
-        pod.envoy = PodEnvoy(pod, *self._volumes(pod, spec), spec=spec, binary=self.binary)
+        self._start_envoy(pod, spec)
         return pod
 
     def _resolver(self, pod: Pod) -> None:
