@@ -18,7 +18,7 @@ from compiler.diagnostics import Source
 from compiler.policy.types import Duration
 
 if TYPE_CHECKING:
-    from compiler.ir import KubernetesCaBundle
+    from compiler.ir_kubernetes import KubernetesCaBundle
 
 
 @dataclass(frozen=True)
