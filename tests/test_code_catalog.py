@@ -1,0 +1,145 @@
+"""The catalog of diagnostic codes (compiler/codes/catalog/<CODE>.md, `meshc explain-code`).
+
+Every code the compiler can emit has an entry and every entry is a code the compiler emits; each
+entry's example, written into a folder and checked, raises its code, and its fix raises neither the
+code nor any error. So the documentation cannot drift from the checks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from compiler import cli
+from compiler import codes as catalog
+from compiler.build import BuildOptions, build, check_policies
+
+ROOT = Path(__file__).resolve().parent.parent
+LITERAL = re.compile(r"""["']([EW]\d{3})["']""")
+
+# Examples the tests cannot run (an unreadable file, a number of 4,301 digits...): keep this short.
+MAX_NOT_CHECKED = 6
+
+
+def emitted_codes() -> set[str]:
+    """Every code written as a string literal in the compiler (Diagnostic("E209", ...), code="W301")."""
+    found: set[str] = set()
+    for path in (ROOT / "compiler").rglob("*.py"):
+        if "codes" not in path.relative_to(ROOT / "compiler").parts[:1]:
+            found.update(LITERAL.findall(path.read_text(encoding="utf-8")))
+    return found
+
+
+ENTRIES = {e.code: e for e in catalog.entries()}
+
+
+def test_every_emitted_code_has_an_entry():
+    missing = sorted(emitted_codes() - set(ENTRIES))
+    assert not missing, f"no compiler/codes/catalog/<CODE>.md for: {', '.join(missing)}"
+
+
+def test_every_entry_is_an_emitted_code():
+    extra = sorted(set(ENTRIES) - emitted_codes())
+    assert not extra, f"catalog entries for codes the compiler never emits: {', '.join(extra)}"
+
+
+def test_catalog_files_are_entries():
+    names = sorted(p.name for p in catalog.CATALOG.iterdir() if not p.name.startswith("."))
+    assert names == [f"{c}.md" for c in catalog.codes()], "every catalog file is <CODE>.md"
+
+
+def test_few_examples_are_not_checked():
+    skipped = {c: e.not_checked for c, e in ENTRIES.items() if e.not_checked}
+    assert len(skipped) <= MAX_NOT_CHECKED, skipped
+
+
+def _run(entry: catalog.Entry, files: dict[str, str], folder: Path) -> list:
+    folder.mkdir(parents=True)
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(content, encoding="utf-8")
+    command, *options = entry.command
+    if command == "check":
+        assert not options, f"{entry.code}: `meshc check` takes no options"
+        diags, _ = check_policies(folder)
+        return diags
+    flags = {"--certs-root": "certs_root", "--config-root": "config_root"}
+    kwargs: dict = {}
+    rest = list(options)
+    while rest:
+        flag = rest.pop(0)
+        if flag == "--static":
+            kwargs["static"] = True
+        elif flag in flags and rest:
+            kwargs[flags[flag]] = rest.pop(0)
+        else:
+            pytest.fail(f"{entry.code}: unknown build option {flag!r} in 'Checked with'")
+    return build(folder, BuildOptions(**kwargs)).diagnostics
+
+
+CHECKED = sorted(c for c, e in ENTRIES.items() if not e.not_checked)
+
+
+@pytest.mark.parametrize("code", CHECKED)
+def test_example_raises_its_code_and_the_fix_does_not(code, tmp_path):
+    entry = ENTRIES[code]
+    diags = _run(entry, entry.example, tmp_path / "example")
+    rendered = "\n".join(d.render("policies") for d in diags)
+    assert code in {d.code for d in diags}, f"{code}: the example does not raise it; it raises:\n{rendered}"
+    assert entry.fix, f"{code}: the fix changes no file"
+    after = _run(entry, entry.fixed, tmp_path / "fixed")
+    rendered = "\n".join(d.render("policies") for d in after)
+    assert code not in {d.code for d in after}, f"{code}: the fix still raises it:\n{rendered}"
+    assert not [d for d in after if d.is_error], f"{code}: the fixed policies have errors:\n{rendered}"
+
+
+def test_entries_name_their_files_and_code():
+    for code, entry in ENTRIES.items():
+        assert entry.title and not entry.title.endswith("."), code
+        for name in [*entry.example, *entry.fix]:
+            assert name.endswith((".yaml", ".yml", ".py")), f"{code}: {name} is not a policy file"
+
+
+def test_cli_explains_a_code(capsys):
+    assert cli.main(["explain-code", "E218"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("E218 (error): ")
+    assert "Example:" in out and "Fix:" in out and "routes.yaml:" in out and "```" not in out
+
+
+def test_cli_json_is_the_entry(capsys):
+    assert cli.main(["explain-code", "e218", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["code"] == "E218" and doc["severity"] == "error"
+    assert [f["name"] for f in doc["example"]["files"]] == sorted(ENTRIES["E218"].example)
+    assert set(doc) == {"code", "severity", "title", "explanation", "example", "fix", "command",
+                        "checked_by_tests", "not_checked_because"}
+
+
+def test_cli_unknown_code_suggests(capsys):
+    assert cli.main(["explain-code", "E2188"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "no code 'E2188'" in captured.err and "did you mean E218" in captured.err
+    assert cli.main(["explain-code", "nothing"]) == 1
+    assert "did you mean" not in capsys.readouterr().err
+
+
+def test_cli_list(capsys):
+    assert cli.main(["explain-code", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == catalog.codes()
+    assert cli.main(["explain-code", "--list", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["code"] for r in rows] == catalog.codes()
+
+
+def test_cli_usage():
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["explain-code", "--format", "xml", "E218"])
+    assert exc.value.code == 2
+    assert cli.main(["explain-code"]) == 2
+    assert cli.main(["explain-code", "E218", "--list"]) == 2
