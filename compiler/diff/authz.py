@@ -1,0 +1,151 @@
+"""Who may call what, before and after: caller -> service (method, path) pairs newly allowed or denied.
+
+Read from the IR: each service's inbound listener's `Access` (deny rules, allow rules or none, dry run),
+which is what its Envoy enforces, the Mesh's `authorization.default` included. The callers are the
+services and gateways that exist (each by its SPIFFE identity on that side); the requests are the paths
+and methods that the target's rules mention on either side, plus one representative of everything
+else ("other paths", "other methods"). A rule that also needs request headers or JWT claims makes the
+outcome `conditional` (it depends on what the request carries). A dry-run policy refuses nothing, so
+its requests are `allowed`. A tcp service is authorized per connection, on the caller only (`connect`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from compiler.ir import Access, AccessRule, HttpListener, MeshIR, PathCondition, TcpListener
+
+ALLOWED, DENIED, CONDITIONAL = "allowed", "denied", "conditional"
+OTHER_PATH = "/meshc-diff/other"  # stands for every path no rule names
+OTHER_PATHS, ANY_PATH = "other paths", "any path"
+OTHER_METHODS, ANY_METHOD = "other methods", "any method"
+CONNECT = "connect"
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A service's inbound authorization as its Envoy enforces it."""
+
+    access: Access | None
+    tcp: bool
+
+
+@dataclass(frozen=True)
+class Pair:
+    caller: str
+    service: str
+    method: str
+    path: str
+    before: str
+    after: str
+
+    @property
+    def request(self) -> str:
+        if self.method == CONNECT:
+            return CONNECT
+        return f"{self.method} {self.path}" if self.path.startswith("/") else f"{self.method}, {self.path}"
+
+
+def inbound(ir: MeshIR) -> dict[str, Inbound]:
+    out = {}
+    for sc in ir.sidecars:
+        if sc.gateway is not None:
+            continue
+        for listener in sc.listeners:
+            if listener.direction == "inbound":
+                out[sc.service] = Inbound(listener.access, isinstance(listener, TcpListener))
+    return out
+
+
+def callers(ir: MeshIR) -> dict[str, str | None]:
+    """Service or gateway name -> its SPIFFE identity (None: it has no certificate, so no identity to show)."""
+    return {sc.service: (sc.tls.identity if sc.tls else None) for sc in ir.sidecars}
+
+
+def path_matches(cond: PathCondition, path: str) -> bool:
+    value, subject = cond.value, path
+    if cond.ignore_case:
+        value, subject = value.lower(), subject.lower()
+    if cond.kind == "exact":
+        return subject == value
+    if cond.kind == "prefix":
+        return subject.startswith(value)
+    if cond.kind == "path_prefix":
+        if value.endswith("/"):
+            return subject.startswith(value)
+        return subject == value or subject.startswith(value + "/")
+    try:
+        return re.fullmatch(cond.value, path, re.IGNORECASE if cond.ignore_case else 0) is not None
+    except re.error:  # RE2 syntax Python does not know: say it does not match
+        return False
+
+
+def _rule(rule: AccessRule, identity: str | None, method: str | None, path: str | None) -> str | None:
+    """True-ish outcome of one rule: ALLOWED (it matches), None (it does not), CONDITIONAL (only with some
+    headers or claims). `method`/`path` None: a connection (tcp), where only the caller counts."""
+    if rule.principals and identity not in rule.principals:
+        return None
+    if method is not None:
+        if rule.methods and method not in rule.methods:
+            return None
+        if rule.paths and not any(path_matches(p, path) for p in rule.paths):
+            return None
+    return CONDITIONAL if (rule.headers or rule.claims) else ALLOWED
+
+
+def decide(access: Access | None, identity: str | None, method: str | None, path: str | None) -> str:
+    if access is None or access.dry_run:
+        return ALLOWED
+    denied = [_rule(r, identity, method, path) for r in access.deny]
+    if ALLOWED in denied:
+        return DENIED
+    if access.allow is None:
+        verdict = ALLOWED
+    else:
+        allowed = [_rule(r, identity, method, path) for r in access.allow]
+        verdict = ALLOWED if ALLOWED in allowed else CONDITIONAL if CONDITIONAL in allowed else DENIED
+    return CONDITIONAL if (CONDITIONAL in denied and verdict != DENIED) else verdict
+
+
+def _rules(access: Access | None) -> tuple[AccessRule, ...]:
+    if access is None:
+        return ()
+    return access.deny + (access.allow or ())
+
+
+def requests(accesses: list[Access | None]) -> list[tuple[str, str, str, str]]:
+    """(method label, method, path label, path) to try: what the rules name, and the rest."""
+    rules = [r for a in accesses for r in _rules(a)]
+    named = sorted({m for r in rules for m in r.methods}, key=_METHODS.index)
+    other = next((m for m in _METHODS if m not in named), None)
+    methods = [(m, m) for m in named] + ([(OTHER_METHODS if named else ANY_METHOD, other)] if other else [])
+    paths = sorted({p.value for r in rules for p in r.paths if p.kind != "regex"})
+    other_path = [(OTHER_PATHS if paths else ANY_PATH, OTHER_PATH)]
+    return [(ml, m, pl, p) for ml, m in methods for pl, p in [(x, x) for x in paths] + other_path]
+
+
+def pair_changes(old: MeshIR, new: MeshIR) -> list[Pair]:
+    """Every caller -> service request whose outcome differs: services on both sides, callers (services and
+    gateways) of the new side (one that is new is tried against the old rules with its new identity)."""
+    old_in, new_in = inbound(old), inbound(new)
+    old_callers, new_callers = callers(old), callers(new)
+    out: list[Pair] = []
+    for service in sorted(set(old_in) & set(new_in)):
+        a, b = old_in[service], new_in[service]
+        if a == b and old_callers == new_callers:
+            continue
+        tcp = a.tcp or b.tcp
+        tries = [(CONNECT, None, "", None)] if tcp else requests([a.access, b.access])
+        for caller in sorted(new_callers):
+            if caller == service:
+                continue
+            id_old = old_callers.get(caller, new_callers.get(caller))
+            id_new = new_callers.get(caller, id_old)
+            for method_label, method, path_label, path in tries:
+                before = decide(a.access, id_old, method, path)
+                after = decide(b.access, id_new, method, path)
+                if before != after:
+                    out.append(Pair(caller, service, method_label, path_label, before, after))
+    return out
