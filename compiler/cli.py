@@ -1,7 +1,7 @@
 """`meshc`: the command line.
 
-    meshc build [POLICY_DIR] [-o OUT] [--static] [--templates DIR] [--check] [--relocate] [--settle S]
-    meshc check [POLICY_DIR]
+    meshc build [POLICY_DIR] [-o OUT] [--static] [--templates DIR] [--check] [--relocate] [--settle S] [--format F]
+    meshc check [POLICY_DIR] [--format text|json|sarif|github]
     meshc validate [OUT]
 
 Exit codes: 0 success, 1 the policies or the output have errors, 2 bad usage, 3 an internal error (a meshc
@@ -21,6 +21,8 @@ from compiler.build import BuildOptions, build, check_policies, paused_gc
 from compiler.diagnostics import Diagnostic, printable
 from compiler.ir import to_json
 from compiler.render import DEFAULT_TEMPLATES, TemplateError
+from compiler.report import FORMATS, Reporter
+from compiler.report import text as text_report
 from compiler.write import MANIFEST, SETTLE, WriteError, differences, read_manifest, write
 
 
@@ -29,12 +31,9 @@ def _error(text: str) -> None:
 
 
 def _print_diags(diags: list[Diagnostic], root: str) -> None:
-    for d in sorted(diags, key=Diagnostic.sort_key):
-        print(d.render(root), file=sys.stderr)
-    errors = sum(d.is_error for d in diags)
-    warnings = len(diags) - errors
-    if errors:
-        print(f"{errors} error(s), {warnings} warning(s); nothing written", file=sys.stderr)
+    """The text format on stderr (`--format` of check and build: compiler/report)."""
+    for line in text_report.lines(diags, root):
+        print(line, file=sys.stderr)
 
 
 def _cases(policy_dir: Path) -> list[Path]:
@@ -72,6 +71,13 @@ def _settings_for(dest: Path, args) -> tuple[dict[str, str] | None, str | None]:
 
 
 def cmd_build(args) -> int:
+    report = Reporter(args.format)
+    code = _build(args, report)
+    report.finish()  # the machine formats: one document of every directory's diagnostics on stdout
+    return code
+
+
+def _build(args, report: Reporter) -> int:
     policy_dir = Path(args.policy_dir)
     out = Path(args.output)
     jobs = [(c, out / c.name) for c in _cases(policy_dir)] if args.cases else [(policy_dir, out)]
@@ -94,7 +100,7 @@ def cmd_build(args) -> int:
         except TemplateError as exc:
             _error(f"{exc}")
             return 1
-        _print_diags(result.diagnostics, str(src))
+        report.add(result.diagnostics, str(src))
         failed |= not result.ok
         results.append((src, dest, result, options))
     if failed:
@@ -111,8 +117,8 @@ def cmd_build(args) -> int:
             for line in lines:
                 what, rel = line.split(": ", 1)
                 stale.append(f"{what}: {dest / rel}")
-        for line in stale:
-            print(line)
+        for line in stale:  # stdout holds only the report in a machine format
+            print(line, file=sys.stderr if report.machine else sys.stdout)
         if stale:
             print(f"{len(stale)} file(s) differ from what the policies compile to; run meshc build", file=sys.stderr)
             return 1
@@ -140,7 +146,9 @@ def cmd_build(args) -> int:
 
 def cmd_check(args) -> int:
     diags, view = check_policies(Path(args.policy_dir))
-    _print_diags(diags, args.policy_dir)
+    report = Reporter(args.format)
+    report.add(diags, args.policy_dir)
+    report.finish()
     if view is None:
         return 1
     print(f"{args.policy_dir}: {len(view.services)} service(s), {len(view.routes)} route(s): ok", file=sys.stderr)
@@ -241,6 +249,14 @@ def _root(text: str) -> str:
     return text
 
 
+def _format_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format", choices=FORMATS, default="text",
+        help="diagnostics as text on stderr (default), or on stdout as json, sarif (2.1.0, code scanning) or "
+        "github (workflow commands: annotations)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshc", description="Compile service-mesh policies into Envoy sidecar configs.")
     p.add_argument("--traceback", action="store_true", help="on an internal error (a meshc bug), print the whole traceback")
@@ -264,10 +280,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--settle", type=_number(float, 0, 3600), default=SETTLE, metavar="SECONDS",
                    help=f"pause between write steps into a running mesh's output (default: {SETTLE})")
     b.add_argument("--dump-ir", metavar="FILE", help="also write the mesh IR as JSON to FILE (with --cases: FILE/<case>/ir.json)")
+    _format_flag(b)
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("check", help="load and check policies; write nothing")
     c.add_argument("policy_dir", nargs="?", default="policies")
+    _format_flag(c)
     c.set_defaults(func=cmd_check)
 
     k = sub.add_parser(
