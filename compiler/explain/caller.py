@@ -1,0 +1,186 @@
+"""The sending side: a listener's route table (outbound, or a gateway's edge), the rule chosen and its action.
+
+Envoy picks the virtual host by Host, then the first route whose conditions hold; the route's per-route
+filters run in the listener's filter order (rate limit, fault), then the router redirects, answers or
+forwards with the route's header changes, rewrites, timeout, retries and mirrors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.explain.match import (
+    describe_header,
+    query_params,
+    route_conditions,
+    route_mismatch,
+    split_path,
+    virtual_host,
+    header_matches,
+)
+from compiler.explain.model import Side
+from compiler.explain.trace import Trace
+from compiler.ir import HttpListener, HttpRoute, Redirect, Sidecar, Target
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The sending side's verdict: a status it answers itself, or the targets it forwards to."""
+
+    status: int | None = None
+    route: HttpRoute | None = None
+    targets: tuple[Target, ...] = ()
+
+
+def choose_route(t: Trace, side: Side, listener: HttpListener, host: str) -> tuple[HttpRoute | None, int | None]:
+    """The virtual host and route for the request; (None, 404) when nothing matches."""
+    vhost, how = virtual_host(listener.routes.virtual_hosts, host)
+    if vhost is None:
+        t.step(side, "virtual host", f"none for Host {host}: 404", table=listener.routes.name)
+        return None, 404
+    t.step(side, "virtual host", f"{vhost.name} for Host {host} ({how})", table=listener.routes.name, vhost=vhost.name)
+    path, query = split_path(t.path)
+    headers, params = t.matching_headers(), query_params(query)
+    for i, route in enumerate(vhost.routes):
+        why = route_mismatch(route, path, headers, params)
+        name = rule_name(route, i)
+        if why is None:
+            t.step(side, "route", f"{name} matched ({route_conditions(route)})", route.source, index=i)
+            return route, None
+        t.step(side, "route", f"{name} did not match: {why}", route.source, index=i)
+    t.step(side, "route", f"no route of {vhost.name} matches {t.method} {path}: 404 (Envoy: NR)")
+    return None, 404
+
+
+def rule_name(route: HttpRoute, index: int) -> str:
+    """The policy's name for a route: `rules[i]` of its Route, else the default route (or the IR's index)."""
+    anchor = route.source.anchor
+    if anchor.startswith("Route/") and "/rules[" in anchor:
+        return "rules[" + anchor.split("/rules[", 1)[1].split("/")[0]
+    if anchor.startswith(("Service/", "ExternalService/")):
+        return "default route"
+    return f"routes[{index}]"
+
+
+def _apply_ops(t: Trace, side: Side, what: str, ops, source) -> None:
+    if not ops:
+        return
+    for name in ops.remove:
+        t.headers.pop(name.lower(), None)
+    for name, value in ops.set:
+        t.headers[name.lower()] = value
+    for name, value in ops.add:
+        old = t.headers.get(name.lower())
+        t.headers[name.lower()] = value if old is None else f"{old},{value}"
+    parts = [f"set {n}: {v}" for n, v in ops.set] + [f"add {n}: {v}" for n, v in ops.add] + [f"remove {n}" for n in ops.remove]
+    t.step(side, what, "; ".join(parts), source)
+
+
+def _location(r: Redirect, host: str, path: str, matched_prefix: str | None) -> str:
+    scheme = r.scheme or "http"
+    name = r.host or host.split(":")[0]
+    port = f":{r.port}" if r.port else ""
+    p, sep, q = path.partition("?")
+    if r.path is not None:
+        p = r.path
+    elif r.prefix is not None and matched_prefix is not None:
+        p = r.prefix + p[len(matched_prefix):]
+    return f"{scheme}://{name}{port}{p}{sep}{q}"
+
+
+def _rewrite(t: Trace, side: Side, route: HttpRoute) -> None:
+    rw = route.rewrite
+    if rw is None:
+        return
+    path, sep, query = t.path.partition("?")
+    new = path
+    if rw.prefix is not None and route.path.kind == "prefix":
+        new = rw.prefix + path[len(route.path.value):]
+    elif rw.regex is not None:
+        import re2
+
+        pattern, sub = rw.regex
+        new = re2.sub(pattern, sub.replace("\\", "\\"), path)
+    if new != path:
+        t.step(side, "rewrite", f"path {path} -> {new}", route.source)
+        t.path = new + sep + query
+    if rw.host is not None:
+        t.headers["host"] = rw.host
+        t.step(side, "rewrite", f"Host -> {rw.host}", route.source)
+
+
+def act(t: Trace, side: Side, sidecar: Sidecar, listener: HttpListener, route: HttpRoute, host: str) -> Answer:
+    """The matched route's filters and action."""
+    src = route.source
+    if route.cors is not None and "origin" in t.headers:
+        t.step(side, "cors", f"CORS policy applies to Origin {t.headers['origin']}", src)
+    if route.rate_limit is not None:
+        b = route.rate_limit
+        t.step(side, "rate limit", f"route bucket {b.requests} per {b.per}: 429 once it is empty", src)
+        t.maybe(429, None, f"{sidecar.service}: route bucket {b.requests} per {b.per} empty")
+    f = route.fault
+    if f is not None:
+        headers = t.matching_headers()
+        failed = [h for h in f.headers if not header_matches(h, headers)]
+        if failed:
+            t.step(side, "fault", f"not applied: {describe_header(failed[0])} not met", src)
+        else:
+            if f.delay is not None and f.delay_percent:
+                t.step(side, "fault", f"delay {f.delay} for {f.delay_percent}% of requests", src,
+                       delay=str(f.delay), percent=f.delay_percent)
+                if f.delay_percent < 100:
+                    t.certain = False
+            status = f.abort_status
+            if status is None and f.abort_grpc_status is not None:
+                status = 200  # a gRPC abort is HTTP 200 with grpc-status
+            if status is not None and f.abort_percent:
+                what = f"grpc-status {f.abort_grpc_status}" if f.abort_status is None else str(status)
+                t.step(side, "fault", f"abort {what} for {f.abort_percent}% of requests", src,
+                       status=status, percent=f.abort_percent)
+                if f.abort_percent >= 100:
+                    return Answer(status=status, route=route)
+                t.maybe(status, float(f.abort_percent), f"fault abort on {sidecar.service}")
+    if route.redirect is not None:
+        r = route.redirect
+        matched = route.path.value if route.path.kind == "prefix" else None
+        location = _location(r, host, t.path, matched)
+        t.step(side, "redirect", f"{r.code} to {location}", src, status=r.code, location=location)
+        return Answer(status=r.code, route=route)
+    if route.respond is not None:
+        body = route.respond.body
+        short = body if len(body) <= 60 else body[:57] + "..."
+        t.step(side, "respond", f"{route.respond.status} direct response {short!r}", src, status=route.respond.status)
+        _apply_ops(t, side, "response headers", route.response_headers, src)
+        return Answer(status=route.respond.status, route=route)
+    return _forward(t, side, route)
+
+
+def _forward(t: Trace, side: Side, route: HttpRoute) -> Answer:
+    src = route.source
+    total = sum(x.weight for x in route.targets) or 1
+    split = ", ".join(f"{x.cluster.version} {x.weight * 100 / total:g}%" for x in route.targets)
+    t.step(side, "targets", f"{route.targets[0].cluster.service}: {split}", src,
+           weights={x.cluster.version: x.weight for x in route.targets})
+    for m in route.mirrors:
+        t.step(side, "mirror", f"{m.percent}% copied to {m.cluster.service} {m.cluster.version} (answer dropped)", src,
+               service=m.cluster.service, version=m.cluster.version, percent=m.percent)
+    _apply_ops(t, side, "request headers", route.request_headers, src)
+    _rewrite(t, side, route)
+    if route.timeout is not None:
+        t.step(side, "timeout", f"{route.timeout} for the whole call (504 when exceeded)", src, timeout=str(route.timeout))
+    r = route.retry
+    if r is not None:
+        conds = ", ".join(list(r.conditions) + [str(c) for c in r.status_codes]) or "none"
+        per_try = f", {r.per_try_timeout} per try" if r.per_try_timeout else ""
+        t.step(side, "retries", f"up to {r.attempts} retries on {conds}{per_try}, backoff {r.backoff_base}..{r.backoff_max}", src,
+               attempts=r.attempts, conditions=list(r.conditions), status_codes=list(r.status_codes))
+        budget = route.targets[0].cluster.retry_budget
+        if budget is not None:
+            t.step(side, "retry budget", f"retries at most {budget.percent}% of active requests (at least {budget.min_concurrency})",
+                   route.targets[0].cluster.source, percent=budget.percent, min_concurrency=budget.min_concurrency)
+    if route.hash_key is not None:
+        k = route.hash_key
+        t.step(side, "balancing", f"consistent hash on {k.kind} {k.name}".rstrip(), src)
+    _apply_ops(t, side, "response headers", route.response_headers, src)
+    return Answer(route=route, targets=route.targets)
+

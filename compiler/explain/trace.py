@@ -1,0 +1,36 @@
+"""The running state of one explained request: the steps so far and the request as the next sidecar sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from compiler.diagnostics import Source
+from compiler.explain.model import Alternative, Side, Step
+
+
+def where(source: Source | None) -> str | None:
+    """`file:line Kind/name/path`: the policy place of an IR node."""
+    if source is None:
+        return None
+    return f"{source.file}:{source.line}" + (f" {source.anchor}" if source.anchor else "")
+
+
+@dataclass
+class Trace:
+    method: str
+    path: str  # with its query
+    headers: dict[str, str]  # lowercase names; the request as the next filter sees it
+    steps: list[Step] = field(default_factory=list)
+    alternatives: list[Alternative] = field(default_factory=list)
+    certain: bool = True
+
+    def step(self, side: Side, what: str, decision: str, source: Source | None = None, **data) -> None:
+        self.steps.append(Step(side, what, decision, where(source), {k: v for k, v in data.items() if v is not None}))
+
+    def maybe(self, status: int, percent: float | None, why: str) -> None:
+        self.alternatives.append(Alternative(status, percent, why))
+        self.certain = False
+
+    def matching_headers(self) -> dict[str, str]:
+        """Headers as route and RBAC matchers see them, pseudo-headers included."""
+        return {**self.headers, ":method": self.method, ":path": self.path}
