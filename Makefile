@@ -14,10 +14,13 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
-## build: create the virtualenv, compile every case in policies/ into out/<case>/, validate it
+## build: create the virtualenv, compile every case in policies/ into out/<case>/, validate it, and draw
+## each case's mesh next to its output (out/<case>/mesh.mmd: Mermaid, rendered by GitHub and GitLab)
 build: $(VENV)/.installed
 	$(MESHC) build policies --cases -o $(OUT)
 	$(MESHC) validate $(OUT)
+	@for d in policies/*/; do name=$$(basename $$d); case $$name in _*) continue;; esac; \
+	  $(MESHC) graph $$d -o $(OUT)/$$name/mesh.mmd || exit 1; done
 
 ## check: load and check every policy case, write nothing
 check: $(VENV)/.installed
