@@ -130,7 +130,7 @@ def _http_hop(t: Trace, side, sidecar: Sidecar, listener: HttpListener, host: st
 
 def _answer(t: Trace, by: str, status: int) -> Outcome:
     return Outcome("response", status, certain=t.certain, alternatives=tuple(t.alternatives),
-                   summary=f"{status} answered by {by}'s sidecar")
+                   summary=f"{status} answered by the sidecar of {by}")
 
 
 def _versions(targets) -> tuple[tuple[str, float], ...]:
@@ -163,11 +163,11 @@ def _reach(t: Trace, sidecars: dict[str, Sidecar], caller: Sidecar, answer) -> O
     connected, who = inbound_side.connection(t, caller, first, listener)
     if not connected:
         return Outcome("unreachable", 503, certain=t.certain, service=first.service, alternatives=tuple(t.alternatives),
-                       summary=f"no connection to {first.service}: {caller.service}'s sidecar answers 503")
+                       summary=f"no connection to {first.service}: the sidecar of {caller.service} answers 503")
     status = inbound_side.http_side(t, callee, listener, who, targets)
     if status is not None:
         return Outcome("response", status, certain=t.certain, service=first.service, alternatives=tuple(t.alternatives),
-                       summary=f"{status} answered by {callee.service}'s sidecar")
+                       summary=f"{status} answered by the sidecar of {callee.service}")
     return _forwarded(t, first.service, versions, external=False, to=first.service)
 
 
