@@ -140,7 +140,16 @@ def nested_changes(before, after, path: str = "") -> list[tuple[str, object, obj
         if not out:  # same items, another order
             out.append((f"{path} (order)", [x["name"] for x in before], [x["name"] for x in after]))
         return out
+    if _objects(before) and _objects(after) and len(before) == len(after):  # same rules, some changed
+        out = []
+        for i, (a, b) in enumerate(zip(before, after)):
+            out += nested_changes(a, b, f"{path}[{i}]")
+        return out
     return [(path, before, after)]
+
+
+def _objects(value) -> bool:
+    return isinstance(value, list) and all(isinstance(x, dict) for x in value)
 
 
 def _named_list(value) -> bool:

@@ -79,9 +79,8 @@ def rule_content(view: Resolved, rule: RouteRule) -> dict:
 def _action(content: dict) -> str:
     if "to" in content:
         return "forward " + weights_text(content["to"])
-    if "redirect" in content:
-        return "redirect"
-    return "respond"
+    kind = "redirect" if "redirect" in content else "respond"
+    return f"{kind} " + ", ".join(f"{k}={v}" for k, v in content[kind].items() if v not in (None, ""))
 
 
 def weights_text(to: dict | None) -> str:
@@ -115,6 +114,11 @@ def route_changes(old: Resolved, new: Resolved) -> list[Change]:
         out += _compare_rules(name, old, new, old_rules, new_rules)
         for path, a, b in nested_changes(old_route, new_route):
             out.append(Change("routes", name, path, "changed", a, b))
+    for name in sorted((set(new.views) | set(new.externals)) - (set(old.views) | set(old.externals))):
+        rules, _ = _effective_rules(new, name)
+        if (new.views.get(name) or new.externals.get(name)).route is not None:
+            for i, (label, rule) in enumerate(zip(rule_labels(rules), rules)):
+                out.append(Change("routes", name, f"rule {label}", "added", None, f"#{i + 1}: {_action(rule_content(new, rule))}"))
     return out
 
 
