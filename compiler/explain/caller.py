@@ -59,6 +59,10 @@ def rule_name(route: HttpRoute, index: int) -> str:
         return "rules[" + anchor.split("/rules[", 1)[1].split("/")[0]
     if anchor.startswith(("Service/", "ExternalService/")):
         return "default route"
+    if anchor.startswith("Mesh/"):
+        return "catch-all (Mesh egress.undeclared)"
+    if anchor.startswith("Gateway/"):
+        return "https redirect"
     return f"routes[{index}]"
 
 
@@ -170,7 +174,8 @@ def _forward(t: Trace, side: Side, route: HttpRoute) -> Answer:
         t.step(side, "timeout", f"{route.timeout} for the whole call (504 when exceeded)", src, timeout=str(route.timeout))
     r = route.retry
     if r is not None:
-        conds = ", ".join(list(r.conditions) + [str(c) for c in r.status_codes]) or "none"
+        codes = "retriable-status-codes " + "/".join(str(c) for c in r.status_codes)
+        conds = ", ".join(codes if c == "retriable-status-codes" else c for c in r.conditions) or "none"
         per_try = f", {r.per_try_timeout} per try" if r.per_try_timeout else ""
         t.step(side, "retries", f"up to {r.attempts} retries on {conds}{per_try}, backoff {r.backoff_base}..{r.backoff_max}", src,
                attempts=r.attempts, conditions=list(r.conditions), status_codes=list(r.status_codes))
