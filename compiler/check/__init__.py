@@ -20,6 +20,7 @@ from compiler.check.paths import check_paths
 from compiler.check.pod_folders import check_pod_folders
 from compiler.check.ports import check_ports
 from compiler.check.references import check_references, check_structure
+from compiler.check.resilience import check_resilience
 from compiler.check.routes import check_routes
 from compiler.check.security import check_authentication, check_authorization, check_mtls
 from compiler.check.traffic import check_traffic_policies
@@ -53,6 +54,7 @@ CHECKS = (
     check_paths,
     check_observability,
     check_call_cycles,
+    check_resilience,
 )
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator
 
+from compiler.policy.analysis import Analysis
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.external import Egress, ExternalService
 from compiler.policy.gateway import Gateway
@@ -81,6 +82,8 @@ class Mesh(Document):
     kubernetes: Kubernetes = Kubernetes()
     """Services running in pods (sidecar address a wildcard): discovery, readiness, manifests (see
     compiler/policy/kubernetes.py)."""
+    analysis: Analysis = Analysis()
+    """Thresholds of the mesh-wide resilience analysis (warnings W601-W604; see compiler/policy/analysis.py)."""
 
 
 # --------------------------------------------------------------------------

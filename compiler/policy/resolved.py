@@ -35,7 +35,7 @@ from compiler.policy.placement import (
 )
 from compiler.policy.route import NON_IDEMPOTENT_METHODS, Route, RouteRule
 from compiler.policy.security import AuthorizationPolicy, RequestAuthentication
-from compiler.policy.traffic import TrafficPolicy
+from compiler.policy.traffic import ConnectionPool, TrafficPolicy
 from compiler.policy.types import Duration, Endpoint, is_loopback, is_wildcard
 
 ENFORCEABLE: dict[str, frozenset[str]] = {
@@ -75,6 +75,18 @@ def unretried_methods(rule: RouteRule) -> list[str]:
     NON_IDEMPOTENT_METHODS, or all of them when it matches any method."""
     methods = rule.match.methods
     return sorted(set(methods) & set(NON_IDEMPOTENT_METHODS)) if methods else list(NON_IDEMPOTENT_METHODS)
+
+
+def tries_of(rule: RouteRule) -> int:
+    """At most how many tries one request of the rule makes to its upstream: 1 + retries.attempts, or 1 when
+    the rule does not retry (or matches only methods it does not retry: see unretried_methods)."""
+    r = rule.retries
+    if r is None or rule.to is None:
+        return 1
+    methods = rule.match.methods
+    if methods and not r.non_idempotent and set(methods) <= set(NON_IDEMPOTENT_METHODS):
+        return 1
+    return 1 + r.attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +237,14 @@ class Resolved:
         if rule.timeout:
             return rule.timeout
         return self.mesh.defaults.timeout if self.mesh is not None else None
+
+    def pool_of(self, name: str) -> ConnectionPool | None:
+        """The connection pool of a service's (or ExternalService's) clusters, on its callers and on its own
+        inbound side: its TrafficPolicy's, else the Mesh's default (None without one Mesh)."""
+        tp = self.traffic.get(name)
+        if tp is not None and tp.connection_pool is not None:
+            return tp.connection_pool
+        return self.mesh.defaults.connection_pool if self.mesh is not None else None
 
     def _view(self, svc: Service) -> ServiceView:
         name = svc.name
