@@ -14,7 +14,9 @@ direct response, a fault's abort).
 
 Agreement, per request (`disagreement`): a forwarded prediction means an app answered, of the predicted
 service, with a version the prediction gives a probability above 0 (exactly that one when it is certain)
-and the app's own status (200 here); a response prediction means a sidecar answered with that status and no
+and the app's own status (200 here); weights are probabilities, so a 50/50 split accepts either
+version, a 100/0 split only the first (`certain` says whether a percentage of a fault, a mirror or a rate
+limit can change the answer; the answers it may give instead are its `alternatives`); a response prediction means a sidecar answered with that status and no
 app did. Everything here is bounded: one request per case, the client's timeouts.
 """
 
@@ -121,8 +123,6 @@ def disagreement(outcome: Any, seen: Observed, service: str | None = None) -> st
         possible = {v for v, p in outcome.versions if p > 0}
         if seen.version not in possible:
             return f"version {seen.version} not among the predicted {sorted(possible)}"
-        if outcome.certain and len(possible) != 1:
-            return f"a certain prediction with {len(possible)} versions"
         if outcome.status is not None and outcome.status != seen.status:
             return f"predicted status {outcome.status}, got {seen.status}"
         if seen.status != 200:

@@ -1,0 +1,234 @@
+"""`meshc explain` predicts what real Envoy sidecars do, request by request.
+
+One mesh exercises every decision explain makes (strict mTLS, the Mesh's default deny, a gateway):
+
+  frontend  -> reviews (v1, v2, v3), ratings, ledger; and any other Host (the egress catch-all: 502)
+  ingress   (Gateway, plain HTTP edge) -> shop.example/ratings… to ratings, shop.example/… to reviews
+  reviews   Route: a direct response, a redirect, path exact/prefix/regex, methods, headers exact/prefix/
+            regex/present/absent, query exact/prefix/regex/present, deterministic splits (100, 100/0), a 100%
+            and a 0% fault abort, a prefix rewrite, a 50/50 weighted split last;
+            RequestAuthentication (inline JWKS; /public and /items optional, /secure required, elsewhere no
+            rule) and an enforcing AuthorizationPolicy (deny on paths/headers/methods+from, allow on
+            from/methods/paths/headers/claims)
+  ratings   AuthorizationPolicy in dry_run (it denies everything, so nothing is refused)
+  ledger    no policy: the Mesh's `authorization.default: deny` refuses everything
+
+A few hundred requests are drawn with a fixed seed over callers, services, methods, paths (dot segments,
+escaped slashes, queries), headers and tokens (valid, admin, expired, wrong issuer, wrong audience, bad
+signature; half the requests carry none). Each goes through the real sidecars once (the test process plays the apps that call, and
+the outside client at the gateway); each app answers 200 with `x-served-by: <service>/<version>`. For each,
+`compiler.explain.explain(ir, request)` is asked, and the two must agree on every request
+(harness/agreement.py `disagreement`): same status; when forwarded, the app of the predicted service
+answered with a version the prediction gives p > 0 (exactly the one when certain). Disagreements are
+printed as a table with both sides.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from compiler import certs
+from compiler.explain import ExplainError, Request, explain
+from harness import report
+from harness.agreement import (
+    Case, Vocabulary, decision_path, disagreement, generate, predicted, send, serve_identity, table, tally,
+)
+from harness.edge_mesh import Signer
+from harness.gateway import start_gateway
+
+pytestmark = pytest.mark.envoy
+
+TRUST_DOMAIN = "agree.test"
+ISSUER, AUDIENCE = "https://auth.agree.test", "reviews"
+GW, SHOP = "ingress", "shop.example"
+SEED, COUNT = 14, 500
+
+
+def reviews_route() -> dict:
+    return {
+        "kind": "Route",
+        "service": "reviews",
+        "rules": [
+            {"match": {"path": {"exact": "/healthz"}}, "respond": {"status": 200, "body": "ok\n"}},
+            {"match": {"path": {"prefix": "/old/"}}, "redirect": {"prefix": "/new/", "code": 301}},
+            {"match": {"path": {"regex": "/items/[0-9]+"}, "methods": ["GET", "HEAD"]}, "to": {"v2": 100}},
+            {"match": {"headers": [{"name": "end-user", "exact": "jason"}]}, "to": {"v3": 100}},
+            {"match": {"headers": [{"name": "x-group", "prefix": "beta"}]}, "to": {"v2": 100, "v1": 0}},
+            {
+                "match": {"headers": [{"name": "x-debug", "regex": "[0-9]+"}]},
+                "to": {"v1": 100},
+                "fault": {"abort": {"status": 503, "percent": 100}},
+            },
+            {
+                "match": {"headers": [{"name": "x-canary", "present": True}]},
+                "to": {"v2": 100},
+                "fault": {"abort": {"status": 500, "percent": 0}},
+            },
+            {
+                "match": {"query": [{"name": "variant", "exact": "b"}], "headers": [{"name": "x-legacy", "present": False}]},
+                "to": {"v3": 100},
+            },
+            {"match": {"path": {"prefix": "/api/"}}, "to": {"v1": 100}, "rewrite": {"prefix": "/v1/"}},
+            {"match": {"methods": ["POST", "PUT"]}, "to": {"v1": 100}},
+            {"match": {"query": [{"name": "page", "prefix": "1"}]}, "to": {"v3": 100}},
+            {"match": {"query": [{"name": "sort", "regex": "(asc|desc)"}]}, "to": {"v2": 100}},
+            {"match": {"query": [{"name": "trace", "present": True}]}, "to": {"v3": 100}},
+            {"to": {"v1": 50, "v2": 50}},
+        ],
+    }
+
+
+def reviews_security(signer: Signer) -> list[dict]:
+    provider = {"name": "agree-issuer", "issuer": ISSUER, "audiences": [AUDIENCE], "jwks": signer.jwks()}
+    return [
+        {
+            "kind": "RequestAuthentication",
+            "service": "reviews",
+            "providers": [provider],
+            "rules": [
+                {"paths": ["/public"], "allow_missing": True},
+                {"paths": ["/items"], "allow_missing": True},
+                {"paths": ["/secure"]},
+            ],
+        },
+        {
+            "kind": "AuthorizationPolicy",
+            "service": "reviews",
+            "deny": [
+                {"paths": [{"prefix": "/admin"}]},
+                {"headers": [{"name": "x-block", "present": True}]},
+                {"from": [GW], "methods": ["PUT", "DELETE"]},
+            ],
+            "allow": [
+                {"from": ["frontend"], "methods": ["GET", "HEAD", "POST"]},
+                {"from": [GW], "paths": [{"prefix": "/public"}, {"prefix": "/items/"}, {"exact": "/"}], "methods": ["GET", "HEAD"]},
+                {"from": ["frontend"], "methods": ["DELETE"], "claims": {"role": "admin"}},
+                {"methods": ["PUT"], "headers": [{"name": "x-tenant", "exact": "acme"}]},
+                {"paths": [{"regex": "/v1/[a-z]+"}]},
+            ],
+        },
+    ]
+
+
+def tokens(signer: Signer) -> dict[str, str]:
+    """Tokens by label: good ones and every way a token can be wrong ('' : no token)."""
+    now = int(time.time())
+    forger = Signer(kid=signer.kid)  # same key id, another key: the signature does not verify
+    base = {"iss": ISSUER, "aud": AUDIENCE}
+    return {
+        "valid": signer.token(**base),
+        "admin": signer.token(**base, role="admin"),
+        "expired": signer.token(**base, iat=now - 7200, exp=now - 3600),
+        "wrong-iss": signer.token(iss="https://other.example", aud=AUDIENCE),
+        "wrong-aud": signer.token(iss=ISSUER, aud="ratings"),
+        "bad-sig": forger.token(**base, role="admin"),
+        "bad-sig-wrong-aud": forger.token(iss=ISSUER, aud="ratings"),
+        "expired-wrong-aud": signer.token(iss=ISSUER, aud="ratings", iat=now - 7200, exp=now - 3600),
+    }
+
+
+def agreement_mesh(live_mesh, tmp_path, signer: Signer):
+    """Build and start the mesh; returns (ir, entries: caller -> (host, port) where its requests enter)."""
+    apps = {("reviews", v): serve_identity(live_mesh.upstream("reviews", v)) for v in ("v1", "v2", "v3")}
+    for name in ("ratings", "ledger"):
+        apps[(name, "default")] = serve_identity(live_mesh.upstream(name))
+    address = live_mesh.loopback.address()
+    gateway = {
+        "kind": "Gateway",
+        "name": GW,
+        "address": address,
+        "admin_port": live_mesh.loopback.port(address),
+        "listeners": [{"name": "web", "port": live_mesh.loopback.port(address)}],
+        "routes": [{"hosts": [SHOP], "path": "/ratings", "to": "ratings"}, {"hosts": [SHOP], "to": "reviews"}],
+    }
+    root = tmp_path / "certs"
+    docs = [
+        live_mesh.mesh_doc(trust_domain=TRUST_DOMAIN, mtls={"mode": "strict"}, authorization={"default": "deny"}),
+        live_mesh.service("frontend", calls=["reviews", "ratings", "ledger"]),
+        live_mesh.service("reviews", versions={v: apps[("reviews", v)] for v in ("v1", "v2", "v3")}),
+        live_mesh.service("ratings", versions={"default": apps[("ratings", "default")]}),
+        live_mesh.service("ledger", versions={"default": apps[("ledger", "default")]}),
+        reviews_route(),
+        *reviews_security(signer),
+        {"kind": "AuthorizationPolicy", "service": "ratings", "mode": "dry_run", "deny": [{"paths": [{"prefix": "/"}]}]},
+        gateway,
+    ]
+    result = live_mesh.build(docs, certs_root=str(root))
+    assert not [d for d in result.diagnostics if d.is_error], [d.render() for d in result.diagnostics]
+    certs.write_service_certs(root, TRUST_DOMAIN, {s.service: s.tls.identity for s in result.ir.sidecars})
+    live_mesh.start("reviews", "ratings", "ledger", "frontend")
+    gw = start_gateway(live_mesh, GW)
+    return result.ir, {"frontend": live_mesh["frontend"].outbound, GW: gw.edge("web")}
+
+
+def vocabulary(signer: Signer) -> Vocabulary:
+    return Vocabulary(
+        targets=[
+            *[("frontend", "reviews", None)] * 5,
+            ("frontend", "ratings", None),
+            ("frontend", "ledger", None),
+            ("frontend", None, "api.unknown.example"),
+            *[(GW, None, SHOP)] * 3,
+            (GW, None, "other.example"),
+        ],
+        methods=["GET", "GET", "GET", "GET", "HEAD", "POST", "PUT", "DELETE"],
+        paths=[
+            "/", "/healthz", "/healthz/x", "/old/page", "/oldies", "/items/12", "/items/x", "/items",
+            "/api/books", "/api/", "/secure/x", "/secure", "/public/p", "/publicity", "/admin",
+            "/administrator", "/a/../admin", "/x/%2E%2E/admin", "/%2Fadmin", "/a%2fb", "//admin", "/ratings/1",
+            "/reviews/1",
+        ],
+        queries=["", "", "", "variant=b", "variant=a", "page=12", "page=2", "sort=asc", "sort=up", "trace", "trace=1"],
+        headers={
+            "end-user": ["jason", "bob"],
+            "x-group": ["beta", "beta-2", "alpha"],
+            "x-debug": ["123", "abc"],
+            "x-canary": ["1"],
+            "x-legacy": ["yes"],
+            "x-block": ["1"],
+            "x-tenant": ["acme", "umbrella"],
+        },
+        tokens=tokens(signer),
+    )
+
+
+def ask(ir, case: Case):
+    headers = case.headers + ((("host", case.host),) if case.host else ())
+    listener = "web" if case.caller == GW else None
+    return explain(ir, Request(case.caller, case.service, case.method, case.path, headers, listener))
+
+
+def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_path):
+    started = time.monotonic()
+    signer = Signer(kid="agree-1")
+    ir, entries = agreement_mesh(live_mesh, tmp_path, signer)
+    cases = generate(vocabulary(signer), COUNT, SEED)
+    assert len(cases) == COUNT
+
+    rows, paths, outcomes = [], Counter(), Counter()
+    for case in cases:
+        seen = send(entries, case)
+        outcomes[seen.served_by or seen.status] += 1
+        try:
+            said = ask(ir, case)
+        except ExplainError as exc:
+            rows.append((case, "ExplainError", seen, str(exc)))
+            continue
+        paths[decision_path(said)] += 1
+        why = disagreement(said.outcome, seen, case.service)
+        if why is not None:
+            rows.append((case, predicted(said.outcome), seen, why))
+    elapsed = time.monotonic() - started
+    report(
+        "explain-agreement", requests=len(cases), disagreements=len(rows), decision_paths=len(paths),
+        seconds=round(elapsed, 1), outcomes=tally(outcomes),
+    )
+    assert not rows, f"{len(rows)} of {len(cases)} requests disagree:\n{table(rows)}"
+    # The draw covers every kind of answer the mesh can give (so agreement means something).
+    kinds = {k for k in outcomes}
+    for must in (200, 301, 400, 401, 403, 404, 502, 503, "reviews/v1", "reviews/v2", "reviews/v3", "ratings/default"):
+        assert must in kinds or any(isinstance(k, str) and k == must for k in kinds), (must, tally(outcomes))
+    assert len(paths) >= 40, len(paths)
