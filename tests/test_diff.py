@@ -90,7 +90,7 @@ def test_what_the_golden_pairs_say() -> None:
     assert "connection_pool.max_connections: 1024 -> 100" in restart
     assert "productpage\n    ~ reload (clusters.yaml)" in restart
     gateway = text["gateway-route-added"]
-    assert "+ route shop.example.com/api/reviews: to=reviews, listeners=[http]" in gateway
+    assert "+ route shop.example.com /api/reviews: to=reviews, listeners=[http]" in gateway
     assert "ingress -> reviews\n    ~ GET, any path: denied -> allowed" in gateway
     egress = text["egress-external"]
     assert "+ added: http api.payments.example:80" in egress and "egress.undeclared: refuse -> allow" in egress
@@ -205,3 +205,23 @@ def test_git_revisions(tmp_path: Path, capsys, monkeypatch) -> None:
 
     code, _, err = _run(capsys, "--git", "no-such-rev", ".")
     assert code == 2 and "unknown revision 'no-such-rev'" in err
+
+
+EXAMPLES = sorted(p for p in (ROOT / "policies").iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def test_every_example_against_itself_and_its_neighbour(capsys, monkeypatch) -> None:
+    """Every example means itself (no differences, exit 0 with --exit-code); neighbours in name order differ,
+    in every format, the same twice, with no traceback and no machine path."""
+    monkeypatch.chdir(ROOT)
+    for case in EXAMPLES:
+        code, out, err = _run(capsys, str(case), str(case), "--exit-code")
+        assert code == 0 and "no differences" in out, (case.name, err)
+    for a, b in zip(EXAMPLES, EXAMPLES[1:]):
+        for fmt in FORMATS:
+            code, out, err = _run(capsys, str(a.relative_to(ROOT)), str(b.relative_to(ROOT)), "--format", fmt)
+            assert code == 0 and "Traceback" not in err, (a.name, b.name, err)
+            assert _run(capsys, str(a.relative_to(ROOT)), str(b.relative_to(ROOT)), "--format", fmt)[1] == out
+            assert str(ROOT) not in out and "/tmp/" not in out
+            if fmt == "json":
+                assert json.loads(out)["different"] is True

@@ -100,7 +100,7 @@ def security(old: Resolved, new: Resolved) -> list[Change]:
 
 
 def _route_label(route) -> str:
-    return f"route {','.join(route.hosts) or '*'}{route.path}"
+    return f"route {','.join(route.hosts) or '*'} {route.path}"
 
 
 def _gateway_routes(gv) -> dict:

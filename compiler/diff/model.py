@@ -85,13 +85,13 @@ class Report:
         return out
 
     def summary(self) -> dict:
+        """Changes per section, and sidecars per action (added, removed, reload, restart; manifests: the
+        Kubernetes manifests changed)."""
         counts = {s: len(cs) for s, cs in self.by_section().items()}
         actions: dict[str, int] = {}
         for c in self.changes:
             if c.section == "rollout":
-                actions[c.kind if c.kind in ("added", "removed") else str(c.after.get("action"))] = (
-                    actions.get(c.kind if c.kind in ("added", "removed") else str(c.after.get("action")), 0) + 1
-                )
+                actions[rollout_action(c)] = actions.get(rollout_action(c), 0) + 1
         return {"changes": len(self.changes), "sections": counts, "sidecars": dict(sorted(actions.items()))}
 
     def as_json(self) -> dict:
@@ -103,6 +103,13 @@ class Report:
             "summary": self.summary(),
             "changes": [c.as_json() for c in self.sorted()],
         }
+
+
+def rollout_action(c: Change) -> str:
+    """added | removed | reload | restart for a sidecar; manifests for the Kubernetes manifests."""
+    if c.kind in ("added", "removed"):
+        return c.kind
+    return c.after["action"] if isinstance(c.after, dict) else "manifests"
 
 
 def plain(value):

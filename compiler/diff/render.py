@@ -19,7 +19,12 @@ COLLAPSE_OVER = 10
 
 def value_text(value, section: str = "", item: str = "") -> str:
     """A plain value as a reviewer reads it: weights as `v1 90%, v2 10%`, objects as `key=value` without
-    their empty parts, absent as `none`."""
+    their empty parts, absent as `none`; a very long stretch (an inline JWKS) keeps its start and end
+    around an ellipsis (the JSON format has it whole)."""
+    return printable(_value_text(value, section, item))
+
+
+def _value_text(value, section: str, item: str) -> str:
     if section == "traffic" and item.startswith("rule") and (value is None or isinstance(value, dict)):
         return weights_text(value)
     if value is None:
@@ -36,10 +41,10 @@ def value_text(value, section: str = "", item: str = "") -> str:
 
 def _inner(value) -> str:
     if isinstance(value, dict):
-        return "{" + value_text(value) + "}"
+        return "{" + _value_text(value, "", "") + "}"
     if isinstance(value, list):
         return "[" + ", ".join(_inner(v) for v in value) + "]"
-    return value_text(value)
+    return _value_text(value, "", "")
 
 
 def rollout_text(c: Change) -> str:
@@ -73,7 +78,9 @@ def _header(report: Report) -> str:
     summary = report.summary()
     if not report.different:
         return "no differences: both sides mean the same mesh"
-    sidecars = ", ".join(f"{n} {what}" for what, n in summary["sidecars"].items())
+    sidecars = ", ".join(
+        "Kubernetes manifests changed" if what == "manifests" else f"{n} {what}" for what, n in summary["sidecars"].items()
+    )
     return f"{summary['changes']} change(s)" + (f"; sidecars: {sidecars}" if sidecars else "")
 
 
