@@ -312,3 +312,18 @@ def test_command_errors(tmp_path: Path, capsys, monkeypatch) -> None:
     assert main(["graph", str(ROOT / "policies" / "canary"), "--format", "svg", "-o", str(tmp_path / "g.svg")]) == 1
     captured = capsys.readouterr()
     assert "apt-get install graphviz" in captured.err and not (tmp_path / "g.svg").exists()
+
+
+ERROR_CASES = sorted(p.name for p in (ROOT / "tests" / "errors").iterdir() if (p / "policies").is_dir())
+
+
+@pytest.mark.parametrize("case", ERROR_CASES)
+def test_bad_policies_are_reported_as_check_reports_them(case: str, capsys, monkeypatch) -> None:
+    """Every error case: exit 1, nothing drawn, the very diagnostics `meshc check` prints (never a traceback)."""
+    monkeypatch.chdir(ROOT / "tests" / "errors" / case)
+    check_code = main(["check", "policies"])
+    checked = capsys.readouterr()
+    assert main(["graph", "policies"]) == 1
+    drawn = capsys.readouterr()
+    assert drawn.out == "" and drawn.err == checked.err
+    assert check_code == 1 and "Traceback" not in drawn.err and "internal error" not in drawn.err
