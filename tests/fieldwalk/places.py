@@ -61,7 +61,18 @@ def build_files(policy: PolicySet):
     kubernetes, problems = manifests(ir, files)
     if problems:
         return None, problems
-    return {**files, **kubernetes}, None
+    return {**files, **kubernetes, **analysis_warnings(diags)}, None
+
+
+ANALYSIS_WARNINGS = "(analysis warnings)"
+"""A pseudo-file of the build: the resilience analysis warnings (W6xx) meshc prints. Mesh `analysis` changes
+only them, and they are output the user reads; other warnings are not counted (a field must change the
+configuration)."""
+
+
+def analysis_warnings(diags) -> dict[str, bytes]:
+    found = sorted(d.render() for d in diags if d.code.startswith("W6"))
+    return {ANALYSIS_WARNINGS: "\n".join(found).encode()} if found else {}
 
 
 def load_base(name: str, directory: Path) -> Base:
