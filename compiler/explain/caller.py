@@ -41,9 +41,13 @@ def choose_route(t: Trace, side: Side, listener: HttpListener, host: str) -> tup
     t.step(side, "virtual host", f"{vhost.name} for Host {host} ({how})", table=listener.routes.name, vhost=vhost.name)
     path, query = split_path(t.path)
     headers, params = t.matching_headers(), query_params(query)
-    for i, route in enumerate(vhost.routes):
+    routes = vhost.routes
+    for i, route in enumerate(routes):
         why = route_mismatch(route, path, headers, params)
         name = rule_name(route, i)
+        twin = i + 1 < len(routes) and routes[i + 1].source == route.source and route.retry is None and routes[i + 1].retry
+        if twin:  # compiler/lower/routes.py: non-idempotent methods get the rule without its retries, first
+            name += " without retries (its non-idempotent methods)"
         if why is None:
             t.step(side, "route", f"{name} matched ({route_conditions(route)})", route.source, index=i)
             return route, None

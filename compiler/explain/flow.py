@@ -124,13 +124,16 @@ def _http_hop(t: Trace, side, sidecar: Sidecar, listener: HttpListener, host: st
         return _answer(t, sidecar.service, status)
     answer = act(t, side, sidecar, listener, route, host)
     if answer.status is not None:
-        return _answer(t, sidecar.service, answer.status)
+        f = route.fault
+        grpc = f" (grpc-status {f.abort_grpc_status})" if f and f.abort_status is None and f.abort_grpc_status is not None \
+            and answer.status == 200 and route.redirect is None and route.respond is None else ""
+        return _answer(t, sidecar.service, answer.status, grpc)
     return answer
 
 
-def _answer(t: Trace, by: str, status: int) -> Outcome:
+def _answer(t: Trace, by: str, status: int, what: str = "") -> Outcome:
     return Outcome("response", status, certain=t.certain, alternatives=tuple(t.alternatives),
-                   summary=f"{status} answered by the sidecar of {by}")
+                   summary=f"{status}{what} answered by the sidecar of {by}")
 
 
 def _versions(targets) -> tuple[tuple[str, float], ...]:

@@ -81,6 +81,8 @@ def header_matches(h: HeaderCondition, headers: dict[str, str]) -> bool:
 def describe_header(h: HeaderCondition) -> str:
     if h.name == ":method":
         return f"method {h.value.replace('|', ' or ')}"
+    if h.name == ":path" and h.kind == "prefix":
+        return f"gateway route path prefix {h.value}"
     if h.kind in ("present", "absent"):
         return f"header {h.name} {h.kind}"
     return f"header {h.name} {h.kind} {h.value!r}"
