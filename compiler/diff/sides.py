@@ -73,7 +73,10 @@ class GitDir:
 def git_dir(policy_dir: Path) -> GitDir:
     if not policy_dir.is_dir():
         raise SideError(f"'{policy_dir}' is not a directory")
-    top = Path(_git(policy_dir, "rev-parse", "--show-toplevel").decode().strip())
+    try:
+        top = Path(_git(policy_dir, "rev-parse", "--show-toplevel").decode().strip())
+    except SideError:
+        raise SideError(f"'{policy_dir}' is not in a git repository") from None
     prefix = _git(policy_dir, "rev-parse", "--show-prefix").decode().strip().rstrip("/")
     return GitDir(top, prefix)
 
