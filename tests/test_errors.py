@@ -91,6 +91,8 @@ REQUIRED = {
     "gateway_ports",
     "gateway_pods",
     "external_errors",
+    # mesh-wide resilience analysis (issue 14): its warnings, positioned, beside an error
+    "resilience_analysis",
 }
 
 
