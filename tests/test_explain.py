@@ -249,16 +249,19 @@ rules:
     e = explain(ir, Request("web", "api", "DELETE", "/x", bearer(_token(key, **good, role="admin"))))
     assert e.outcome.kind == "forwarded" and _steps(e, "authorization")[-1] == "allow[1] matches: allowed"
     # Refused tokens: expired, another audience, another key; a bad token is refused even where none is needed.
-    for claims, why in (
-        ({**good, "exp": 1000}, "expired (exp)"),
-        ({**good, "aud": "web"}, "aud 'web' is none of api"),
-        ({**good, "iss": "https://other"}, "iss 'https://other' is not 'https://idp.example'"),
-    ):
-        e = explain(ir, Request("web", "api", "GET", "/x", bearer(_token(key, **claims))))
-        assert e.outcome.status == 401 and why in _steps(e, "jwt")[0], _steps(e, "jwt")
+    # Envoy's order: exp/nbf (401), issuer (401), audience (403, its only 403), then the signature (401).
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    e = explain(ir, Request("web", "api", "GET", "/public", bearer(_token(other, **good))))
-    assert e.outcome.status == 401 and "signature does not verify" in _steps(e, "jwt")[0]
+    for signer, claims, status, why in (
+        (key, {**good, "exp": 1000}, 401, "expired (exp)"),
+        (key, {**good, "aud": "web"}, 403, "aud 'web' is none of api"),
+        (other, {**good, "aud": "web"}, 403, "aud 'web' is none of api"),
+        (other, {**good, "aud": "web", "exp": 1000}, 401, "expired (exp)"),
+        (key, {**good, "iss": "https://other"}, 401, "iss 'https://other' is not 'https://idp.example'"),
+        (other, good, 401, "signature does not verify"),
+    ):
+        for path in ("/x", "/public"):
+            e = explain(ir, Request("web", "api", "GET", path, bearer(_token(signer, **claims))))
+            assert e.outcome.status == status and why in _steps(e, "jwt")[0], _steps(e, "jwt")
 
 
 def test_rate_limits_make_the_outcome_uncertain():

@@ -3,8 +3,9 @@
 The first rule whose path matches decides what the request needs (any of its providers, or every provider;
 `allow_missing`: no token is fine, a bad one is not). A token is looked for where each provider says
 (headers with their prefix, query parameters; Authorization `Bearer ` and `access_token` when it names
-neither), then verified against the provider's inline JWKS with `cryptography`: signature (RS/PS/ES
-256/384/512), `exp` and `nbf` (against the current time), `iss`, `aud`. Keys read from a file are not
+neither), then verified against the provider's inline JWKS with `cryptography`, in Envoy's order: `exp` and
+`nbf` (against the current time), `iss`, `aud` (403: the only refusal jwt_authn answers with 403, not 401),
+signature (RS/PS/ES 256/384/512). Keys read from a file are not
 checked here: the verdict is then uncertain.
 """
 
@@ -24,7 +25,7 @@ DEFAULT_PARAMS = ("access_token",)
 
 @dataclass
 class JwtVerdict:
-    status: int | None  # 401, or None: passes
+    status: int | None  # 401 (403 for a token of another audience), or None: passes
     decision: str
     rule: int | None  # index of the rule that decided what is needed
     provider: str | None = None
@@ -82,48 +83,51 @@ def _verify_signature(jwk: dict, alg: str, signing_input: bytes, signature: byte
     return False
 
 
-def verify(p: JwtIssuer, token: str, now: float | None = None) -> tuple[bool | None, str, dict]:
-    """(valid, why, claims); valid None when the keys are in a file this tool does not read."""
+def verify(p: JwtIssuer, token: str, now: float | None = None) -> tuple[bool | None, str, dict, int]:
+    """(valid, why, claims, status when refused); valid None when the keys are in a file this tool does not read.
+
+    Envoy's order and answers: the token's form, `exp`/`nbf` (401), the issuer (401), the audience (403, the one
+    failure jwt_authn answers with 403), then the key and the signature (401)."""
     parts = token.split(".")
     if len(parts) != 3:
-        return False, "not a JWT (three base64url parts)", {}
+        return False, "not a JWT (three base64url parts)", {}, 401
     try:
         header = json.loads(_b64(parts[0]))
         claims = json.loads(_b64(parts[1]))
         signature = _b64(parts[2])
     except (ValueError, TypeError):
-        return False, "not a JWT (undecodable header or payload)", {}
+        return False, "not a JWT (undecodable header or payload)", {}, 401
     if not isinstance(header, dict) or not isinstance(claims, dict):
-        return False, "not a JWT (header or payload not an object)", {}
+        return False, "not a JWT (header or payload not an object)", {}, 401
     alg = str(header.get("alg", ""))
+    now = time.time() if now is None else now
+    if isinstance(claims.get("exp"), (int, float)) and now >= claims["exp"]:
+        return False, "expired (exp)", claims, 401
+    if isinstance(claims.get("nbf"), (int, float)) and now < claims["nbf"]:
+        return False, "not yet valid (nbf)", claims, 401
     if p.issuer and claims.get("iss") != p.issuer:
-        return False, f"iss {claims.get('iss')!r} is not {p.issuer!r}", claims
+        return False, f"iss {claims.get('iss')!r} is not {p.issuer!r}", claims, 401
     if p.audiences:
         aud = claims.get("aud")
         auds = aud if isinstance(aud, list) else [aud]
         if not any(a in p.audiences for a in auds):
-            return False, f"aud {aud!r} is none of {', '.join(p.audiences)}", claims
-    now = time.time() if now is None else now
-    if isinstance(claims.get("exp"), (int, float)) and now >= claims["exp"]:
-        return False, "expired (exp)", claims
-    if isinstance(claims.get("nbf"), (int, float)) and now < claims["nbf"]:
-        return False, "not yet valid (nbf)", claims
+            return False, f"aud {aud!r} is none of {', '.join(p.audiences)}", claims, 403
     if p.jwks is None:
-        return None, f"signature not checked: keys in {p.jwks_file}", claims
+        return None, f"signature not checked: keys in {p.jwks_file}", claims, 0
     try:
         keys = json.loads(p.jwks).get("keys", [])
     except (ValueError, AttributeError):
-        return False, "the provider's JWKS does not parse", claims
+        return False, "the provider's JWKS does not parse", claims, 401
     kid = header.get("kid")
     candidates = [k for k in keys if isinstance(k, dict) and (kid is None or k.get("kid") == kid)]
     if not candidates:
-        return False, f"no key {kid!r} in the provider's JWKS", claims
+        return False, f"no key {kid!r} in the provider's JWKS", claims, 401
     signing_input = f"{parts[0]}.{parts[1]}".encode()
     if not alg.startswith(("RS", "PS", "ES")) or alg[2:] not in ("256", "384", "512"):
-        return False, f"algorithm {alg!r} not accepted", claims
+        return False, f"algorithm {alg!r} not accepted", claims, 401
     if not any(_verify_signature(k, alg, signing_input, signature) for k in candidates):
-        return False, "signature does not verify", claims
-    return True, f"valid ({alg}, kid {kid})" if kid else f"valid ({alg})", claims
+        return False, "signature does not verify", claims, 401
+    return True, f"valid ({alg}, kid {kid})" if kid else f"valid ({alg})", claims, 0
 
 
 def check(j: JwtCheck, path: str, headers: dict[str, str], params: dict[str, str], now: float | None = None) -> JwtVerdict:
@@ -144,15 +148,17 @@ def check(j: JwtCheck, path: str, headers: dict[str, str], params: dict[str, str
         if r.allow_missing:
             return JwtVerdict(None, f"rules[{rule}] ({where}): no token, allowed (allow_missing)", rule)
         return JwtVerdict(401, f"rules[{rule}] ({where}): a token from {' or '.join(names)} is required: none sent: 401", rule)
-    reasons = []
+    reasons, status = [], 401
     for p, tok in found:
-        ok, why, claims = verify(p, tok, now)
+        ok, why, claims, refused = verify(p, tok, now)
         if ok is None:
             return JwtVerdict(None, f"rules[{rule}] ({where}): {p.name}: {why}", rule, p.name, claims, certain=False)
         if ok:
             return JwtVerdict(None, f"rules[{rule}] ({where}): {p.name}: token {why}", rule, p.name, claims)
         reasons.append(f"{p.name}: {why}")
-    return JwtVerdict(401, f"rules[{rule}] ({where}): token refused: {'; '.join(reasons)}: 401", rule)
+        if refused == 403 and (not p.issuer or claims.get("iss") == p.issuer):
+            status = 403  # the token is this provider's; only its audience is wrong
+    return JwtVerdict(status, f"rules[{rule}] ({where}): token refused: {'; '.join(reasons)}: {status}", rule)
 
 
 def forwarded_claims(j: JwtCheck, verdict: JwtVerdict) -> list[tuple[str, str]]:
