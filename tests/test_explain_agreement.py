@@ -44,6 +44,7 @@ pytestmark = pytest.mark.envoy
 TRUST_DOMAIN = "agree.test"
 ISSUER, AUDIENCE = "https://auth.agree.test", "reviews"
 GW, SHOP = "ingress", "shop.example"
+WEATHER = "weather.example"
 SEED, COUNT = 14, 500
 
 
@@ -71,7 +72,13 @@ def reviews_route() -> dict:
                 "match": {"query": [{"name": "variant", "exact": "b"}], "headers": [{"name": "x-legacy", "present": False}]},
                 "to": {"v3": 100},
             },
-            {"match": {"path": {"prefix": "/api/"}}, "to": {"v1": 100}, "rewrite": {"prefix": "/v1/"}},
+            {
+                "match": {"path": {"prefix": "/api/"}},
+                "to": {"v1": 100},
+                "rewrite": {"prefix": "/v1/"},
+                "mirror": [{"to": "v3", "percent": 100}],
+            },
+            {"match": {"cookies": [{"name": "ab", "exact": "b"}]}, "to": {"v2": 100}},
             {"match": {"methods": ["POST", "PUT"]}, "to": {"v1": 100}},
             {"match": {"query": [{"name": "page", "prefix": "1"}]}, "to": {"v3": 100}},
             {"match": {"query": [{"name": "sort", "regex": "(asc|desc)"}]}, "to": {"v2": 100}},
@@ -135,6 +142,7 @@ def agreement_mesh(live_mesh, tmp_path, signer: Signer):
     apps = {("reviews", v): serve_identity(live_mesh.upstream("reviews", v)) for v in ("v1", "v2", "v3")}
     for name in ("ratings", "ledger"):
         apps[(name, "default")] = serve_identity(live_mesh.upstream(name))
+    weather = serve_identity(live_mesh.upstream("weather", "external", host=live_mesh.loopback.address()))
     address = live_mesh.loopback.address()
     gateway = {
         "kind": "Gateway",
@@ -147,13 +155,15 @@ def agreement_mesh(live_mesh, tmp_path, signer: Signer):
     root = tmp_path / "certs"
     docs = [
         live_mesh.mesh_doc(trust_domain=TRUST_DOMAIN, mtls={"mode": "strict"}, authorization={"default": "deny"}),
-        live_mesh.service("frontend", calls=["reviews", "ratings", "ledger"]),
+        live_mesh.service("frontend", calls=["reviews", "ratings", "ledger", "weather"]),
         live_mesh.service("reviews", versions={v: apps[("reviews", v)] for v in ("v1", "v2", "v3")}),
         live_mesh.service("ratings", versions={"default": apps[("ratings", "default")]}),
         live_mesh.service("ledger", versions={"default": apps[("ledger", "default")]}),
         reviews_route(),
         *reviews_security(signer),
         {"kind": "AuthorizationPolicy", "service": "ratings", "mode": "dry_run", "deny": [{"paths": [{"prefix": "/"}]}]},
+        {"kind": "TrafficPolicy", "service": "ratings", "rate_limit": {"requests": 1_000_000, "per": "1s"}},
+        {"kind": "ExternalService", "name": "weather", "host": WEATHER, "port": 80, "endpoints": [weather.endpoint]},
         gateway,
     ]
     result = live_mesh.build(docs, certs_root=str(root))
@@ -171,6 +181,8 @@ def vocabulary(signer: Signer) -> Vocabulary:
             ("frontend", "ratings", None),
             ("frontend", "ledger", None),
             ("frontend", None, "api.unknown.example"),
+            ("frontend", "weather", None),
+            ("frontend", None, WEATHER),
             *[(GW, None, SHOP)] * 3,
             (GW, None, "other.example"),
         ],
@@ -190,9 +202,30 @@ def vocabulary(signer: Signer) -> Vocabulary:
             "x-legacy": ["yes"],
             "x-block": ["1"],
             "x-tenant": ["acme", "umbrella"],
+            "cookie": ["ab=b", "ab=bb; x=1", "x=1; ab=b"],
         },
         tokens=tokens(signer),
     )
+
+
+def curated(tokens: dict[str, str]) -> list[Case]:
+    """A few requests the draw is unlikely to make, so that every authorization rule decides at least once."""
+
+    def bearer(label: str) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {tokens[label]}"),)
+
+    return [
+        Case("frontend", "reviews", "DELETE", "/secure/x", bearer("admin"), token="admin"),  # allow[2]: the claim
+        Case("frontend", "reviews", "DELETE", "/items/7", bearer("admin"), token="admin"),  # optional token, verified
+        Case("frontend", "reviews", "DELETE", "/secure/x", bearer("valid"), token="valid"),  # no role claim: 403
+        Case("frontend", "reviews", "DELETE", "/other", bearer("admin"), token="admin"),  # no JWT rule: no claims, 403
+        Case("frontend", "reviews", "PUT", "/x", (("x-tenant", "acme"),)),  # allow[3]
+        Case(GW, None, "GET", "/public/p", host=SHOP),  # allow[1]
+        Case(GW, None, "GET", "/api/books", host=SHOP),  # rewritten to /v1/books: allow[4]
+        Case(GW, None, "PUT", "/public/p", host=SHOP),  # deny[2]
+        Case("frontend", "reviews", "GET", "/x", (("x-block", "1"),)),  # deny[1]
+        Case("frontend", "reviews", "GET", "/a/../admin"),  # deny[0] after normalisation
+    ]
 
 
 def ask(ir, case: Case):
@@ -201,34 +234,56 @@ def ask(ir, case: Case):
     return explain(ir, Request(case.caller, case.service, case.method, case.path, headers, listener))
 
 
+STEPS = {
+    ("caller", "path"), ("caller", "route"), ("caller", "respond"), ("caller", "redirect"), ("caller", "fault"),
+    ("caller", "targets"), ("caller", "rewrite"), ("caller", "mirror"), ("caller", "external"),
+    ("edge", "listener"), ("edge", "route"), ("callee", "mTLS"), ("callee", "jwt"), ("callee", "authorization"),
+    ("callee", "rate limit"), ("callee", "endpoints"),
+}
+"""Steps explain must have taken somewhere in the draw (so that agreement covers every kind of decision)."""
+RULES = {f"AuthorizationPolicy/reviews/{r}" for r in ("deny[0]", "deny[1]", "deny[2]")} | {
+    f"AuthorizationPolicy/reviews/allow[{i}]" for i in range(5)
+}
+"""reviews' authorization rules: each must have decided some request."""
+ANSWERS = {200, 301, 400, 401, 403, 404, 502, 503, "reviews/v1", "reviews/v2", "reviews/v3", "ratings/default",
+           "weather/external"}
+"""What the sidecars answered (a status, or the app that answered): each must occur."""
+
+
 def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_path):
     started = time.monotonic()
     signer = Signer(kid="agree-1")
     ir, entries = agreement_mesh(live_mesh, tmp_path, signer)
-    cases = generate(vocabulary(signer), COUNT, SEED)
-    assert len(cases) == COUNT
+    vocab = vocabulary(signer)
+    fixed = curated(vocab.tokens)
+    cases = fixed + [c for c in generate(vocab, COUNT, SEED) if c not in fixed]
+    assert len(set(cases)) == len(cases) >= COUNT
 
-    rows, paths, outcomes = [], Counter(), Counter()
+    rows, paths, answers, steps, rules, kinds = [], Counter(), Counter(), Counter(), Counter(), Counter()
     for case in cases:
         seen = send(entries, case)
-        outcomes[seen.served_by or seen.status] += 1
+        answers[seen.served_by or seen.status] += 1
         try:
             said = ask(ir, case)
         except ExplainError as exc:
             rows.append((case, "ExplainError", seen, str(exc)))
             continue
         paths[decision_path(said)] += 1
+        kinds[(said.outcome.kind, "certain" if said.outcome.certain else "uncertain")] += 1
+        for step in said.steps:
+            steps[(step.side, step.what)] += 1
+            if step.what == "authorization" and " matches" in step.decision and step.source:
+                rules[step.source.split(" ", 1)[-1]] += 1
         why = disagreement(said.outcome, seen, case.service)
         if why is not None:
             rows.append((case, predicted(said.outcome), seen, why))
     elapsed = time.monotonic() - started
     report(
         "explain-agreement", requests=len(cases), disagreements=len(rows), decision_paths=len(paths),
-        seconds=round(elapsed, 1), outcomes=tally(outcomes),
+        seconds=round(elapsed, 1), predictions=tally(kinds), answers=tally(answers), rules=tally(rules),
     )
     assert not rows, f"{len(rows)} of {len(cases)} requests disagree:\n{table(rows)}"
-    # The draw covers every kind of answer the mesh can give (so agreement means something).
-    kinds = {k for k in outcomes}
-    for must in (200, 301, 400, 401, 403, 404, 502, 503, "reviews/v1", "reviews/v2", "reviews/v3", "ratings/default"):
-        assert must in kinds or any(isinstance(k, str) and k == must for k in kinds), (must, tally(outcomes))
-    assert len(paths) >= 40, len(paths)
+    assert not ANSWERS - set(answers), (sorted(map(str, ANSWERS - set(answers))), tally(answers))
+    assert not STEPS - set(steps), (sorted(STEPS - set(steps)), tally(steps))
+    assert not RULES - set(rules), (sorted(RULES - set(rules)), tally(rules))
+    assert len(paths) >= 80, len(paths)

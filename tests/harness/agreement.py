@@ -120,6 +120,8 @@ def disagreement(outcome: Any, seen: Observed, service: str | None = None) -> st
         want = getattr(outcome, "service", None) or service
         if want and seen.service != want:
             return f"predicted service {want}, {seen.service} answered"
+        if getattr(outcome, "external", False):  # outside the mesh: no versions, the one app answers
+            return None if seen.status == 200 else f"the external app answers 200, got {seen.status}"
         possible = {v for v, p in outcome.versions if p > 0}
         if seen.version not in possible:
             return f"version {seen.version} not among the predicted {sorted(possible)}"
