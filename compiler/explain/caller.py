@@ -141,6 +141,8 @@ def act(t: Trace, side: Side, sidecar: Sidecar, listener: HttpListener, route: H
             status = f.abort_status
             if status is None and f.abort_grpc_status is not None:
                 status = 200  # a gRPC abort is HTTP 200 with grpc-status
+            if status is not None and not f.abort_percent:
+                t.step(side, "fault", f"abort {status} for 0% of requests: never", src, status=status, percent=0)
             if status is not None and f.abort_percent:
                 what = f"grpc-status {f.abort_grpc_status}" if f.abort_status is None else str(status)
                 t.step(side, "fault", f"abort {what} for {f.abort_percent}% of requests", src,

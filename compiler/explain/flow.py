@@ -19,7 +19,11 @@ def explain(ir: MeshIR, request: Request) -> Explanation:
     if caller is None:
         raise ExplainError(f"--from {request.caller!r}: no Service or Gateway of that name in mesh {ir.name} "
                            f"(known: {', '.join(sorted(sidecars)) or 'none'})")
-    t = Trace(request.method.upper(), request.path or "/", {n.lower(): v for n, v in request.headers})
+    headers: dict[str, str] = {}
+    for name, value in request.headers:  # a repeated header is seen as its values joined by commas (Envoy's matchers)
+        name = name.lower()
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    t = Trace(request.method.upper(), request.path or "/", headers)
     if caller.gateway is not None:
         outcome = _from_gateway(t, ir, sidecars, caller, request)
     else:

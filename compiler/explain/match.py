@@ -8,8 +8,6 @@ Envoy's `safe_regex`) and must match the whole value.
 from __future__ import annotations
 
 from functools import lru_cache
-from urllib.parse import unquote
-
 import re2
 
 from compiler.ir import HeaderCondition, HttpRoute, PathCondition, QueryCondition, VirtualHost
@@ -31,13 +29,14 @@ def split_path(path: str) -> tuple[str, str]:
 
 
 def query_params(query: str) -> dict[str, str]:
-    """The first value of each query parameter (names and values percent-decoded, as Envoy's matcher sees them)."""
+    """The first value of each query parameter, as written: Envoy's route matcher does not percent-decode
+    (`QueryParamsMulti::parseQueryString`), so `variant=%62` is not `variant=b`."""
     out: dict[str, str] = {}
     for part in query.split("&"):
         if not part:
             continue
         name, _, value = part.partition("=")
-        out.setdefault(unquote(name), unquote(value))
+        out.setdefault(name, value)
     return out
 
 
