@@ -125,6 +125,12 @@ def test_redirects_direct_responses_rewrites_and_header_changes():
     assert _steps(e, "request headers") == ["set x-env: prod; add x-via: meshc; remove x-debug"]
     assert _steps(e, "response headers") == ["set cache-control: no-store; remove server"]
     assert e.outcome.kind == "forwarded"
+    # CORS: a preflight from an allowed origin is answered by the caller's sidecar; any other goes on.
+    preflight = (("origin", "https://a.shop.example"), ("access-control-request-method", "POST"))
+    e = explain(ir, Request("frontend", "catalog", "OPTIONS", "/other", preflight))
+    assert (e.outcome.status, _steps(e, "cors")) == (200, ["preflight from allowed Origin https://a.shop.example: answered 200 by the CORS filter"])
+    e = explain(ir, Request("frontend", "catalog", "OPTIONS", "/other", (("origin", "https://evil.example"),) + preflight[1:]))
+    assert e.outcome.kind == "forwarded" and "not allowed" in _steps(e, "cors")[0]
 
 
 def test_faults_certain_at_100_percent_else_alternatives(tmp_path):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from compiler.explain.match import (
     describe_header,
+    full_match,
     query_params,
     route_conditions,
     route_mismatch,
@@ -121,7 +122,13 @@ def act(t: Trace, side: Side, sidecar: Sidecar, listener: HttpListener, route: H
     """The matched route's filters and action."""
     src = route.source
     if route.cors is not None and "origin" in t.headers:
-        t.step(side, "cors", f"CORS policy applies to Origin {t.headers['origin']}", src)
+        c, origin = route.cors, t.headers["origin"]
+        allowed = origin in c.origins_exact or any(full_match(r, origin) for r in c.origins_regex)
+        if allowed and t.method == "OPTIONS" and "access-control-request-method" in t.headers:
+            t.step(side, "cors", f"preflight from allowed Origin {origin}: answered 200 by the CORS filter", src, status=200)
+            return Answer(status=200, route=route)
+        verdict = "allowed: CORS headers added to the answer" if allowed else "not allowed: no CORS headers (the browser refuses)"
+        t.step(side, "cors", f"Origin {origin} {verdict}", src)
     if route.rate_limit is not None:
         b = route.rate_limit
         t.step(side, "rate limit", f"route bucket {b.requests} per {b.per}: 429 once it is empty", src)
