@@ -160,7 +160,7 @@ def decision_path(explanation: Any) -> tuple:
 @dataclass
 class Vocabulary:
     """What generated requests are made of. `targets`: (caller, service, host) triples to send to;
-    `headers`: name -> values to pick from; `tokens`: label -> token ('' label: no token)."""
+    `headers`: name -> values to pick from; `tokens`: label -> the whole `authorization` header value."""
 
     targets: Sequence[tuple[str, str | None, str | None]]
     methods: Sequence[str]
@@ -190,7 +190,7 @@ def generate(vocab: Vocabulary, n: int, seed: int) -> list[Case]:
         headers = [(h, rng.choice(list(vocab.headers[h]))) for h in sorted(names)]
         token = rng.choice(sorted(vocab.tokens)) if vocab.tokens and rng.random() < vocab.token_share else ""
         if token:
-            headers.append(("authorization", f"Bearer {vocab.tokens[token]}"))
+            headers.append(("authorization", vocab.tokens[token]))
         case = Case(caller, service, rng.choice(list(vocab.methods)), path, tuple(headers), host, token)
         if case not in seen:
             seen.add(case)
