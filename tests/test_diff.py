@@ -28,7 +28,7 @@ PAIRS = sorted(p.name for p in PAIRS_DIR.iterdir() if (p / "old").is_dir())
 FORMATS = {"text": "expected.txt", "markdown": "expected.md", "json": "expected.json"}
 REQUIRED = {
     "canary-shift", "rule-reorder-timeout", "authz-tighten", "mtls-strict", "protection-restart",
-    "gateway-route-added", "identical", "egress-external",
+    "gateway-route-added", "identical", "egress-external", "jwt-public-path", "split-files",
 }
 
 
@@ -92,6 +92,12 @@ def test_what_the_golden_pairs_say() -> None:
     gateway = text["gateway-route-added"]
     assert "+ route shop.example.com /api/reviews: to=reviews, listeners=[http]" in gateway
     assert "ingress -> reviews\n    ~ GET, any path: denied -> allowed" in gateway
+    jwt = text["jwt-public-path"]
+    assert "~ request without a token: /public/feed: passes -> refused (401)" in jwt
+    assert "productpage -> reviews\n    ~ PATCH, any path: allowed -> conditional" in jwt  # needs the admin claim now
+    split = text["split-files"]
+    assert "the same meaning; 2 sidecar(s) reload only because the policy places their files record moved" in split
+    assert split.count("only the policy places they record changed") == 2
     egress = text["egress-external"]
     assert "+ added: http api.payments.example:80" in egress and "egress.undeclared: refuse -> allow" in egress
 

@@ -58,6 +58,8 @@ def rollout_text(c: Change) -> str:
     files = ", ".join(info.get("files", []))
     if info["action"] == "restart":
         return f"RESTART NEEDED: {'; '.join(info.get('why', []))} (changed: {files})"
+    if info.get("provenance_only"):
+        return f"reload ({files}): only the policy places they record changed, no behaviour"
     return f"reload ({files})"
 
 
@@ -78,6 +80,9 @@ def _header(report: Report) -> str:
     summary = report.summary()
     if not report.different:
         return "no differences: both sides mean the same mesh"
+    if all(c.section == "rollout" and isinstance(c.after, dict) and c.after.get("provenance_only") for c in report.changes):
+        return (f"the same meaning; {len(report.changes)} sidecar(s) reload only because the policy places their "
+                "files record moved")
     sidecars = ", ".join(
         "Kubernetes manifests changed" if what == "manifests" else f"{n} {what}" for what, n in summary["sidecars"].items()
     )
@@ -131,7 +136,8 @@ def _rollout_cells(c: Change) -> list[str]:
     info = c.after
     if info["action"] == "restart":
         return ["**restart**", "; ".join(info.get("why", [])) + f" ({', '.join(info.get('files', []))})"]
-    return ["reload", ", ".join(info.get("files", []))]
+    only = " (only the policy places they record: no behaviour changes)" if info.get("provenance_only") else ""
+    return ["reload", ", ".join(info.get("files", [])) + only]
 
 
 def markdown(report: Report) -> str:
