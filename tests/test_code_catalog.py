@@ -89,6 +89,9 @@ def test_example_raises_its_code_and_the_fix_does_not(code, tmp_path):
     diags = _run(entry, entry.example, tmp_path / "example")
     rendered = "\n".join(d.render("policies") for d in diags)
     assert code in {d.code for d in diags}, f"{code}: the example does not raise it; it raises:\n{rendered}"
+    others = sorted({d.code for d in diags if d.is_error and d.code != code})
+    unexplained = [c for c in others if c not in entry.markdown]
+    assert not unexplained, f"{code}: the example also raises {unexplained}; keep it to one mistake (or say why):\n{rendered}"
     assert entry.fix, f"{code}: the fix changes no file"
     after = _run(entry, entry.fixed, tmp_path / "fixed")
     rendered = "\n".join(d.render("policies") for d in after)
