@@ -201,13 +201,17 @@ def test_required_error_cases_are_refused(case):
 
 
 def test_every_field_has_a_description():
-    """Hover text: each field's docstring (or its type's), so the models stay the language's reference."""
+    """Hover text for every field: its docstring (or its type's), or the docstring of the model it holds."""
+    definitions = schema()["definitions"]
     missing = []
-    for name, definition in schema()["definitions"].items():
+    for name, definition in definitions.items():
         for prop, spec in definition["properties"].items():
-            if not spec.get("description"):
+            refs = [s["$ref"] for s in [spec, *spec.get("anyOf", []), *spec.get("allOf", [])] if "$ref" in s]
+            held = [definitions[r.rsplit("/", 1)[1]].get("description") for r in refs]
+            if not spec.get("description") and not any(held):
                 missing.append(f"{name}.{prop}")
     assert not missing, f"fields without a docstring in compiler/policy: {missing}"
+    assert all(d.get("description") for d in definitions.values()), "models without a docstring"
 
 
 def test_defaults_and_enums_are_shown():

@@ -49,11 +49,13 @@ class ExternalService(Document):
 
     kind: Literal["ExternalService"] = "ExternalService"
     name: Name
+    """Its name in the mesh: what `calls`, Routes and TrafficPolicies use."""
     host: Hostname
     """Its DNS name (`api.payments.example`): the Host apps call, the name Envoy resolves (unless
     `endpoints` are given), the TLS SNI by default, and the Host the server gets (`host_rewrite_literal`,
     with `:port` unless the port is the scheme's default). Wildcards are not allowed."""
     port: Port
+    """The server's port; apps call it on this port too."""
     protocol: Literal["http", "grpc", "tcp"] = "http"
     """`http` and `grpc`: requests, routed by Host on the caller's outbound listener; `tcp`: opaque bytes on
     an outbound listener of its own on `port`."""
@@ -80,3 +82,4 @@ class Egress(PolicyModel):
     """
 
     undeclared: Literal["refuse", "allow"] = "refuse"
+    """`refuse` (502) or `allow` (forward to whatever the Host names); see above."""

@@ -74,10 +74,13 @@ class GatewayListener(PolicyModel):
     """A port of the gateway open to clients outside the mesh."""
 
     name: Name
+    """The listener's name, which `routes[].listeners` refer to."""
     port: Port
+    """The port clients connect to."""
     protocol: Literal["http", "https"] = "http"
     """`https` terminates TLS with `tls` (required); `http` is plaintext."""
     tls: GatewayTls | None = None
+    """Certificates and TLS settings of an `https` listener."""
     redirect_to_https: bool = False
     """On an `http` listener: answer every request with a 301 to the same URL on `https` (the port of the
     gateway's https listener), and route nothing."""
@@ -134,6 +137,7 @@ class Gateway(Document):
 
     kind: Literal["Gateway"] = "Gateway"
     name: Name
+    """The gateway's name: its output folder, and what `from:` of an AuthorizationPolicy names."""
     namespace: Name = "default"
     """Part of its identity; in pods, where its Deployment, Services, ServiceAccount and ConfigMap go."""
     service_account: Name | None = None
@@ -145,12 +149,15 @@ class Gateway(Document):
     admin_port: Port | None = None
     """Envoy's admin interface (always on loopback); default: the Mesh's `sidecar.admin_port`."""
     listeners: list[GatewayListener] = Field(min_length=1)
+    """Ports open to clients outside the mesh; at least one, names unique."""
     routes: list[GatewayRoute] = []
+    """Where requests go, tried in order; the first match wins."""
     trusted_hops: NonNegativeInt = 0
     """Proxies in front of the gateway (a cloud load balancer) whose `X-Forwarded-For` entries are
     trusted. 0: the client is the connection's peer address, and what the client wrote in
     `X-Forwarded-For` decides nothing (Envoy `use_remote_address`, `xff_num_trusted_hops`)."""
     limits: EdgeLimits = EdgeLimits()
+    """What one client may make the gateway hold (connections, header sizes, timeouts)."""
     rate_limit: RateLimit | None = None
     """A token bucket per listener for every request it takes (Envoy's local rate limit is per listener);
     an empty bucket answers 429 (stat `edge_rate_limit.http_local_rate_limit.rate_limited`)."""

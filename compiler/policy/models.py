@@ -66,15 +66,21 @@ class Mesh(Document):
 
     kind: Literal["Mesh"] = "Mesh"
     name: Name
+    """The mesh's name."""
     defaults: Defaults = Defaults()
+    """Request and cluster defaults wherever a policy says nothing."""
     sidecar: SidecarDefaults = SidecarDefaults()
+    """Where sidecars listen unless a Service says otherwise."""
     config_dir: str = Field(default="/etc/meshc", pattern=r"^/[A-Za-z0-9._/-]*$")
     """Where each sidecar finds its own output folder (`out/<service>/` is mounted here)."""
     trust_domain: str = Field(default="cluster.local", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
     """The SPIFFE trust domain of every identity in the mesh."""
     mtls: Mtls = Mtls()
+    """Mutual TLS between sidecars."""
     authorization: Authorization = Authorization()
+    """Whether services without an AuthorizationPolicy take every request."""
     observability: Observability = Observability()
+    """Metrics, tracing and access logs of every sidecar (a Service may override each part)."""
     paths: Paths = Paths()
     """Path normalisation on every sidecar and how security rules compare paths (see compiler/policy/paths.py)."""
     egress: Egress = Egress()
@@ -108,8 +114,11 @@ class SidecarSettings(PolicyModel):
     """
 
     address: IPAddress | None = None
+    """This sidecar's listen address; default: the Mesh's `sidecar.address`."""
     outbound_port: Port | None = None
+    """Where this service's app sends its calls; default: the Mesh's `sidecar.outbound_port`."""
     admin_port: Port | None = None
+    """This sidecar's admin interface; default: the Mesh's `sidecar.admin_port`."""
 
 
 class Service(Document):
@@ -122,6 +131,7 @@ class Service(Document):
 
     kind: Literal["Service"] = "Service"
     name: Name
+    """The service's name: the Host its callers use, and its sidecar's output folder."""
     protocol: Literal["http", "grpc", "tcp"] = "http"
     """`http` (HTTP/1.1 to the app), `grpc` (HTTP/2 to the app), `tcp` (opaque bytes)."""
     port: Port
@@ -138,12 +148,15 @@ class Service(Document):
     calls: list[Name] = []
     """Dependencies: the sidecar gets outbound config for these services only."""
     namespace: Name = "default"
+    """Part of its identity; in Kubernetes, where its pods and Services go."""
     service_account: Name | None = None
     """Identity: spiffe://<trust_domain>/ns/<namespace>/sa/<service_account or name>."""
     mtls: MtlsMode | None = None
     """Overrides the Mesh's `mtls.mode` for this service's inbound side (and its own calls, when `disable`)."""
     sidecar: SidecarSettings = SidecarSettings()
+    """Where this service's sidecar listens, if not where the Mesh says."""
     observability: ObservabilityOverride = ObservabilityOverride()
+    """This service's metrics, tracing and access log, over the Mesh's."""
 
     @field_validator("calls")
     @classmethod

@@ -81,7 +81,10 @@ class PathMatch(_OneOf):
 
     _choices = ("prefix", "exact", "regex")
     prefix: str | None = Field(default=None, pattern=r"^/", description="a path must start with '/'")
+    """Paths that start with this text (Envoy `prefix`: `/api` also matches `/api2`; end it with `/` for a folder).
+    Must start with `/`."""
     exact: str | None = Field(default=None, pattern=r"^/")
+    """Exactly this path (the query string is not part of it). Must start with `/`."""
     regex: Regex | None = None
 
 
@@ -90,11 +93,14 @@ class HeaderMatch(_OneOf):
 
     _choices = ("exact", "prefix", "regex", "present")
     name: HeaderName
+    """The header's name, in lowercase."""
     exact: str | None = None
+    """The header's value is exactly this."""
     prefix: NonEmpty | None = None
     """Not empty (Envoy's StringMatcher refuses an empty prefix; `present: true` says "any value")."""
     regex: Regex | None = None
     present: bool | None = None
+    """`true`: the header is there, with any value; `false`: the header is absent."""
 
 
 class QueryMatch(_OneOf):
@@ -102,11 +108,14 @@ class QueryMatch(_OneOf):
 
     _choices = ("exact", "prefix", "regex", "present")
     name: str = Field(min_length=1)
+    """The query parameter's name."""
     exact: str | None = None
+    """The parameter's value is exactly this."""
     prefix: NonEmpty | None = None
     """Not empty (Envoy's StringMatcher refuses an empty prefix; `present: true` says "any value")."""
     regex: Regex | None = None
     present: Literal[True] | None = None
+    """`true`: the parameter is there, with any value."""
 
 
 class CookieMatch(_OneOf):
@@ -114,7 +123,9 @@ class CookieMatch(_OneOf):
 
     _choices = ("exact", "regex")
     name: str = Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+    """The cookie's name."""
     exact: str | None = Field(default=None, pattern=r"^[^;,\s]*$")
+    """The cookie's value is exactly this (no `;`, `,` or white space)."""
     regex: Regex | None = None
 
     @field_validator("exact", "regex")
@@ -141,8 +152,11 @@ class Match(PolicyModel):
     methods: list[Method] = []
     """Any of these methods (empty: any method)."""
     headers: list[HeaderMatch] = []
+    """Request headers that must all match."""
     cookies: list[CookieMatch] = []
+    """Cookies that must all match (Envoy matches them in the Cookie header)."""
     query: list[QueryMatch] = []
+    """Query parameters that must all match."""
 
 
 # --------------------------------------------------------------------------
@@ -160,7 +174,9 @@ class Mirror(PolicyModel):
     to: Name
     """A version: of this Route's service, or of `service` when given."""
     service: Name | None = None
+    """Another service (or ExternalService) to copy to; default: this Route's service."""
     percent: Percent = 100
+    """Share of the matching requests that are copied, 0-100."""
 
 
 RetryOn = Literal[
@@ -174,12 +190,14 @@ class RetryStatusCodes(PolicyModel):
     retriable_status_codes: list[Annotated[int, Field(strict=True, ge=100, le=599)]] = Field(
         alias="retriable-status-codes", min_length=1
     )
+    """HTTP status codes (100-599) that count as a failed try (Envoy `retriable_status_codes`)."""
 
 
 class Backoff(PolicyModel):
     """Jittered exponential back-off between tries (Envoy `retry_back_off`)."""
 
     base: PositiveDuration = Duration(25)
+    """The first wait between tries; each next one is up to twice as long, with jitter."""
     max: PositiveDuration | None = None
     """Default: 10 × base."""
 
@@ -196,7 +214,10 @@ class Retries(PolicyModel):
     attempts: Annotated[int, Field(strict=True, ge=1, le=10)]
     """Retries after the first try: the upstream sees at most 1 + attempts tries per request."""
     per_try_timeout: Duration | None = None
+    """Timeout of each try (Envoy `per_try_timeout`); default: none, only the rule's `timeout` for all tries."""
     on: list[Union[RetryOn, RetryStatusCodes]] = ["5xx", "connect-failure", "refused-stream", "reset"]
+    """What makes a try fail (Envoy `retry_on`): `5xx`, `gateway-error` (502, 503, 504), `reset`, `connect-failure`,
+    `retriable-4xx` (409), `refused-stream`, and status codes as `retriable-status-codes: [503, 429]`."""
     backoff: Backoff = Backoff()
     non_idempotent: bool = False
     """Also retry POST/PATCH/CONNECT (not safe in general: the first try may have had an effect).
@@ -224,8 +245,12 @@ class RetryBudget(PolicyModel):
 
 
 class Delay(PolicyModel):
+    """Wait before forwarding: `fixed` long, for `percent` of the matching requests."""
+
     fixed: PositiveDuration
+    """How long each delayed request waits before it is forwarded."""
     percent: Percent = 100
+    """Share of the matching requests that are delayed, 0-100."""
 
 
 class Abort(_OneOf):
@@ -234,8 +259,11 @@ class Abort(_OneOf):
 
     _choices = ("status", "grpc_status")
     status: Annotated[int, Field(strict=True, ge=200, le=599)] | None = None
+    """The HTTP status to answer with, 200-599."""
     grpc_status: Annotated[int, Field(strict=True, ge=0, le=16)] | None = None
+    """The gRPC status code to answer with, 0-16 (gRPC requests only)."""
     percent: Percent = 100
+    """Share of the matching requests that are failed, 0-100."""
 
 
 class Fault(PolicyModel):
@@ -254,16 +282,22 @@ class Fault(PolicyModel):
 
 
 class RegexRewrite(PolicyModel):
+    """Rewrite the path with a regular expression (Envoy `regex_rewrite`)."""
+
     pattern: Regex
+    """An RE2 regular expression; each match in the path is replaced."""
     substitution: OneLine
+    """What replaces each match; `\\1`, `\\2`... insert the pattern's groups (no NUL, CR or LF)."""
 
 
 class Rewrite(PolicyModel):
     """Change the request before forwarding: the path (`prefix` replaces the matched prefix, or `regex`) and/or the Host."""
 
     prefix: Annotated[OneLine, Field(pattern=r"^/")] | None = None
+    """Replaces the prefix the rule's `match.path.prefix` matched (Envoy `prefix_rewrite`)."""
     regex: RegexRewrite | None = None
     host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    """The Host header the upstream receives (Envoy `host_rewrite_literal`)."""
 
     @model_validator(mode="after")
     def _one_path_rewrite(self) -> "Rewrite":
@@ -278,8 +312,11 @@ class HeaderChanges(PolicyModel):
     """`add` appends a value, `set` replaces any value, `remove` drops the header."""
 
     add: dict[ChangeableHeaderName, HeaderValue] = {}
+    """Header -> value added; a value the header already has is kept (Envoy `APPEND_IF_EXISTS_OR_ADD`)."""
     set: dict[ChangeableHeaderName, HeaderValue] = {}
+    """Header -> value that replaces any value the header had (Envoy `OVERWRITE_IF_EXISTS_OR_ADD`)."""
     remove: list[ChangeableHeaderName] = []
+    """Headers removed."""
 
 
 class Cors(PolicyModel):
@@ -288,10 +325,15 @@ class Cors(PolicyModel):
     allow_origins: list[str] = Field(min_length=1)
     """Exact origins (`https://shop.example`), `*`, or `regex:<pattern>`."""
     allow_methods: list[Method] = []
+    """Methods a cross-origin request may use (`Access-Control-Allow-Methods`)."""
     allow_headers: list[HeaderName] = []
+    """Request headers a cross-origin request may send (`Access-Control-Allow-Headers`)."""
     expose_headers: list[HeaderName] = []
+    """Response headers the browser lets the page read (`Access-Control-Expose-Headers`)."""
     max_age: Duration | None = None
+    """How long a browser may keep a preflight's answer (`Access-Control-Max-Age`, whole seconds)."""
     allow_credentials: bool = False
+    """Allow cookies and credentials on cross-origin requests (`Access-Control-Allow-Credentials`)."""
 
     @field_validator("allow_origins")
     @classmethod
@@ -306,12 +348,17 @@ class Redirect(PolicyModel):
     """Answer with a redirect instead of forwarding."""
 
     scheme: Literal["http", "https"] | None = None
+    """The new URL's scheme; default: the request's."""
     host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+$")
+    """The new URL's host; default: the request's."""
     port: Annotated[int, Field(strict=True, ge=1, le=65535)] | None = None
+    """The new URL's port; default: the request's."""
     path: Annotated[OneLine, Field(pattern=r"^/")] | None = None
+    """Replaces the whole path."""
     prefix: Annotated[OneLine, Field(pattern=r"^/")] | None = None
     """Replaces the matched prefix (the rule must match a path prefix)."""
     code: Literal[301, 302, 303, 307, 308] = 301
+    """The redirect's status code."""
 
     @model_validator(mode="after")
     def _something(self) -> "Redirect":
@@ -330,6 +377,7 @@ class Respond(PolicyModel):
     """Answer directly (Envoy `direct_response`), e.g. a maintenance page or a stub."""
 
     status: Annotated[int, Field(strict=True, ge=200, le=599)]
+    """The status to answer with, 200-599."""
     body: str = ""
     """At most 4096 bytes (UTF-8): Envoy's default `max_direct_response_body_size_bytes`."""
 
@@ -354,6 +402,7 @@ class RouteRule(PolicyModel):
     to: dict[Name, Percent] | None = None
     """Version -> weight in percent, adding up to 100 (Envoy `weighted_clusters`)."""
     mirror: list[Mirror] = []
+    """Copies of the matching requests sent elsewhere; the answer always comes from `to`."""
     timeout: Duration | None = None
     """Whole request, all tries included (default: the Mesh's `defaults.timeout`); 504 when it expires."""
     idle_timeout: Duration | None = None
@@ -362,7 +411,9 @@ class RouteRule(PolicyModel):
     fault: Fault | None = None
     rewrite: Rewrite | None = None
     request_headers: HeaderChanges | None = None
+    """Change the request's headers before forwarding."""
     response_headers: HeaderChanges | None = None
+    """Change the response's headers before the caller gets them."""
     cors: Cors | None = None
     rate_limit: "RateLimit | None" = None
     """A token bucket for this rule on each caller's sidecar (Envoy `local_ratelimit` per route); 429 when empty."""
@@ -388,7 +439,9 @@ class Route(Document):
 
     kind: Literal["Route"] = "Route"
     service: Name
+    """The service (or ExternalService) these rules lead to; every caller's sidecar applies them."""
     rules: list[RouteRule] = Field(min_length=1)
+    """Tried in order; the first rule whose `match` holds decides. At least one."""
     retry_budget: RetryBudget = RetryBudget()
     """Applies to the service's clusters on every caller when any rule retries."""
 

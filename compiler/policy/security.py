@@ -31,6 +31,7 @@ class Mtls(PolicyModel):
     """
 
     mode: MtlsMode = "disable"
+    """`strict`, `permissive` or `disable` (see above); a Service may override it with its own `mtls`."""
     certs_dir: str = Field(default="/etc/meshc/certs", pattern=r"^/[A-Za-z0-9._/-]*$")
     """Where each sidecar finds cert.pem (its chain), key.pem and ca.pem (the mesh's trust bundle)."""
 
@@ -45,7 +46,9 @@ class AuthzRule(PolicyModel):
     prefix: `/admin` is `/admin` and everything under `/admin/`, never `/administrator`; a prefix ending in
     `/` (`/admin/`) is everything under it. `exact` is one path; `regex` must match the whole path."""
     methods: list[Method] = []
+    """Any of these methods (empty: any method)."""
     headers: list[HeaderMatch] = []
+    """Request headers that must all match."""
     claims: dict[NonEmpty, str] = {}
     """Verified JWT claims (string values) that must hold; needs a RequestAuthentication on the service."""
 
@@ -64,9 +67,13 @@ class AuthorizationPolicy(Document):
 
     kind: Literal["AuthorizationPolicy"] = "AuthorizationPolicy"
     service: Name
+    """The service whose inbound side enforces these rules."""
     mode: Literal["enforce", "dry_run"] = "enforce"
+    """`enforce`: refused requests get 403; `dry_run`: they are only logged and counted (`shadow_rules`)."""
     allow: list[AuthzRule] = []
+    """Requests any of these rules matches are allowed; once there is one, everything else is refused (403)."""
     deny: list[AuthzRule] = []
+    """Requests any of these rules matches are refused (403), whatever `allow` says."""
 
     @property
     def name(self) -> str:
@@ -77,10 +84,14 @@ class Authorization(PolicyModel):
     """Mesh-wide authorization default: `allow` (no policy, no limits) or `deny` (only what a policy allows)."""
 
     default: Literal["allow", "deny"] = "allow"
+    """`allow`: a service without allow rules takes every request; `deny`: only what a policy allows."""
 
 
 class TokenHeader(PolicyModel):
+    """A request header that may carry the token."""
+
     name: HeaderName = "authorization"
+    """The header's name."""
     prefix: OneLine = "Bearer "
     """What precedes the token in the header (Envoy `value_prefix`; no NUL, CR or LF)."""
 
@@ -89,7 +100,9 @@ class JwtProvider(PolicyModel):
     """Who issues tokens and how to check them (Envoy `jwt_authn` provider). Give `jwks` or `jwks_file`."""
 
     name: Name
+    """The provider's name, which `rules[].providers` refer to."""
     issuer: str = Field(min_length=1)
+    """A token's `iss` must be exactly this."""
     audiences: list[str] = []
     """The token's `aud` must contain one of these (empty: not checked); a genuine token for another
     audience is refused with 403 (Envoy), an invalid token with 401."""
@@ -98,6 +111,7 @@ class JwtProvider(PolicyModel):
     jwks_file: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._/-]*$")
     """Or a JWKS file on the sidecar's machine."""
     from_headers: list[TokenHeader] = [TokenHeader()]
+    """Headers that may carry the token, with what precedes it (default: `Authorization: Bearer <token>`)."""
     from_params: list[str] = []
     """Query parameters that may carry the token."""
     forward_claims: dict[NonEmpty, HeaderName] = {}
@@ -126,6 +140,7 @@ class JwtRule(PolicyModel):
     `/public/`, never `/publicity` (Envoy RouteMatch `path_separated_prefix`); `/` and prefixes ending in `/`
     are plain prefixes (`/public/` is everything under it, not `/public` itself)."""
     providers: list[Name] = []
+    """Providers whose tokens are accepted here (empty: any of this RequestAuthentication's)."""
     allow_missing: bool = False
     """A request without a token passes (an invalid token is still refused with 401)."""
 
@@ -139,8 +154,11 @@ class RequestAuthentication(Document):
 
     kind: Literal["RequestAuthentication"] = "RequestAuthentication"
     service: Name
+    """The service (or Gateway) whose inbound side verifies the tokens."""
     providers: list[JwtProvider] = Field(min_length=1)
+    """Who issues tokens and how to check them; at least one."""
     rules: list[JwtRule] = []
+    """Which paths need a token from which providers."""
 
     @property
     def name(self) -> str:

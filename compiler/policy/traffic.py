@@ -29,6 +29,7 @@ class ConnectionPool(PolicyModel):
     """
 
     max_connections: PositiveInt = 1024
+    """Connections to the service at once, over all its instances."""
     max_pending_requests: PositiveInt = 1024
     """Requests waiting for a connection (HTTP/1.1)."""
     max_requests: PositiveInt = 1024
@@ -41,8 +42,11 @@ class SuccessRate(PolicyModel):
     """Eject hosts whose success rate is `stdev_factor`/1000 standard deviations below the mean."""
 
     min_hosts: PositiveInt = 5
+    """Hosts with enough requests needed before this check runs (Envoy `success_rate_minimum_hosts`)."""
     request_volume: PositiveInt = 100
+    """Requests a host needs in an interval to be judged (Envoy `success_rate_request_volume`)."""
     stdev_factor: PositiveInt = 1900
+    """A host is ejected below mean - stdev × stdev_factor / 1000 (Envoy `success_rate_stdev_factor`; 1900 is 1.9)."""
 
 
 class OutlierDetection(PolicyModel):
@@ -58,9 +62,11 @@ class OutlierDetection(PolicyModel):
     consecutive_gateway_errors: NonNegativeInt = 0
     """502, 503, 504 and connection failures only; 0 turns this trigger off."""
     success_rate: SuccessRate | None = None
+    """Also eject hosts whose success rate is far below the others' (default: off)."""
     interval: PositiveDuration = Duration(10_000)
     """How often ejections are decided and expire."""
     base_ejection_time: PositiveDuration = Duration(30_000)
+    """How long a host stays ejected the first time; each ejection after that lasts this × the times ejected."""
     max_ejection_percent: Percent = 10
     """At most this share of a version's instances is ejected at once; one failing instance can always be
     ejected, however few there are (Envoy `always_eject_one_host`): with 10% and fewer than ten pods,
@@ -71,7 +77,9 @@ class HashOn(PolicyModel):
     """What a hashing load balancer keys on (sticky sessions): exactly one."""
 
     header: str | None = Field(default=None, pattern=r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+    """Hash on this request header's value."""
     cookie: str | None = Field(default=None, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+    """Hash on this cookie's value."""
     cookie_ttl: Duration | None = None
     """With a cookie: Envoy sets it (for this long) when the request has none."""
     source_ip: Literal[True] | None = None
@@ -88,7 +96,12 @@ class HashOn(PolicyModel):
 
 
 class LoadBalancer(PolicyModel):
+    """How callers spread requests over the service's instances."""
+
     policy: Literal["round_robin", "least_request", "random", "ring_hash", "maglev"] = "round_robin"
+    """How a caller's sidecar picks an instance (Envoy `lb_policy`): `round_robin`, `least_request` (the one of two
+    random picks with fewer requests in flight), `random`, or `ring_hash` / `maglev` (consistent hashing on
+    `hash_on`: sticky sessions)."""
     hash_on: HashOn | None = None
     """Only with ring_hash or maglev."""
 
@@ -106,16 +119,22 @@ class HealthCheck(PolicyModel):
     path: Annotated[str, Field(pattern=r"^/"), AfterValidator(_request_path)]
     """Sent as the request's path: no control characters but tab (Envoy refuses them)."""
     interval: PositiveDuration = Duration(5_000)
+    """Time between two checks of an instance."""
     timeout: PositiveDuration = Duration(1_000)
+    """A check not answered within this time fails."""
     healthy_threshold: PositiveInt = 2
+    """Passed checks in a row before an unhealthy instance gets traffic again."""
     unhealthy_threshold: PositiveInt = 3
+    """Failed checks in a row before an instance stops getting traffic."""
 
 
 class RateLimit(PolicyModel):
     """A token bucket: `requests` per `per`, refilled in full every `per`; 429 when empty."""
 
     requests: PositiveInt
+    """Requests allowed per `per` (the bucket's tokens)."""
     per: duration_at_least(50, "Envoy's local rate limit refills at most every 50ms") = Duration(1_000)
+    """How often the bucket is refilled in full; at least 50ms."""
 
 
 class GlobalRateLimit(PolicyModel):
@@ -124,10 +143,14 @@ class GlobalRateLimit(PolicyModel):
     service: Name
     """The rate-limit service, a Service of this mesh speaking gRPC."""
     domain: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    """The rate-limit service's domain for these descriptors (its configuration's `domain`)."""
     descriptors: list[Literal["remote_address", "path", "method", "destination"]] = ["destination"]
+    """What each request tells the rate-limit service: the caller's address (`remote_address`), `path`, `method`,
+    and this service's name (`destination`)."""
     failure_mode_deny: bool = False
     """When the rate-limit service is down: allow (default) or deny."""
     timeout: Duration = Duration(20)
+    """How long to wait for the rate-limit service's answer."""
 
 
 class TrafficPolicy(Document):
@@ -135,13 +158,19 @@ class TrafficPolicy(Document):
 
     kind: Literal["TrafficPolicy"] = "TrafficPolicy"
     service: Name
+    """The service (or ExternalService) protected."""
     connection_pool: ConnectionPool | None = None
+    """Limits of what each sidecar sends to the service (default: the Mesh's `defaults.connection_pool`)."""
     outlier_detection: OutlierDetection | None = None
+    """Ejection of failing instances (default: the Mesh's `defaults.outlier_detection`)."""
     load_balancer: LoadBalancer = LoadBalancer()
+    """How callers pick an instance."""
     health_check: HealthCheck | None = None
+    """Active health checks of each instance (default: none)."""
     rate_limit: RateLimit | None = None
     """Local rate limit of the service's inbound side (each sidecar has its own bucket)."""
     global_rate_limit: GlobalRateLimit | None = None
+    """Ask a rate-limit service about each request on the service's inbound side."""
 
     @property
     def name(self) -> str:
