@@ -296,6 +296,13 @@ def test_egress_catch_all_and_external_services():
     assert e.outcome.external and e.outcome.kind == "forwarded"
 
 
+def test_egress_allow_forwards_an_undeclared_host_as_it_is(tmp_path):
+    ir = _ir(tmp_path, MESH.replace("name: t\n", "name: t\negress: {undeclared: allow}\n", 1))
+    e = explain(ir, Request("web", None, "GET", "/x", (("host", "example.com"),)))
+    assert (e.outcome.kind, e.outcome.external, e.outcome.versions) == ("forwarded", True, (("any", 1.0),))
+    assert _steps(e, "egress") == ["undeclared host example.com: forwarded as it is, resolved by DNS (Mesh egress.undeclared: allow)"]
+
+
 def test_tcp_services_decide_per_connection_on_the_caller_only():
     ir = _example("tcp-authz")
     assert explain(ir, Request("web", "ledger")).outcome.kind == "forwarded"
@@ -327,6 +334,10 @@ def test_requests_that_cannot_be_followed_say_what_they_need():
         explain(ir, Request("ratings", "reviews"))
     with pytest.raises(ExplainError, match="--to SERVICE"):
         explain(ir, Request("ratings"))
+    with pytest.raises(ExplainError, match="--to 'nothing'"):
+        explain(_example("gateway"), Request("ingress", "nothing"))
+    with pytest.raises(ExplainError, match="--listener 'none': gateway ingress has listeners http, https"):
+        explain(_example("gateway"), Request("ingress", None, listener="none"))
 
 
 def test_text_and_json_are_deterministic():
@@ -356,6 +367,13 @@ def test_command_exit_codes_and_messages(capsys):
         cli.main(["explain", policies, "--from", "reviews", "-H", "no-colon"])
     assert exc.value.code == 2
     capsys.readouterr()
+
+
+def test_command_escapes_what_it_echoes(capsys):
+    policies = str(ROOT / "policies" / "authz")
+    assert cli.main(["explain", policies, "--from", "reviews", "--to", "ratings", "GET", "/\x1b[31mred"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[31mred" in out
 
 
 def test_command_prints_policy_errors_like_check(tmp_path, capsys):

@@ -87,8 +87,8 @@ def run(args) -> int:
     except ExplainError as exc:
         _error(str(exc))
         return 1
-    if args.format == "json":
-        sys.stdout.write(json.dumps(result.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    if args.format == "json":  # ASCII: names and values from policies cannot reach a terminal unescaped
+        sys.stdout.write(json.dumps(result.to_json(), indent=2, sort_keys=True, ensure_ascii=True) + "\n")
     else:
-        sys.stdout.write(render_text(result))
+        sys.stdout.write("".join(printable(line) + "\n" for line in render_text(result).splitlines()))
     return 0

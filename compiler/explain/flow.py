@@ -84,6 +84,9 @@ def _edge_listener(caller: Sidecar, r: Request) -> HttpListener:
 
 
 def _from_gateway(t: Trace, ir: MeshIR, sidecars: dict[str, Sidecar], gw: Sidecar, r: Request) -> Outcome:
+    if r.service is not None and r.service not in _known(ir, sidecars):
+        raise ExplainError(f"--to {r.service!r}: no Service or ExternalService of that name in mesh {ir.name} "
+                           f"(known: {', '.join(sorted(_known(ir, sidecars))) or 'none'})")
     listener = _edge_listener(gw, r)
     e = listener.edge
     host = t.headers.get("host") or listener.address
