@@ -327,3 +327,11 @@ def test_bad_policies_are_reported_as_check_reports_them(case: str, capsys, monk
     drawn = capsys.readouterr()
     assert drawn.out == "" and drawn.err == checked.err
     assert check_code == 1 and "Traceback" not in drawn.err and "internal error" not in drawn.err
+
+
+def test_readme_shows_the_current_graphs() -> None:
+    """The README's example graphs are the golden ones (regenerate both together)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```mermaid\n(.*?)```\n", readme, re.S)
+    for case in ("gateway", "authz"):
+        assert (GOLDEN / f"{case}.mmd").read_text(encoding="utf-8") in blocks, case

@@ -84,7 +84,7 @@ def _conditions(rule: AccessRule) -> str:
     if rule.methods:
         parts.append(",".join(rule.methods))
     if rule.paths:
-        parts.append(" | ".join(_cond_path(p) for p in rule.paths))
+        parts.append(", ".join(_cond_path(p) for p in rule.paths))
     parts += [_cond_header(h) for h in rule.headers]
     parts += [f"claim {k}={v}" for k, v in rule.claims]
     return " ".join(parts)

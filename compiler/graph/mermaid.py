@@ -21,6 +21,7 @@ _ESCAPES = {
     "&": "#amp;",
     "`": "#96;",
     "|": "#124;",
+    "\\": "#92;",
     "\n": " ",
     "\r": " ",
 }
@@ -70,15 +71,13 @@ def render(graph: Graph) -> str:
         out.append(f"  {edge.source} {_arrow(edge)}|{label(edge.label)}| {edge.target}")
         if edge.kind == "call" and edge.verdict == "denied":
             styles.append(f"  linkStyle {i} stroke:#c62828,color:#c62828")
-    out.append("  classDef gateway fill:#e3f2fd,stroke:#1565c0")
-    out.append("  classDef external fill:#fff8e1,stroke:#ef6c00")
-    out.append("  classDef default_version stroke-width:3px")
-    for kind, cls in (("gateway", "gateway"), ("external", "external")):
-        ids = [n.id for n in graph.nodes if n.kind == kind]
+    for cls, style, ids in (
+        ("gateway", "fill:#e3f2fd,stroke:#1565c0", [n.id for n in graph.nodes if n.kind == "gateway"]),
+        ("external", "fill:#fff8e1,stroke:#ef6c00", [n.id for n in graph.nodes if n.kind == "external"]),
+        ("default_version", "stroke-width:3px", [n.id for n in graph.nodes if n.default]),
+    ):
         if ids:
+            out.append(f"  classDef {cls} {style}")
             out.append(f"  class {','.join(ids)} {cls}")
-    defaults = [n.id for n in graph.nodes if n.default]
-    if defaults:
-        out.append(f"  class {','.join(defaults)} default_version")
     out += styles
     return "\n".join(out) + "\n"
