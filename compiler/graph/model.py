@@ -123,18 +123,25 @@ class _Builder:
         self.nodes.append(Node(self.ids("gw", gw.name), "gateway", tuple(lines)))
 
     def service(self, sv) -> None:
+        """A service; one that declares versions is a box of it and its versions (the default one marked)."""
         svc = sv.service
-        group = self.ids("box", svc.name)
-        self.groups.append((group, svc.name))
+        group = self.ids("box", svc.name) if svc.versions else None
+        if group:
+            self.groups.append((group, svc.name))
         lines = [svc.name, svc.protocol + (f" · mTLS {sv.mtls}" if sv.mtls and sv.mtls != "disable" else "")]
         if sv.authn is not None:
             lines.append("JWT " + ", ".join(p.name for p in sv.authn.providers))
         self.nodes.append(Node(self.ids("svc", svc.name), "service", tuple(lines), group=group))
-        for v in sv.versions:
-            label = f"{v} (default)" if v == sv.default_version and len(sv.versions) > 1 else v
+        for v in svc.versions:
+            label = f"{v} (default)" if v == sv.default_version else v
             self.nodes.append(
                 Node(self.ids("ver", svc.name, v), "version", (label,), group=group, default=v == sv.default_version)
             )
+
+    def version_node(self, service: str, version: str) -> str:
+        """A version's node; the service's own for one without declared versions (or an external)."""
+        sv = self.view.views.get(service)
+        return self.ids("ver", service, version) if sv is not None and sv.service.versions else self.node_of(service)
 
     def external(self, ev) -> None:
         ext = ev.service
@@ -150,7 +157,7 @@ class _Builder:
     # -- edges --
 
     def splits(self, sv) -> None:
-        """Service -> each version: the share of each rule's requests, mirrors dashed."""
+        """Service -> each declared version: the share of each rule's requests; mirrors dashed."""
         src = self.ids("svc", sv.name)
         rules = sv.route.rules if sv.route else []
         texts = rule_texts(rules)
@@ -160,16 +167,15 @@ class _Builder:
             for version, pct in (rule.to or {}).items():
                 shares.setdefault(version, []).append((text, pct))
             for m in rule.mirror:
-                target = m.service or sv.name
-                if target in self.view.externals:
-                    dst = self.ids("ext", target)
-                else:
-                    dst = self.ids("ver", target, m.to)
+                dst = self.version_node(m.service or sv.name, m.to)
                 cond = text if text not in ("", "else") else ""
                 mirrors.setdefault(dst, []).append(f"mirror {m.percent}%" + (f" ({cond})" if cond else ""))
-        if not rules:
+        forwarding = sum(1 for r in rules if r.to)
+        if not forwarding:
             shares[sv.default_version] = [("", 100)]
-        for version in sv.versions:
+        elif any(len(p) == forwarding and all(pct == 100 for _, pct in p) for p in shares.values()):
+            shares = {v: [("", 100)] if p else [] for v, p in shares.items()}  # every rule: all to one version
+        for version in sv.service.versions:
             dst = self.ids("ver", sv.name, version)
             if shares[version]:
                 self.edges.append(Edge(src, dst, "split", _pieces_text(shares[version])))
