@@ -231,3 +231,18 @@ def test_every_example_against_itself_and_its_neighbour(capsys, monkeypatch) -> 
             assert str(ROOT) not in out and "/tmp/" not in out
             if fmt == "json":
                 assert json.loads(out)["different"] is True
+
+
+def test_markdown_escapes_policy_text_and_folds_long_sections() -> None:
+    from compiler.diff.model import Change, Report
+    from compiler.diff.render import markdown, text
+
+    odd = "a|b <script>`x` *y*\x1b[31m"
+    report = Report("old", "new", [Change("routes", "reviews", "rule [any request]: request_headers.set.x-a", "changed",
+                                          "1", odd)])
+    md = markdown(report)
+    assert "a\\|b &lt;script&gt;'x' \\*y\\*\\x1b[31m" in md and "<script>" not in md and "\x1b" not in md
+    assert "\x1b" not in text(report)
+    many = Report("old", "new", [Change("mesh", "mesh", f"field{i:02}", "changed", i, i + 1) for i in range(11)])
+    md = markdown(many)
+    assert "<details><summary>11 changes</summary>" in md and md.count("| ~ | `mesh` |") == 11

@@ -102,46 +102,54 @@ def text(report: Report) -> str:
     return "\n".join(printable(line, shorten=False) for line in lines) + "\n"
 
 
-def _cell(text: str) -> str:
-    return printable(text, shorten=False).replace("|", "\\|").replace("\n", " ") or " "
+def _cell(text: str, style: str = "") -> str:
+    """Table cell text: escaped for the terminal and for Markdown (a policy value cannot close the table,
+    open HTML, a code span or emphasis); then `code` or `bold`."""
+    text = printable(text, shorten=False).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("|", "\\|").replace("`", "'")
+    if style == "code":
+        return f"`{text}`"
+    text = text.replace("*", "\\*").replace("_", "\\_")
+    return f"**{text}**" if style == "bold" and text else text or " "
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+def _table(headers: list[str], rows: list[list], code: int | None = None) -> list[str]:
+    """`rows`: cell texts; a (text, style) pair for a styled one."""
     out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(_cell(x) for x in row) + " |" for row in rows]
+    for row in rows:
+        cells = [_cell(*x) if isinstance(x, tuple) else _cell(x) for x in row]
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
-def _rows(section: str, changes: list[Change]) -> tuple[list[str], list[list[str]]]:
+def _rows(section: str, changes: list[Change]) -> tuple[list[str], list[list]]:
     if section == "rollout":
-        return ["Sidecar", "Must", "Why"], [
-            [f"`{c.subject}`", *_rollout_cells(c)] for c in changes
-        ]
+        return ["Sidecar", "Must", "Why"], [[(c.subject, "code"), *_rollout_cells(c)] for c in changes]
     if section == "authorization":
         return ["Caller -> service", "Request", "Before", "After"], [
-            [c.subject, c.item, c.before, f"**{c.after}**"] for c in changes
+            [c.subject, c.item, c.before, (c.after, "bold")] for c in changes
         ]
     return ["", "Subject", "What", "Before", "After"], [
-        [MARK[c.kind], f"`{c.subject}`", c.item or c.kind, value_text(c.before, section, c.item),
+        [MARK[c.kind], (c.subject, "code"), (c.item, "code") if c.item else c.kind, value_text(c.before, section, c.item),
          value_text(c.after, section, c.item)]
         for c in changes
     ]
 
 
-def _rollout_cells(c: Change) -> list[str]:
+def _rollout_cells(c: Change) -> list:
     if c.kind in ("added", "removed"):
-        return [c.kind == "added" and "start (new sidecar)" or "stop (removed)", ""]
+        return ["start (new sidecar)" if c.kind == "added" else "stop (removed)", ""]
     if c.subject == "kubernetes" and c.item == "manifests":
         return ["apply manifests", ", ".join(c.after)]
     info = c.after
     if info["action"] == "restart":
-        return ["**restart**", "; ".join(info.get("why", [])) + f" ({', '.join(info.get('files', []))})"]
+        return [("restart", "bold"), "; ".join(info.get("why", [])) + f" ({', '.join(info.get('files', []))})"]
     only = " (only the policy places they record: no behaviour changes)" if info.get("provenance_only") else ""
     return ["reload", ", ".join(info.get("files", [])) + only]
 
 
 def markdown(report: Report) -> str:
-    lines = [f"## meshc diff `{_cell(report.old)}` → `{_cell(report.new)}`", "", _header(report)]
+    lines = [f"## meshc diff {_cell(report.old, 'code')} → {_cell(report.new, 'code')}", "", _cell(_header(report))]
     for section, changes in report.by_section().items():
         headers, rows = _rows(section, changes)
         lines += ["", f"### {SECTION_TITLES[section]}", ""]
