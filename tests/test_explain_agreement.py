@@ -35,7 +35,8 @@ from compiler import certs
 from compiler.explain import ExplainError, Request, explain
 from harness import report
 from harness.agreement import (
-    Case, Vocabulary, decision_path, disagreement, generate, predicted, send, serve_identity, table, tally,
+    Case, Vocabulary, decision_path, disagreement, generate, predicted, redirect_location, send, serve_identity, table,
+    tally,
 )
 from harness.edge_mesh import Signer
 from harness.gateway import start_gateway
@@ -147,8 +148,9 @@ def tokens(signer: Signer) -> dict[str, str]:
     return headers
 
 
-def agreement_mesh(live_mesh, tmp_path, signer: Signer):
-    """Build and start the mesh; returns (ir, entries: caller -> (host, port) where its requests enter)."""
+def agreement_mesh(live_mesh, tmp_path, signer: Signer, paths: dict | None = None):
+    """Build and start the mesh (`paths`: the Mesh's path settings); returns (ir, entries: caller -> (host, port)
+    where its requests enter)."""
     apps = {("reviews", v): serve_identity(live_mesh.upstream("reviews", v)) for v in ("v1", "v2", "v3")}
     for name in ("ratings", "ledger"):
         apps[(name, "default")] = serve_identity(live_mesh.upstream(name))
@@ -164,7 +166,9 @@ def agreement_mesh(live_mesh, tmp_path, signer: Signer):
     }
     root = tmp_path / "certs"
     docs = [
-        live_mesh.mesh_doc(trust_domain=TRUST_DOMAIN, mtls={"mode": "strict"}, authorization={"default": "deny"}),
+        live_mesh.mesh_doc(
+            trust_domain=TRUST_DOMAIN, mtls={"mode": "strict"}, authorization={"default": "deny"}, **({"paths": paths} if paths else {})
+        ),
         live_mesh.service("frontend", calls=["reviews", "ratings", "ledger", "weather"]),
         live_mesh.service("reviews", versions={v: apps[("reviews", v)] for v in ("v1", "v2", "v3")}),
         live_mesh.service("ratings", versions={"default": apps[("ratings", "default")]}),
@@ -205,7 +209,8 @@ def vocabulary(signer: Signer) -> Vocabulary:
             "/api/books", "/api/", "/secure/x", "/secure", "/public/p", "/publicity", "/admin",
             "/administrator", "/a/../admin", "/x/%2E%2E/admin", "/%2Fadmin", "/a%2fb", "//admin", "/ratings/1",
             "/reviews/1", "/%61dmin", "/ADMIN", "/admin;x", "/public/../admin", "/items/%31%32", "/admin/.",
-            "/ratingsx", "/public/%2e%2e/admin", "/secure/", "/Public/p",
+            "/ratingsx", "/public/%2e%2e/admin", "/secure/", "/Public/p", "/SECURE/x", "/admin%2Fx",
+            "/public%2F..%2Fadmin", "/%5Cadmin", "/items%2f12",
         ],
         queries=[
             "", "", "", "variant=b", "variant=a", "page=12", "page=2", "sort=asc", "sort=up", "trace", "trace=1",
@@ -270,15 +275,26 @@ RULES = {f"AuthorizationPolicy/reviews/{r}" for r in ("deny[0]", "deny[1]", "den
     f"AuthorizationPolicy/reviews/allow[{i}]" for i in range(5)
 }
 """reviews' authorization rules: each must have decided some request."""
-ANSWERS = {200, 301, 400, 401, 403, 404, 502, 503, "reviews/v1", "reviews/v2", "reviews/v3", "ratings/default",
+ANSWERS = {200, 301, 401, 403, 404, 502, 503, "reviews/v1", "reviews/v2", "reviews/v3", "ratings/default",
            "weather/external"}
-"""What the sidecars answered (a status, or the app that answered): each must occur."""
+"""What the sidecars answered (a status, or the app that answered): each must occur (and 400 for escaped
+slashes when they are rejected, 307 when they are redirected)."""
 
 
-def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_path):
+PATHS = {
+    "reject": None,  # the defaults: escaped slashes 400, case-sensitive security paths
+    "decode-any-case": {"escaped_slashes": "decode", "case_sensitive": False},
+    "redirect": {"escaped_slashes": "redirect"},
+    "keep": {"escaped_slashes": "keep"},
+}
+"""The Mesh's path settings the mesh is built with, one test each (path normalisation and security path case)."""
+
+
+@pytest.mark.parametrize("mode", list(PATHS))
+def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_path, mode):
     started = time.monotonic()
     signer = Signer(kid="agree-1")
-    ir, entries = agreement_mesh(live_mesh, tmp_path, signer)
+    ir, entries = agreement_mesh(live_mesh, tmp_path, signer, PATHS[mode])
     vocab = vocabulary(signer)
     fixed = curated(vocab.tokens)
     cases = fixed + [c for c in generate(vocab, COUNT, SEED) if c not in fixed]
@@ -299,16 +315,17 @@ def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_pat
             steps[(step.side, step.what)] += 1
             if step.what == "authorization" and " matches" in step.decision and step.source:
                 rules[step.source.split(" ", 1)[-1]] += 1
-        why = disagreement(said.outcome, seen, case.service)
+        why = disagreement(said.outcome, seen, case.service, redirect_location(said))
         if why is not None:
             rows.append((case, predicted(said.outcome), seen, why))
     elapsed = time.monotonic() - started
     report(
-        "explain-agreement", requests=len(cases), disagreements=len(rows), decision_paths=len(paths),
+        f"explain-agreement[{mode}]", requests=len(cases), disagreements=len(rows), decision_paths=len(paths),
         seconds=round(elapsed, 1), predictions=tally(kinds), answers=tally(answers), rules=tally(rules),
     )
     assert not rows, f"{len(rows)} of {len(cases)} requests disagree:\n{table(rows)}"
-    assert not ANSWERS - set(answers), (sorted(map(str, ANSWERS - set(answers))), tally(answers))
+    expected = ANSWERS | {"reject": {400}, "redirect": {307}}.get(mode, set())
+    assert not expected - set(answers), (sorted(map(str, expected - set(answers))), tally(answers))
     assert not STEPS - set(steps), (sorted(STEPS - set(steps)), tally(steps))
     assert not RULES - set(rules), (sorted(RULES - set(rules)), tally(rules))
     assert len(paths) >= 80, len(paths)

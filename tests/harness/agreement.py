@@ -110,10 +110,11 @@ def predicted(outcome: Any) -> str:
     return f"{outcome.kind} {outcome.status}{'' if outcome.certain else ' (uncertain)'}"
 
 
-def disagreement(outcome: Any, seen: Observed, service: str | None = None) -> str | None:
+def disagreement(outcome: Any, seen: Observed, service: str | None = None, location: str | None = None) -> str | None:
     """Why explain's `outcome` and what the sidecars did differ, or None when they agree.
 
-    `service`: the service the request was for, when known (a forwarded answer must come from its app)."""
+    `service`: the service the request was for, when known (a forwarded answer must come from its app);
+    `location`: the redirect's target explain names, if any (it must be the Location Envoy sent)."""
     if outcome.kind == "forwarded":
         if seen.served_by is None:
             return f"predicted forwarded, a proxy answered {seen.status}"
@@ -134,7 +135,14 @@ def disagreement(outcome: Any, seen: Observed, service: str | None = None) -> st
         return f"predicted {outcome.kind} {outcome.status}, the app {seen.served_by} answered {seen.status}"
     if outcome.status != seen.status:
         return f"predicted status {outcome.status}, got {seen.status}"
+    if location is not None and location != seen.note:
+        return f"predicted Location {location}, got {seen.note or 'none'}"
     return None
+
+
+def redirect_location(explanation: Any) -> str | None:
+    """The Location a redirect step of `explanation` names (None: no redirect, or none named)."""
+    return next((s.data["location"] for s in explanation.steps if s.data.get("location")), None)
 
 
 def table(rows: Sequence[tuple[Case, str, Observed, str]]) -> str:
