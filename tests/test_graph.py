@@ -223,6 +223,8 @@ def test_mirrors_are_dashed() -> None:
 ODD = '''
 kind: Mesh
 name: odd
+egress: {undeclared: allow}
+mtls: {mode: strict}
 ---
 kind: Service
 name: web
@@ -253,6 +255,12 @@ rules:
       headers: [{name: x-odd, exact: 'say "hi" #1 | <b> & `x` \\d;'}]
     to: {v2: 100}
   - to: {b--c: 100}
+---
+kind: AuthorizationPolicy
+service: a
+mode: dry_run
+allow:
+  - from: [a--b]
 '''
 ODD_TEXT = 'say "hi" #1 | <b> & `x` \\d;'
 
@@ -269,6 +277,11 @@ def test_odd_names_and_text_are_escaped(tmp_path: Path) -> None:
     assert len(ids) == len(set(ids)) and {"ver_a__b__c", "ver_a__b__c_2"} <= set(ids)  # a--b/c and a/b--c
     text = render(g, "mermaid")
     assert mermaid_problems(text) == []
+    assert g.notes == ("undeclared hosts: allowed (forward proxy)",)
+    assert text.startswith('---\ntitle: "mesh odd · undeclared hosts: allowed (forward proxy)"\n')
+    dry = next(e for e in g.edges if (e.source, e.target) == ("svc_web", "svc_a"))
+    assert (dry.label[1], dry.verdict, dry.dry_run) == ("dry-run: would be denied", "denied", True)
+    assert '  svc_web -->|"mTLS strict<br>dry-run: would be denied' in text  # logged, not refused: no cross
     quoted = re.findall(r'"([^"]*)"', text)
     assert f"100% when x-odd: {ODD_TEXT}" in {_unmermaid(q) for q in quoted}
     dot = render(g, "dot")
