@@ -55,7 +55,7 @@ def _from_service(t: Trace, ir: MeshIR, sidecars: dict[str, Sidecar], caller: Si
         return _tcp(t, sidecars, caller, tcp)
     listener = _outbound(caller)
     called = {v.name for v in listener.routes.virtual_hosts} - {UNDECLARED} if listener else set()
-    if listener is None:
+    if listener is None and service is None:
         raise ExplainError(f"{caller.service} calls nothing: its sidecar has no outbound listener. Add the service "
                            f"to the `calls` of Service {caller.service}")
     if service is not None and service not in called:
