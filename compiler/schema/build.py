@@ -111,12 +111,19 @@ class SchemaBuilder:
                 self._apply(schema, inner)
             if item.description:
                 _constrain(schema, "description", item.description)
+                if any(getattr(inner, "pattern", None) for inner in item.metadata):
+                    _constrain(schema, "patternErrorMessage", _expected(item.description))
             if isinstance(item.json_schema_extra, dict):
                 for key, value in item.json_schema_extra.items():
                     _constrain(schema, key, value)
             return
         if isinstance(item, AfterValidator):
-            for key, value in validator_hint(item.func).items():
+            hint = validator_hint(item.func)
+            if "pattern" in schema and hint.get("pattern", schema["pattern"]) != schema["pattern"]:
+                # a second pattern, with its own message: both go into allOf together
+                extra = {k: hint.pop(k) for k in ("pattern", "patternErrorMessage") if k in hint}
+                schema.setdefault("allOf", []).append(extra)
+            for key, value in hint.items():
                 _constrain(schema, key, value)
             return
         replaced = value_type(item)  # IPAddress is `Annotated[str, _IP]`
@@ -188,6 +195,8 @@ class SchemaBuilder:
         typed = self.of(info.annotation)
         for item in info.metadata:
             self._apply(typed, item)
+        if info.description and "pattern" in typed:  # a Name, or a field's Field(pattern=..., description=...)
+            _constrain(typed, "patternErrorMessage", _expected(info.description))
         of_type = [typed.pop("description", None)] + [arm.pop("description", None) for arm in typed.get("anyOf", [])]
         described = doc or info.description or next((d for d in of_type if d), None)
         if is_kind:
@@ -202,6 +211,12 @@ class SchemaBuilder:
             typed = {"allOf": [{"$ref": typed.pop("$ref")}], **typed}
         schema.update(typed)
         return schema
+
+
+def _expected(description: str) -> str:
+    """A type's description as the message an editor shows when its pattern fails: "Expected a DNS label..."."""
+    first, _, rest = description.partition(" ")
+    return f"Expected {first.lower()} {rest}" if first in ("A", "An") else description[:1].upper() + description[1:]
 
 
 def _default(info: FieldInfo) -> Any:

@@ -22,6 +22,7 @@ _UNITS = "(ms|s|m|h)"
 DURATION = {
     "type": "string",
     "pattern": rf"^\s*[0-9]+{_UNITS}\s*$",
+    "patternErrorMessage": "Expected a duration: a whole number with a unit, e.g. 250ms, 2s, 1m, 1h.",
     "description": "A duration: a whole number with a unit, `250ms`, `2s`, `1m` or `1h` (at most "
     f"{MAX_DURATION_MS // 1000}s, Envoy's limit).",
 }
@@ -33,6 +34,7 @@ _DNS_OR_IPV4 = r"[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?"
 ENDPOINT = {
     "type": "string",
     "pattern": rf"^(\[[0-9A-Fa-f:.]+\]|{_DNS_OR_IPV4}):{_PORT}$",
+    "patternErrorMessage": "Expected host:port, e.g. 127.0.0.1:8080 or [::1]:8080 (port 1-65535).",
     "description": "`host:port` of one instance: an IP address (IPv6 in brackets, `[::1]:8080`) or a DNS name, "
     "and a port 1-65535.",
 }
@@ -40,6 +42,7 @@ _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 IP_ADDRESS = {
     "type": "string",
     "pattern": rf"^(({_OCTET}\.){{3}}{_OCTET}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[^%/]+)?)$",
+    "patternErrorMessage": "Expected an IP address, e.g. 127.0.0.2 or ::1.",
     "description": "An IPv4 (`127.0.0.2`) or IPv6 (`::1`) address.",
 }
 _END = r"(?![\s\S])"
@@ -60,12 +63,15 @@ def value_type(tp: Any) -> dict | None:
 
 # validator function -> what a JSON Schema can say about it ("description" only when the field has none)
 _VALIDATORS: dict[Callable, dict] = {
-    types._one_line: {"pattern": NO_NUL_CR_LF},
+    types._one_line: {"pattern": NO_NUL_CR_LF, "patternErrorMessage": "Cannot hold NUL, CR or LF (Envoy refuses them)."},
     types._not_empty: {"minLength": 1},
-    types._positive: {"pattern": POSITIVE_DURATION, "description": "A duration longer than 0 (Envoy refuses 0)."},
-    route._header_value: {"pattern": NO_NUL_CR_LF},
-    route._changeable: {"pattern": "^(?!:|host$)"},
-    traffic._request_path: {"pattern": rf"^[^\u0000-\u0008\u000a-\u001f\u007f]*{_END}"},
+    types._positive: {"pattern": POSITIVE_DURATION, "patternErrorMessage": "Expected a duration longer than 0, e.g. 250ms.",
+                      "description": "A duration longer than 0 (Envoy refuses 0)."},
+    route._header_value: {"pattern": NO_NUL_CR_LF, "patternErrorMessage": "A header value cannot hold NUL, CR or LF."},
+    route._changeable: {"pattern": "^(?!:|host$)", "patternErrorMessage": "Envoy refuses to change host and :-prefixed "
+                        "headers (use rewrite.host for the Host)."},
+    traffic._request_path: {"pattern": rf"^[^\u0000-\u0008\u000a-\u001f\u007f]*{_END}",
+                            "patternErrorMessage": "A path cannot hold control characters (but tab)."},
     observability._not_empty: {"minLength": 1},
     regex.check_regex: {
         "description": "A regular expression in RE2 syntax (Envoy's), matching the whole value; meshc checks it "
