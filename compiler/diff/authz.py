@@ -6,7 +6,8 @@ services and gateways that exist (each by its SPIFFE identity on that side); the
 and methods that the target's rules mention on either side, plus one representative of everything
 else ("other paths", "other methods"). A rule that also needs request headers or JWT claims makes the
 outcome `conditional` (it depends on what the request carries). A dry-run policy refuses nothing, so
-its requests are `allowed`. A tcp service is authorized per connection, on the caller only (`connect`).
+its requests are `allowed`. A call to a service without mTLS carries no identity; a caller without a
+certificate is refused by a strict service before any rule (`refused (no mTLS)`). A tcp service is authorized per connection, on the caller only (`connect`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from compiler.ir import Access, AccessRule, HttpListener, MeshIR, PathCondition, TcpListener
 
 ALLOWED, DENIED, CONDITIONAL = "allowed", "denied", "conditional"
+NO_MTLS = "refused (no mTLS)"
+"""A caller without a certificate (its own mode `disable`) toward a service that takes only mTLS."""
 OTHER_PATH = "/meshc-diff/other"  # stands for every path no rule names
 OTHER_PATHS, ANY_PATH = "other paths", "any path"
 OTHER_METHODS, ANY_METHOD = "other methods", "any method"
@@ -30,6 +33,8 @@ class Inbound:
 
     access: Access | None
     tcp: bool
+    tls_mode: str | None = None
+    """strict | permissive (mTLS terminated: callers with a certificate are known by it) | None (plaintext)."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ def inbound(ir: MeshIR) -> dict[str, Inbound]:
             continue
         for listener in sc.listeners:
             if listener.direction == "inbound":
-                out[sc.service] = Inbound(listener.access, isinstance(listener, TcpListener))
+                out[sc.service] = Inbound(listener.access, isinstance(listener, TcpListener), listener.tls_mode)
     return out
 
 
@@ -109,6 +114,16 @@ def decide(access: Access | None, identity: str | None, method: str | None, path
     return CONDITIONAL if (CONDITIONAL in denied and verdict != DENIED) else verdict
 
 
+def outcome(target: Inbound, identity: str | None, method: str | None, path: str | None) -> str:
+    """What the target does with a caller's request: a plaintext call carries no identity; a strict
+    service refuses it before any rule."""
+    if target.tls_mode is None:
+        identity = None
+    elif identity is None and target.tls_mode == "strict":
+        return NO_MTLS
+    return decide(target.access, identity, method, path)
+
+
 def _rules(access: Access | None) -> tuple[AccessRule, ...]:
     if access is None:
         return ()
@@ -144,8 +159,8 @@ def pair_changes(old: MeshIR, new: MeshIR) -> list[Pair]:
             id_old = old_callers.get(caller, new_callers.get(caller))
             id_new = new_callers.get(caller, id_old)
             for method_label, method, path_label, path in tries:
-                before = decide(a.access, id_old, method, path)
-                after = decide(b.access, id_new, method, path)
+                before = outcome(a, id_old, method, path)
+                after = outcome(b, id_new, method, path)
                 if before != after:
                     out.append(Pair(caller, service, method_label, path_label, before, after))
     return out
