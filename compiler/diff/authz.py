@@ -12,10 +12,10 @@ certificate is refused by a strict service before any rule (`refused (no mTLS)`)
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from compiler.ir import Access, AccessRule, HttpListener, MeshIR, PathCondition, TcpListener
+from compiler.explain.match import path_matches  # Envoy's path matching, RE2 regexes (shared with explain)
+from compiler.ir import Access, AccessRule, MeshIR, TcpListener
 
 ALLOWED, DENIED, CONDITIONAL = "allowed", "denied", "conditional"
 NO_MTLS = "refused (no mTLS)"
@@ -67,24 +67,6 @@ def inbound(ir: MeshIR) -> dict[str, Inbound]:
 def callers(ir: MeshIR) -> dict[str, str | None]:
     """Service or gateway name -> its SPIFFE identity (None: it has no certificate, so no identity to show)."""
     return {sc.service: (sc.tls.identity if sc.tls else None) for sc in ir.sidecars}
-
-
-def path_matches(cond: PathCondition, path: str) -> bool:
-    value, subject = cond.value, path
-    if cond.ignore_case:
-        value, subject = value.lower(), subject.lower()
-    if cond.kind == "exact":
-        return subject == value
-    if cond.kind == "prefix":
-        return subject.startswith(value)
-    if cond.kind == "path_prefix":
-        if value.endswith("/"):
-            return subject.startswith(value)
-        return subject == value or subject.startswith(value + "/")
-    try:
-        return re.fullmatch(cond.value, path, re.IGNORECASE if cond.ignore_case else 0) is not None
-    except re.error:  # RE2 syntax Python does not know: say it does not match
-        return False
 
 
 def _rule(rule: AccessRule, identity: str | None, method: str | None, path: str | None) -> str | None:
