@@ -12,7 +12,6 @@ from compiler.explain.match import describe_header, header_matches, path_matches
 from compiler.explain.paths import normalise
 from compiler.explain.trace import Trace
 from compiler.ir import Access, AccessRule, Cluster, HttpListener, Sidecar, TcpListener
-from compiler.lower.routes import VERSION_HEADER
 
 
 def inbound(callee: Sidecar) -> HttpListener | TcpListener | None:
@@ -119,7 +118,7 @@ def http_side(t: Trace, callee: Sidecar, listener: HttpListener, who: str | None
         return status
     rate_limits(t, "callee", callee.service, listener)
     for target in targets:
-        deliver(t, listener, dict(target.set_headers).get(VERSION_HEADER))
+        deliver(t, listener, target.set_headers)
     return None
 
 
@@ -136,16 +135,15 @@ def rate_limits(t: Trace, side, name: str, listener: HttpListener) -> None:
         t.maybe(429, None, f"{name}: global rate limit domain {g.domain}")
 
 
-def deliver(t: Trace, listener: HttpListener, marker: str | None) -> str | None:
-    """The inbound route for the caller's version marker, and its endpoints; returns the version."""
-    headers = t.matching_headers()
-    if marker is not None:
-        headers[VERSION_HEADER] = marker
+def deliver(t: Trace, listener: HttpListener, marks: tuple[tuple[str, str], ...]) -> str | None:
+    """The inbound route for the request with the headers the caller's target set (the version it chose, as the
+    lowering marks it), and its endpoints; returns the version."""
+    headers = {**t.matching_headers(), **{name.lower(): value for name, value in marks}}
     for vhost in listener.routes.virtual_hosts:
         for route in vhost.routes:
             if all(header_matches(h, headers) for h in route.headers):
                 c = route.targets[0].cluster
-                how = f"{VERSION_HEADER}: {marker}" if marker and route.headers else "the default version"
+                how = ", ".join(f"{h.name}: {h.value}" for h in route.headers) or "the default version"
                 eps = ", ".join(str(e) for e in c.endpoints)
                 tmo = f", timeout {route.timeout}" if route.timeout else ""
                 t.step("callee", "endpoints", f"{c.version} ({how}): {eps}{tmo}", c.source, version=c.version,

@@ -10,7 +10,6 @@ from compiler.explain.model import Explanation, ExplainError, Outcome, Request
 from compiler.explain.paths import normalise
 from compiler.explain.trace import Trace
 from compiler.ir import Cluster, HttpListener, MeshIR, Sidecar, TcpListener
-from compiler.lower.external import UNDECLARED
 
 
 def explain(ir: MeshIR, request: Request) -> Explanation:
@@ -54,7 +53,8 @@ def _from_service(t: Trace, ir: MeshIR, sidecars: dict[str, Sidecar], caller: Si
     if tcp is not None:
         return _tcp(t, sidecars, caller, tcp)
     listener = _outbound(caller)
-    called = {v.name for v in listener.routes.virtual_hosts} - {UNDECLARED} if listener else set()
+    # Every virtual host but the egress catch-all (`*`) is a service the caller calls.
+    called = {v.name for v in listener.routes.virtual_hosts if "*" not in v.domains} if listener else set()
     if listener is None and service is None:
         raise ExplainError(f"{caller.service} calls nothing: its sidecar has no outbound listener. Add the service "
                            f"to the `calls` of Service {caller.service}")
