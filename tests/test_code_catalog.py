@@ -3,6 +3,11 @@
 Every code the compiler can emit has an entry and every entry is a code the compiler emits; each
 entry's example, written into a folder and checked, raises its code, and its fix raises neither the
 code nor any error. So the documentation cannot drift from the checks.
+
+"Every code the compiler can emit" is every "E…"/"W…" string literal under compiler/ (the codes are
+literals at the place that reports them). E000 (no policy directory, or no policy files) is a user's
+mistake like any other and has its entry; meshc has no internal codes (a meshc bug is exit 3 with one
+line, never a diagnostic), so there is nothing to leave out.
 """
 
 from __future__ import annotations
@@ -20,8 +25,12 @@ from compiler.build import BuildOptions, build, check_policies
 ROOT = Path(__file__).resolve().parent.parent
 LITERAL = re.compile(r"""["']([EW]\d{3})["']""")
 
-# Examples the tests cannot run (an unreadable file, a number of 4,301 digits...): keep this short.
-MAX_NOT_CHECKED = 6
+# Examples the tests cannot run, each marked `Not checked by the tests: <reason>` in its entry; their error
+# cases in tests/errors/ run instead. Keep this short: add a code only if no policy folder can show it.
+NOT_CHECKED = {
+    "E012": "a number of 4,301 digits (tests/errors/yaml_huge_number)",
+    "E013": "a broken link, a folder named like a policy file (tests/errors/not_a_policy_file)",
+}
 
 
 def emitted_codes() -> set[str]:
@@ -52,8 +61,8 @@ def test_catalog_files_are_entries():
 
 
 def test_few_examples_are_not_checked():
-    skipped = {c: e.not_checked for c, e in ENTRIES.items() if e.not_checked}
-    assert len(skipped) <= MAX_NOT_CHECKED, skipped
+    skipped = {c for c, e in ENTRIES.items() if e.not_checked}
+    assert skipped == set(NOT_CHECKED) & set(ENTRIES), "examples the tests do not run: " + ", ".join(sorted(skipped))
 
 
 def _run(entry: catalog.Entry, files: dict[str, str], folder: Path) -> list:
