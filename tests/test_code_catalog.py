@@ -138,6 +138,10 @@ def test_cli_unknown_code_suggests(capsys):
     assert "no code 'E2188'" in captured.err and "did you mean E218" in captured.err
     assert cli.main(["explain-code", "nothing"]) == 1
     assert "did you mean" not in capsys.readouterr().err
+    assert cli.main(["explain-code", "../catalog/E218"]) == 1, "a code, never a path"
+    assert cli.main(["explain-code", "E2\x1b[2J18" + "x" * 5000]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\\x1b" in err and len(err) < 2000, "the argument is escaped and shortened"
 
 
 def test_cli_list(capsys):
