@@ -58,8 +58,11 @@ class CallGraph:
                         Edge(caller, target, 1, True, route.where("rules", i, "mirror", j), route.subject,
                              f"rules[{i}].mirror[{j}]"),
                     )
+        self._callers: dict[str, set[str]] = {}
         for key in sorted(edges):
             self.out[key[0]].append(edges[key])
+            if not key[2]:
+                self._callers.setdefault(key[1], set()).add(key[0])
 
     def is_callee(self, name: str) -> bool:
         return name in self.view.views or name in self.view.externals
@@ -91,7 +94,7 @@ class CallGraph:
 
     def callers_of(self, name: str) -> list[str]:
         """Who sends it requests of their own (mirror copies excluded), sorted."""
-        return sorted({e.caller for edges in self.out.values() for e in edges if e.callee == name and not e.mirror})
+        return sorted(self._callers.get(name, ()))
 
     def adjacency(self) -> dict[str, list[str]]:
         return {n: sorted({e.callee for e in edges}) for n, edges in self.out.items()}

@@ -140,7 +140,19 @@ def _ms(d: Duration | None) -> float:
 
 
 def _text(ms: float) -> str:
-    return "no limit" if ms == INFINITE else str(Duration(int(ms)))
+    """`250ms`, `2s`, `3.1s`; `no limit` for a timeout of 0 (Envoy: none)."""
+    if ms == INFINITE:
+        return "no limit"
+    if ms >= 1000 and ms % 1000:
+        return f"{ms / 1000:g}s"
+    return str(Duration(int(ms)))
+
+
+def _timeout_text(rule: RouteRule | None, ms: float) -> str:
+    """What says how long a rule's whole request may take: its `timeout`, or the Mesh's default."""
+    if ms == INFINITE:
+        return "no timeout"
+    return f"timeout {_text(ms)}" if rule is not None and rule.timeout else f"the Mesh's defaults.timeout {_text(ms)}"
 
 
 def _backoff_ms(rule: RouteRule, retries: int) -> int:
@@ -153,7 +165,7 @@ def _backoff_ms(rule: RouteRule, retries: int) -> int:
 def _limit(view: Resolved, rule: RouteRule | None) -> tuple[float, str, str]:
     """How long a caller waits for one try of the rule: (ms, what says so, the field that says so or "")."""
     timeout = view.timeout_of(rule) if rule is not None else view.mesh.defaults.timeout
-    out = (_ms(timeout), f"timeout {_text(_ms(timeout))}", "timeout" if rule is not None and rule.timeout else "")
+    out = (_ms(timeout), _timeout_text(rule, _ms(timeout)), "timeout" if rule is not None and rule.timeout else "")
     if rule is not None and tries_of(rule) > 1 and _ms(rule.retries.per_try_timeout) < out[0]:
         per_try = rule.retries.per_try_timeout
         out = (float(per_try.ms), f"per_try_timeout {per_try}", "retries.per_try_timeout")
@@ -170,9 +182,7 @@ def _takes(view: Resolved, rule: RouteRule | None) -> tuple[float, str]:
         worst = tries * per_try + backoff
         if worst < timeout:
             return worst, f"{tries} tries × per_try_timeout {_text(per_try)} + up to {_text(backoff)} of back-off"
-    return timeout, ("no timeout" if timeout == INFINITE else f"timeout {_text(timeout)}") + (
-        f", {tries} tries included" if tries > 1 else ""
-    )
+    return timeout, _timeout_text(rule, timeout) + (f", {tries} tries included" if tries > 1 else "")
 
 
 def _timeouts(graph: CallGraph) -> Iterator[Diagnostic]:
