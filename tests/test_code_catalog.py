@@ -131,6 +131,11 @@ def test_cli_json_is_the_entry(capsys):
                         "checked_by_tests", "not_checked_because"}
 
 
+def test_cli_takes_the_code_as_printed(capsys):
+    assert cli.main(["explain-code", "warning[W301]:"]) == 0
+    assert capsys.readouterr().out.startswith("W301 (warning): ")
+
+
 def test_cli_unknown_code_suggests(capsys):
     assert cli.main(["explain-code", "E2188"]) == 1
     captured = capsys.readouterr()

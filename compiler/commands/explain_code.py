@@ -1,6 +1,6 @@
 """`meshc explain-code CODE`: what a diagnostic code means, an example that raises it and its fix.
 
-    meshc explain-code E218                 the entry as plain text
+    meshc explain-code E218                 the entry as plain text (also `e218`, `error[E218]`)
     meshc explain-code E218 --format json   the entry as one JSON object (see compiler/codes: Entry.as_json)
     meshc explain-code --list               every code with its title (`--format json`: a list of objects)
 
@@ -10,10 +10,13 @@ Exit 0, or 1 for a code the catalog does not know (with "did you mean"), 2 for b
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 from compiler import codes as catalog
 from compiler.diagnostics import printable
+
+_PASTED = re.compile(r"\s*(?:(?:error|warning)\[)?([EW]\d{3})\]?:?\s*", re.IGNORECASE)
 
 
 def register(sub) -> None:
@@ -37,7 +40,8 @@ def run(args) -> int:
             for e in entries:
                 print(f"{e.code}  {e.title}")
         return 0
-    code = args.code.strip().upper()
+    pasted = _PASTED.fullmatch(args.code)  # `error[E218]` copied from a diagnostic line
+    code = pasted.group(1).upper() if pasted else args.code.strip().upper()
     entry = catalog.entry(code)
     if entry is None:
         close = catalog.suggestions(args.code)
