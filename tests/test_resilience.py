@@ -299,3 +299,15 @@ def test_random_meshes_are_analysed_the_same_way_twice(tmp_path):
         again = [d.render() for d in _diags(folder, calls, routes, gateway=False) if d.code.startswith("W6")]
         assert first == again
         assert first, "a random mesh this dense has some finding"
+
+
+def test_an_inner_call_without_timeout_outlives_any_outer_limit(tmp_path):
+    """`timeout: 0s` turns Envoy's route timeout off: retries without per_try_timeout may go on for ever."""
+    routes = _retrying("b", 2).replace("    retries:", "    timeout: 0s\n    retries:")
+    found = _codes(_diags(tmp_path, {"a": ["b"], "b": []}, routes), "W602")
+    assert len(found) == 1
+    assert "callers of 'a' give up after 15s (the Mesh's defaults.timeout 15s" in found[0]
+    assert "'a' calling 'b' may go on without limit (no timeout, 3 tries included, routes.yaml:5:5)" in found[0]
+    # and an outer call without a timeout waits as long as it takes: nothing to report
+    outer = "---\nkind: Route\nservice: a\nrules:\n  - to: {default: 100}\n    timeout: 0s\n"
+    assert _codes(_diags(tmp_path, {"a": ["b"], "b": []}, routes + outer), "W602") == []

@@ -219,7 +219,7 @@ def _timeouts(graph: CallGraph) -> Iterator[Diagnostic]:
             yield _warn(
                 "W602",
                 f"callers of '{outer}' give up after {_text(limit)} ({how}, {{0}}), but '{outer}' calling '{callee}' "
-                f"may take {_text(ms)} ({why}, {{1}}): the caller gets 504 (or retries) while '{callee}' still "
+                f"may {'go on without limit' if ms == INFINITE else 'take ' + _text(ms)} ({why}, {{1}}): the caller gets 504 (or retries) while '{callee}' still "
                 f"works for nobody; give the outer call a longer limit than the inner one can take, or the inner "
                 f"call fewer tries or a shorter timeout",
                 where, subject, path, refs=(outer_at, inner_at),
