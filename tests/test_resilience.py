@@ -311,3 +311,25 @@ def test_an_inner_call_without_timeout_outlives_any_outer_limit(tmp_path):
     # and an outer call without a timeout waits as long as it takes: nothing to report
     outer = "---\nkind: Route\nservice: a\nrules:\n  - to: {default: 100}\n    timeout: 0s\n"
     assert _codes(_diags(tmp_path, {"a": ["b"], "b": []}, routes + outer), "W602") == []
+
+
+def test_an_external_service_ends_a_chain_and_has_only_its_callers_pools(tmp_path):
+    """ExternalServices are callees like any other (their Route retries), with no inbound side of their own:
+    the pool W603 compares with is each caller's own cluster."""
+    external = """\
+---
+kind: ExternalService
+name: psp
+host: api.psp.example
+port: 8080
+---
+kind: TrafficPolicy
+service: psp
+connection_pool: {max_requests: 3}
+"""
+    routes = _retrying("a", 3) + _retrying("psp", 3) + external
+    diags = _diags(tmp_path, {"a": ["b", "psp"], "b": ["psp"]}, routes)
+    amplified = _codes(diags, "W601")
+    assert len(amplified) == 1 and "4 × 4 = 16 tries of 'psp' (web → a → b → psp)" in amplified[0]
+    pools = _codes(diags, "W603")
+    assert len(pools) == 1 and "a: up to 3 retries in flight (retry_budget: 20% of max_requests 3" in pools[0]
