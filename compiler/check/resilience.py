@@ -238,7 +238,8 @@ def _pools(graph: CallGraph) -> Iterator[Diagnostic]:
         if route is None or not retrying or not callers:
             continue
         pool, budget = view.pool_of(name), route.retry_budget
-        per_caller = max(budget.min_concurrency, math.ceil(budget.percent * pool.max_requests / 100))
+        # A caller's sidecar has at most max_requests requests (retries included) active toward the service.
+        per_caller = min(pool.max_requests, max(budget.min_concurrency, math.ceil(budget.percent * pool.max_requests / 100)))
         # An ExternalService has no inbound side: each caller's own cluster is the pool.
         senders = callers if name in view.views else callers[:1]
         total = len(senders) * per_caller
@@ -259,7 +260,8 @@ def _pools(graph: CallGraph) -> Iterator[Diagnostic]:
             "W603",
             f"retries to '{name}' can fill its connection pool: {count}up to {per_caller} retries in flight "
             f"(retry_budget: {budget.percent}% of max_requests {pool.max_requests}, at least min_concurrency "
-            f"{budget.min_concurrency}; with a budget Envoy ignores max_retries) = {total}, not less than "
+            f"{budget.min_concurrency}{', at most max_requests' if per_caller == pool.max_requests else ''}; with a "
+            f"budget Envoy ignores max_retries) = {total}, not less than "
             f"max_requests {pool.max_requests} ({{0}}): in an outage retries alone can take every slot and first "
             f"tries fail with 503 (overflow); lower retry_budget.percent or min_concurrency, or raise max_requests",
             where, route.subject, path, refs=(pool_at,),
