@@ -246,3 +246,14 @@ def test_markdown_escapes_policy_text_and_folds_long_sections() -> None:
     many = Report("old", "new", [Change("mesh", "mesh", f"field{i:02}", "changed", i, i + 1) for i in range(11)])
     md = markdown(many)
     assert "<details><summary>11 changes</summary>" in md and md.count("| ~ | `mesh` |") == 11
+
+
+@pytest.mark.parametrize("case", ["canary", "kubernetes-gateway", "egress"])
+def test_a_side_is_what_meshc_build_compiles(case: str) -> None:
+    """The diff builds each side from the view it checked (not loading twice): the same files as `meshc build`,
+    so its rollout is the one a build would report."""
+    from compiler.build import build
+    from compiler.diff.sides import load_side
+
+    side = load_side(ROOT / "policies" / case, case)
+    assert side.ok and side.files == build(ROOT / "policies" / case).files

@@ -135,8 +135,9 @@ def pair_changes(old: MeshIR, new: MeshIR) -> list[Pair]:
             continue
         tcp = a.tcp or b.tcp
         tries = [(CONNECT, None, "", None)] if tcp else requests([a.access, b.access])
+        unchanged = a == b  # then only callers that are new or known by another identity can fare otherwise
         for caller in sorted(new_callers):
-            if caller == service:
+            if caller == service or (unchanged and old_callers.get(caller, "") == new_callers[caller]):
                 continue
             id_old = old_callers.get(caller, new_callers.get(caller))
             id_new = new_callers.get(caller, id_old)

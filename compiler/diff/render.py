@@ -53,7 +53,7 @@ def rollout_text(c: Change) -> str:
     if c.kind == "removed":
         return "sidecar removed (stop it)"
     if c.subject == "kubernetes" and c.item == "manifests":
-        return f"manifests changed ({', '.join(c.after)}): kubectl apply"
+        return f"manifests changed ({_some(c.after)}): kubectl apply"
     info = c.after
     files = ", ".join(info.get("files", []))
     if info["action"] == "restart":
@@ -61,6 +61,12 @@ def rollout_text(c: Change) -> str:
     if info.get("provenance_only"):
         return f"reload ({files}): only the policy places they record changed, no behaviour"
     return f"reload ({files})"
+
+
+def _some(files: list[str], shown: int = 8) -> str:
+    """The first files of a long list, and how many more (the JSON format lists them all)."""
+    more = f" and {len(files) - shown} more" if len(files) > shown else ""
+    return ", ".join(files[:shown]) + more
 
 
 def change_text(c: Change) -> str:
@@ -140,7 +146,7 @@ def _rollout_cells(c: Change) -> list:
     if c.kind in ("added", "removed"):
         return ["start (new sidecar)" if c.kind == "added" else "stop (removed)", ""]
     if c.subject == "kubernetes" and c.item == "manifests":
-        return ["apply manifests", ", ".join(c.after)]
+        return ["apply manifests", _some(c.after)]
     info = c.after
     if info["action"] == "restart":
         return [("restart", "bold"), "; ".join(info.get("why", [])) + f" ({', '.join(info.get('files', []))})"]

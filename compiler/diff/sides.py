@@ -14,10 +14,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compiler.build import BuildOptions, build, check_policies
+from compiler.build import check_policies, paused_gc
 from compiler.diagnostics import Diagnostic
+from compiler.emit import emit
 from compiler.ir import MeshIR
+from compiler.kubernetes import manifests
+from compiler.lower import LowerOptions, lower
 from compiler.policy.resolved import Resolved
+from compiler.render import DEFAULT_TEMPLATES, render
+from compiler.sourcemap import SOURCEMAP, sourcemap_bytes
 
 
 class SideError(Exception):
@@ -42,13 +47,19 @@ def load_side(policy_dir: Path, label: str) -> Side:
     """Check and build one side in memory (nothing is written)."""
     if not policy_dir.is_dir():
         raise SideError(f"'{label}' is not a directory")
-    diags, view = check_policies(policy_dir)
-    if view is None:
-        return Side(label, diags)
-    result = build(policy_dir, BuildOptions())
-    if not result.ok:  # problems found only while building (Kubernetes manifests)
-        return Side(label, result.diagnostics)
-    return Side(label, diags, view, result.ir, result.files)
+    with paused_gc():
+        diags, view = check_policies(policy_dir)
+        if view is None:
+            return Side(label, diags)
+        # compiler.build.build with default options, from the view just checked (not loaded twice)
+        ir = lower(view, LowerOptions())
+        files = render(emit(ir, static=False), DEFAULT_TEMPLATES)
+        files[SOURCEMAP] = sourcemap_bytes(ir)
+        kubernetes, problems = manifests(ir, files)
+        if problems:  # found only while building (Kubernetes manifests)
+            return Side(label, diags + problems)
+        files.update(kubernetes)
+        return Side(label, diags, view, ir, files)
 
 
 def _git(cwd: Path, *args: str) -> bytes:
