@@ -257,3 +257,21 @@ def test_a_side_is_what_meshc_build_compiles(case: str) -> None:
 
     side = load_side(ROOT / "policies" / case, case)
     assert side.ok and side.files == build(ROOT / "policies" / case).files
+
+
+def test_readme_examples_are_what_meshc_diff_prints() -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Review a change (`meshc diff`)"):]
+    section = section[: section.index("\n## ", 10)]
+    blocks = re.findall(r"```\n(.*?)```", section, re.S)
+    canary = (PAIRS_DIR / "canary-shift" / "expected.txt").read_text().replace(
+        "meshc diff old -> new", "meshc diff HEAD~1:policies/canary -> HEAD:policies/canary"
+    )
+    assert blocks[1] == "$ meshc diff --git HEAD~1 HEAD policies/canary\n" + canary
+    authz = (PAIRS_DIR / "authz-tighten" / "expected.txt").read_text()
+    assert blocks[2] in authz
+    doc = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    expected = json.loads((PAIRS_DIR / "canary-shift" / "expected.json").read_text())
+    assert doc == {**expected, "old": "HEAD~1:policies/canary", "new": "HEAD:policies/canary"}
