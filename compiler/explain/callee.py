@@ -28,7 +28,7 @@ def connection(t: Trace, caller: Sidecar, cluster: Cluster, listener) -> tuple[b
         if mode is None:
             t.step("callee", "mTLS", f"{caller.service} originates mTLS but {cluster.service} takes plaintext only: 503", cluster.source)
             return False, None
-        t.step("callee", "mTLS", f"{mine} -> {theirs} (callee mode {mode}; the caller checks the callee is {theirs})",
+        t.step("callee", "mTLS", f"{mine} -> {theirs} (callee mode {mode}; each end checks the other's certificate)",
                cluster.source, caller_identity=mine, callee_identity=theirs, mode=mode)
         return True, mine
     if mode == "strict":

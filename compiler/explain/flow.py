@@ -23,6 +23,7 @@ def explain(ir: MeshIR, request: Request) -> Explanation:
         name = name.lower()
         headers[name] = f"{headers[name]},{value}" if name in headers else value
     t = Trace(request.method.upper(), request.path or "/", headers)
+    t.sidecars["edge" if caller.gateway is not None else "caller"] = caller.service
     if caller.gateway is not None:
         outcome = _from_gateway(t, ir, sidecars, caller, request)
     else:
@@ -168,6 +169,7 @@ def _reach(t: Trace, sidecars: dict[str, Sidecar], caller: Sidecar, answer) -> O
                first.source, endpoints=[str(e) for e in first.endpoints])
         return _forwarded(t, first.service, versions, external=True, to=f"ExternalService {first.service}")
     callee = sidecars.get(first.service)
+    t.sidecars["callee"] = first.service
     listener = inbound_side.inbound(callee) if callee else None
     if listener is None:
         t.step("callee", "listener", f"{first.service} has no inbound listener: 503")
@@ -198,6 +200,7 @@ def _tcp(t: Trace, sidecars: dict[str, Sidecar], caller: Sidecar, tcp: TcpListen
         t.step("caller", "external", f"{c.service}: outside the mesh, {', '.join(map(str, c.endpoints))}", c.source)
         return _forwarded(t, c.service, ((c.version, 1.0),), True, f"ExternalService {c.service}")
     callee = sidecars[c.service]
+    t.sidecars["callee"] = c.service
     listener = inbound_side.inbound(callee)
     connected, who = inbound_side.connection(t, caller, c, listener)
     if not connected:

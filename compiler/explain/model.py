@@ -50,9 +50,11 @@ class Step:
     decision: str
     source: str | None = None
     data: dict = field(default_factory=dict, compare=False)
+    sidecar: str = ""  # whose sidecar decided: the caller, the gateway, the callee
 
     def to_json(self) -> dict:
-        return {"side": self.side, "what": self.what, "decision": self.decision, "source": self.source, "data": self.data}
+        return {"side": self.side, "sidecar": self.sidecar, "what": self.what, "decision": self.decision,
+                "source": self.source, "data": self.data}
 
 
 @dataclass(frozen=True)

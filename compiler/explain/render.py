@@ -6,7 +6,7 @@ from compiler.explain.model import Explanation
 
 
 def render_text(e: Explanation) -> str:
-    rows = [(s.side, s.what, s.decision, s.source or "") for s in e.steps]
+    rows = [(f"{s.side} {s.sidecar}".rstrip(), s.what, s.decision, s.source or "") for s in e.steps]
     w_side = max((len(r[0]) for r in rows), default=0)
     w_what = max((len(r[1]) for r in rows), default=0)
     lines = []

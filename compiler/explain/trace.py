@@ -23,9 +23,11 @@ class Trace:
     steps: list[Step] = field(default_factory=list)
     alternatives: list[Alternative] = field(default_factory=list)
     certain: bool = True
+    sidecars: dict[str, str] = field(default_factory=dict)  # side -> the sidecar (service or gateway) on that side
 
     def step(self, side: Side, what: str, decision: str, source: Source | None = None, **data) -> None:
-        self.steps.append(Step(side, what, decision, where(source), {k: v for k, v in data.items() if v is not None}))
+        data = {k: v for k, v in data.items() if v is not None}
+        self.steps.append(Step(side, what, decision, where(source), data, self.sidecars.get(side, "")))
 
     def maybe(self, status: int, percent: float | None, why: str) -> None:
         self.alternatives.append(Alternative(status, percent, why))
