@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compiler.policy.analysis import Analysis
 from compiler.policy.base import Document
 from compiler.policy.models import (
     KINDS,
@@ -110,6 +111,7 @@ class PolicySet:
 
 
 __all__ = [
+    "Analysis",
     "EdgeCertificate",
     "EdgeLimits",
     "Egress",
