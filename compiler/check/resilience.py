@@ -8,10 +8,12 @@ Each check reads the call graph (compiler/check/callgraph.py): on an edge to C t
   `analysis.max_retry_amplification`; at the rule that contributes most (the outermost of equals).
 - W602 timeout inversion: the callers of C give up after L (the shortest of a rule's timeout and its
   per_try_timeout), while C's own call to D may take longer: D's rule timeout, or with retries
-  per_try_timeout × tries + the longest back-off Envoy may wait, whichever is shorter.
+  per_try_timeout × tries + the longest back-off Envoy may wait, whichever is shorter. Only where retries
+  are involved (D's rule retries, or L is a per-try timeout): a plain longer inner timeout is common and
+  wastes the inner work once.
 - W603 retries vs pool: with a retry budget Envoy ignores max_retries and lets each caller's sidecar have
-  max(min_concurrency, percent × max_requests) retries in flight; summed over C's callers they may take
-  every slot of C's pool (max_requests).
+  max(min_concurrency, percent × max_requests) retries in flight (at most max_requests); summed over C's
+  callers they may take every slot of C's pool (max_requests).
 - W604 a call cycle with retries: each turn around it multiplies the load by the product of its tries.
 
 Warnings only: whether a chain is ever taken depends on the apps, which meshc cannot see.
