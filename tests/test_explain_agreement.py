@@ -2,38 +2,47 @@
 
 One mesh exercises every decision explain makes (strict mTLS, the Mesh's default deny, a gateway):
 
-  frontend  -> reviews (v1, v2, v3), ratings, ledger; and any other Host (the egress catch-all: 502)
+  frontend  -> reviews (v1, v2, v3), ratings, ledger, weather (an ExternalService: a plain app on loopback);
+            any other Host meets the egress catch-all (502)
   ingress   (Gateway, plain HTTP edge) -> shop.example/ratings… to ratings, shop.example/… to reviews
   reviews   Route: a direct response, a redirect, path exact/prefix/regex, methods, headers exact/prefix/
             regex/present/absent, query exact/prefix/regex/present, deterministic splits (100, 100/0), a 100%
-            and a 0% fault abort, a prefix rewrite, a 50/50 weighted split last;
+            and a 0% fault abort, a prefix rewrite with a mirror, a cookie, a 50/50 weighted split last;
             RequestAuthentication (inline JWKS; /public and /items optional, /secure required, elsewhere no
             rule) and an enforcing AuthorizationPolicy (deny on paths/headers/methods+from, allow on
             from/methods/paths/headers/claims)
-  ratings   AuthorizationPolicy in dry_run (it denies everything, so nothing is refused)
+  ratings   AuthorizationPolicy in dry_run (it denies everything, so nothing is refused); a rate limit that
+            never empties here (explain: forwarded, uncertain, or 429)
   ledger    no policy: the Mesh's `authorization.default: deny` refuses everything
 
-A few hundred requests are drawn with a fixed seed over callers, services, methods, paths (dot segments,
-escaped slashes, queries), headers and tokens (valid, admin, expired, wrong issuer, wrong audience, bad
-signature; half the requests carry none). Each goes through the real sidecars once (the test process plays the apps that call, and
+Per Mesh `paths` setting (escaped slashes reject / decode with case-insensitive security paths / redirect /
+keep), 500 requests are drawn with a fixed seed over callers, services, hosts, methods, paths (dot segments,
+escaped slashes, capitals), queries, headers, cookies and `authorization` values (valid, admin, expired, not
+yet valid, wrong issuer, wrong audience, bad signature, not a JWT...; half the requests carry none), plus
+fixed ones (`curated`). Each goes through the real sidecars once (the test process plays the calling apps and
 the outside client at the gateway); each app answers 200 with `x-served-by: <service>/<version>`. For each,
 `compiler.explain.explain(ir, request)` is asked, and the two must agree on every request
-(harness/agreement.py `disagreement`): same status; when forwarded, the app of the predicted service
-answered with a version the prediction gives p > 0 (exactly the one when certain). Disagreements are
-printed as a table with both sides.
+(harness/agreement.py `disagreement`): same status (and a redirect's Location); when forwarded, the app of
+the predicted service answered, with a version the prediction gives p > 0. Disagreements are
+printed as a table with both sides. And the comparison has teeth: explain reading policies that each differ
+from the running one in a single decision (a route target, an abort's percentage, a deny rule, a token
+requirement, the audience check, the Mesh's default) disagrees with the same observations (`mutants`).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections import Counter
 
 import pytest
+import yaml
 
 from compiler import certs
+from compiler.build import BuildOptions, build
 from compiler.explain import ExplainError, Request, explain
-from harness import report
+from harness import policy_yaml, report, write_policy
 from harness.agreement import (
     Case, Vocabulary, decision_path, disagreement, generate, predicted, redirect_location, send, serve_identity, table,
     tally,
@@ -73,7 +82,10 @@ def reviews_route() -> dict:
                 "fault": {"abort": {"status": 500, "percent": 0}},
             },
             {
-                "match": {"query": [{"name": "variant", "exact": "b"}], "headers": [{"name": "x-legacy", "present": False}]},
+                "match": {
+                    "query": [{"name": "variant", "exact": "b"}],
+                    "headers": [{"name": "x-legacy", "present": False}],
+                },
                 "to": {"v3": 100},
             },
             {
@@ -115,7 +127,11 @@ def reviews_security(signer: Signer) -> list[dict]:
             ],
             "allow": [
                 {"from": ["frontend"], "methods": ["GET", "HEAD", "POST"]},
-                {"from": [GW], "paths": [{"prefix": "/public"}, {"prefix": "/items/"}, {"exact": "/"}], "methods": ["GET", "HEAD"]},
+                {
+                    "from": [GW],
+                    "paths": [{"prefix": "/public"}, {"prefix": "/items/"}, {"exact": "/"}],
+                    "methods": ["GET", "HEAD"],
+                },
                 {"from": ["frontend"], "methods": ["DELETE"], "claims": {"role": "admin"}},
                 {"methods": ["PUT"], "headers": [{"name": "x-tenant", "exact": "acme"}]},
                 {"paths": [{"regex": "/v1/[a-z]+"}]},
@@ -150,7 +166,7 @@ def tokens(signer: Signer) -> dict[str, str]:
 
 def agreement_mesh(live_mesh, tmp_path, signer: Signer, paths: dict | None = None):
     """Build and start the mesh (`paths`: the Mesh's path settings); returns (ir, entries: caller -> (host, port)
-    where its requests enter)."""
+    where its requests enter, the policy documents as dicts)."""
     apps = {("reviews", v): serve_identity(live_mesh.upstream("reviews", v)) for v in ("v1", "v2", "v3")}
     for name in ("ratings", "ledger"):
         apps[(name, "default")] = serve_identity(live_mesh.upstream(name))
@@ -167,7 +183,10 @@ def agreement_mesh(live_mesh, tmp_path, signer: Signer, paths: dict | None = Non
     root = tmp_path / "certs"
     docs = [
         live_mesh.mesh_doc(
-            trust_domain=TRUST_DOMAIN, mtls={"mode": "strict"}, authorization={"default": "deny"}, **({"paths": paths} if paths else {})
+            trust_domain=TRUST_DOMAIN,
+            mtls={"mode": "strict"},
+            authorization={"default": "deny"},
+            **({"paths": paths} if paths else {}),
         ),
         live_mesh.service("frontend", calls=["reviews", "ratings", "ledger", "weather"]),
         live_mesh.service("reviews", versions={v: apps[("reviews", v)] for v in ("v1", "v2", "v3")}),
@@ -175,7 +194,8 @@ def agreement_mesh(live_mesh, tmp_path, signer: Signer, paths: dict | None = Non
         live_mesh.service("ledger", versions={"default": apps[("ledger", "default")]}),
         reviews_route(),
         *reviews_security(signer),
-        {"kind": "AuthorizationPolicy", "service": "ratings", "mode": "dry_run", "deny": [{"paths": [{"prefix": "/"}]}]},
+        {"kind": "AuthorizationPolicy", "service": "ratings", "mode": "dry_run", 
+         "deny": [{"paths": [{"prefix": "/"}]}]},
         {"kind": "TrafficPolicy", "service": "ratings", "rate_limit": {"requests": 1_000_000, "per": "1s"}},
         {"kind": "ExternalService", "name": "weather", "host": WEATHER, "port": 80, "endpoints": [weather.endpoint]},
         gateway,
@@ -185,7 +205,38 @@ def agreement_mesh(live_mesh, tmp_path, signer: Signer, paths: dict | None = Non
     certs.write_service_certs(root, TRUST_DOMAIN, {s.service: s.tls.identity for s in result.ir.sidecars})
     live_mesh.start("reviews", "ratings", "ledger", "frontend")
     gw = start_gateway(live_mesh, GW)
-    return result.ir, {"frontend": live_mesh["frontend"].outbound, GW: gw.edge("web")}
+    entries = {"frontend": live_mesh["frontend"].outbound, GW: gw.edge("web")}
+    return result.ir, entries, list(yaml.safe_load_all(policy_yaml(docs)))
+
+
+def mutants(docs: list[dict]) -> dict[str, list[dict]]:
+    """Policies that each differ from the running one in one decision: explain reading them must disagree with
+    what the sidecars did on some request, or the comparison could not tell a wrong prediction."""
+
+    def edit(kind: str, change, service: str | None = None) -> list[dict]:
+        out = copy.deepcopy(docs)
+        doc = next(d for d in out if d["kind"] == kind and d.get("service", service) == service)
+        change(doc)
+        return out
+
+    return {
+        "jason to v2": edit("Route", lambda d: d["rules"][3].update(to={"v2": 100}), "reviews"),
+        "abort never": edit("Route", lambda d: d["rules"][5]["fault"]["abort"].update(percent=0), "reviews"),
+        "no deny of /admin": edit("AuthorizationPolicy", lambda d: d["deny"].pop(0), "reviews"),
+        "/secure token optional": edit(
+            "RequestAuthentication", lambda d: d["rules"][2].update(allow_missing=True), "reviews"
+        ),
+        "any audience": edit("RequestAuthentication", lambda d: d["providers"][0].pop("audiences"), "reviews"),
+        "mesh default allow": edit("Mesh", lambda d: d.update(authorization={"default": "allow"})),
+    }
+
+
+def mutant_ir(tmp_path, name: str, docs: list[dict]):
+    folder = tmp_path / "mutants" / name.replace(" ", "-").replace("/", "")
+    write_policy(folder, docs)
+    result = build(folder, BuildOptions(config_root=str(tmp_path / "out"), certs_root=str(tmp_path / "certs")))
+    assert result.ok, [d.render() for d in result.diagnostics]
+    return result.ir
 
 
 def vocabulary(signer: Signer) -> Vocabulary:
@@ -294,15 +345,17 @@ PATHS = {
 def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_path, mode):
     started = time.monotonic()
     signer = Signer(kid="agree-1")
-    ir, entries = agreement_mesh(live_mesh, tmp_path, signer, PATHS[mode])
+    ir, entries, docs = agreement_mesh(live_mesh, tmp_path, signer, PATHS[mode])
     vocab = vocabulary(signer)
     fixed = curated(vocab.tokens)
     cases = fixed + [c for c in generate(vocab, COUNT, SEED) if c not in fixed]
     assert len(set(cases)) == len(cases) >= COUNT
 
     rows, paths, answers, steps, rules, kinds = [], Counter(), Counter(), Counter(), Counter(), Counter()
+    observed = []
     for case in cases:
         seen = send(entries, case)
+        observed.append((case, seen))
         answers[seen.served_by or seen.status] += 1
         try:
             said = ask(ir, case)
@@ -329,3 +382,13 @@ def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_pat
     assert not STEPS - set(steps), (sorted(STEPS - set(steps)), tally(steps))
     assert not RULES - set(rules), (sorted(RULES - set(rules)), tally(rules))
     assert len(paths) >= 80, len(paths)
+    if mode == "reject":  # the comparison has teeth: explain on a policy one decision off disagrees
+        irs = {name: mutant_ir(tmp_path, name, m) for name, m in mutants(docs).items()}
+        caught = {name: sum(1 for case, seen in observed if _differs(m, case, seen)) for name, m in irs.items()}
+        report("explain-agreement[mutants]", **{k.replace(" ", "_").replace("/", ""): v for k, v in caught.items()})
+        assert all(caught.values()), caught
+
+
+def _differs(ir, case: Case, seen) -> bool:
+    said = ask(ir, case)
+    return disagreement(said.outcome, seen, case.service, redirect_location(said)) is not None

@@ -13,11 +13,11 @@ app adds: `serve_identity`), or None when a sidecar answered itself (403, 401, 4
 direct response, a fault's abort).
 
 Agreement, per request (`disagreement`): a forwarded prediction means an app answered, of the predicted
-service, with a version the prediction gives a probability above 0 (exactly that one when it is certain)
-and the app's own status (200 here); weights are probabilities, so a 50/50 split accepts either
-version, a 100/0 split only the first (`certain` says whether a percentage of a fault, a mirror or a rate
-limit can change the answer; the answers it may give instead are its `alternatives`); a response prediction means a sidecar answered with that status and no
-app did. Everything here is bounded: one request per case, the client's timeouts.
+service, with a version the prediction gives a probability above 0, and the app's own status (200 here).
+Weights are probabilities: a 50/50 split accepts either version, a 100/0 split only the first (`certain`
+says whether a percentage of a fault or a rate limit may change the answer; its `alternatives` say to
+what). A response prediction means a sidecar answered with that status (and the Location explain names,
+for a redirect) and no app did. Everything here is bounded: one request per case, the client's timeouts.
 """
 
 from __future__ import annotations
