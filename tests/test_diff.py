@@ -212,6 +212,12 @@ def test_git_revisions(tmp_path: Path, capsys, monkeypatch) -> None:
     code, _, err = _run(capsys, "--git", "no-such-rev", ".")
     assert code == 2 and "unknown revision 'no-such-rev'" in err
 
+    shutil.rmtree(policies)  # gone from the work tree: its revisions can still be compared
+    code, out, _ = _run(capsys, "--git", "HEAD~1", "HEAD", "policies")
+    assert code == 0 and "v1 90%, v2 10% -> v1 50%, v2 50%" in out
+    code, _, err = _run(capsys, "--git", "HEAD", "policies")
+    assert code == 2 and "'policies' is not a directory" in err
+
 
 EXAMPLES = sorted(p for p in (ROOT / "policies").iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 

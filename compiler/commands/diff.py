@@ -16,7 +16,7 @@ from pathlib import Path
 from compiler.diagnostics import Diagnostic, printable
 from compiler.diff import diff
 from compiler.diff.render import FORMATS
-from compiler.diff.sides import Side, SideError, git_dir, git_sides, is_revision, load_side
+from compiler.diff.sides import Side, SideError, git_sides, is_revision, load_side
 
 USAGE = 2
 
@@ -30,14 +30,15 @@ def _print_diags(side: Side) -> None:
 
 
 def _git_args(args) -> tuple[str, str | None, str]:
-    """--git REV [REV2] [POLICY_DIR]: one extra word is POLICY_DIR when it is a directory, else REV2."""
+    """--git REV [REV2] [POLICY_DIR]: one extra word is POLICY_DIR when it is a directory or not a revision,
+    else REV2."""
     rest = list(args.paths)
     if len(rest) > 2:
         raise SideError("--git takes REV, then at most REV2 and POLICY_DIR")
     if len(rest) == 2:
         return args.git, rest[0], rest[1]
     if len(rest) == 1:
-        if Path(rest[0]).is_dir() and not is_revision(Path("."), rest[0]):
+        if Path(rest[0]).is_dir() or not is_revision(Path("."), rest[0]):
             return args.git, None, rest[0]
         return args.git, rest[0], "policies"
     return args.git, None, "policies"
@@ -48,7 +49,6 @@ def cmd_diff(args) -> int:
         try:
             if args.git is not None:
                 rev, rev2, shown = _git_args(args)
-                git_dir(Path(shown))
                 old, new = git_sides(stack, Path(shown), rev, rev2, shown)
             else:
                 if len(args.paths) != 2:

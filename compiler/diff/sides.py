@@ -82,13 +82,22 @@ class GitDir:
 
 
 def git_dir(policy_dir: Path) -> GitDir:
-    if not policy_dir.is_dir():
+    """Where the policy directory is in its repository. It may be gone from the work tree (deleted since
+    the revisions compared): the repository is then found from its nearest existing parent."""
+    path = policy_dir.absolute()
+    found = next((p for p in (path, *path.parents) if p.is_dir()), None)
+    if found is None:
         raise SideError(f"'{policy_dir}' is not a directory")
     try:
-        top = Path(_git(policy_dir, "rev-parse", "--show-toplevel").decode().strip())
+        top = Path(_git(found, "rev-parse", "--show-toplevel").decode().strip())
     except SideError:
         raise SideError(f"'{policy_dir}' is not in a git repository") from None
-    prefix = _git(policy_dir, "rev-parse", "--show-prefix").decode().strip().rstrip("/")
+    prefix = _git(found, "rev-parse", "--show-prefix").decode().strip().rstrip("/")
+    rest = path.relative_to(found).as_posix()
+    if rest != ".":
+        prefix = f"{prefix}/{rest}" if prefix else rest
+    if ".." in prefix.split("/"):
+        raise SideError(f"'{policy_dir}' is not a directory")
     return GitDir(top, prefix)
 
 
