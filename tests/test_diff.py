@@ -281,3 +281,41 @@ def test_readme_examples_are_what_meshc_diff_prints() -> None:
     doc = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
     expected = json.loads((PAIRS_DIR / "canary-shift" / "expected.json").read_text())
     assert doc == {**expected, "old": "HEAD~1:policies/canary", "new": "HEAD:policies/canary"}
+
+
+def _routes(*rules: dict):
+    from compiler.policy import Mesh, PolicySet, Route, Service
+    from compiler.policy.resolved import resolve
+
+    svc = Service(name="reviews", port=9080, app_port=9081, versions={"v1": {}, "v2": {}})
+    return resolve(PolicySet((Mesh(name="m"), svc, Route(service="reviews", rules=list(rules)))))
+
+
+def test_rules_added_removed_moved_and_a_changed_match() -> None:
+    from compiler.diff.routes import route_changes
+
+    jason = {"match": {"headers": [{"name": "end-user", "exact": "jason"}]}, "to": {"v2": 100}}
+    api = {"match": {"path": {"prefix": "/api"}}, "to": {"v1": 100}, "timeout": "2s"}
+    api2 = {"match": {"path": {"prefix": "/api/v2"}}, "to": {"v1": 100}, "timeout": "3s"}
+    rest = {"to": {"v1": 90, "v2": 10}}
+    lines = lambda old, new: [  # noqa: E731
+        (c.section, c.item, c.kind, c.before, c.after) for c in route_changes(_routes(*old), _routes(*new))
+    ]
+    assert lines([jason, api, rest], [jason, api, rest]) == []
+    assert lines([jason, api, rest], [api, jason, rest]) == [
+        ("routes", "rule [header end-user=jason]: position", "moved", "#1", "#2"),
+    ]
+    # the same place, another match: one rule whose match changed, with its other changes
+    assert lines([jason, api, rest], [jason, api2, rest]) == [
+        ("routes", "rule #2: match", "changed", "[prefix /api]", "[prefix /api/v2]"),
+        ("routes", "rule [prefix /api/v2]: timeout", "changed", "2s", "3s"),
+    ]
+    assert lines([jason, rest], [jason, api, rest]) == [
+        ("routes", "rule [prefix /api]", "added", None, "#2: forward v1 100%"),
+    ]
+    assert lines([jason, api, rest], [api, rest]) == [
+        ("routes", "rule [header end-user=jason]", "removed", "#1: forward v2 100%", None),
+    ]
+    assert lines([rest], [{"to": {"v1": 50, "v2": 50}}]) == [
+        ("traffic", "rule [any request]", "changed", {"v1": 90, "v2": 10}, {"v1": 50, "v2": 50}),
+    ]
