@@ -42,6 +42,7 @@ import yaml
 from compiler import certs
 from compiler.build import BuildOptions, build
 from compiler.explain import ExplainError, Request, explain
+from compiler.policy.gateway import Gateway
 from harness import policy_yaml, report, write_policy
 from harness.agreement import (
     Case, Vocabulary, decision_path, disagreement, generate, predicted, redirect_location, send, serve_identity, table,
@@ -172,15 +173,33 @@ def agreement_mesh(live_mesh, tmp_path, signer: Signer, paths: dict | None = Non
         apps[(name, "default")] = serve_identity(live_mesh.upstream(name))
     weather = serve_identity(live_mesh.upstream("weather", "external", host=live_mesh.loopback.address()))
     address = live_mesh.loopback.address()
+    root = tmp_path / "certs"
+    edge = root / GW / "edge" / SHOP
     gateway = {
         "kind": "Gateway",
         "name": GW,
         "address": address,
         "admin_port": live_mesh.loopback.port(address),
-        "listeners": [{"name": "web", "port": live_mesh.loopback.port(address)}],
+        "listeners": [
+            {"name": "web", "port": live_mesh.loopback.port(address)},
+            {"name": "tohttps", "port": live_mesh.loopback.port(address), "redirect_to_https": True},
+            {
+                "name": "secure",
+                "port": live_mesh.loopback.port(address),
+                "protocol": "https",
+                "tls": {"certificates": [{"hosts": [SHOP], "cert": str(edge / "cert.pem"), "key": str(edge / "key.pem")}]},
+            },
+        ],
         "routes": [{"hosts": [SHOP], "path": "/ratings", "to": "ratings"}, {"hosts": [SHOP], "to": "reviews"}],
+        "rate_limit": {"requests": 1_000_000, "per": "1s"},
     }
-    root = tmp_path / "certs"
+    # At the edge: a token is required for ratings and checked (then removed: forward_token false) on /secure.
+    edge_authn = {
+        "kind": "RequestAuthentication",
+        "service": GW,
+        "providers": [{"name": "edge-issuer", "issuer": ISSUER, "audiences": [AUDIENCE], "jwks": signer.jwks()}],
+        "rules": [{"paths": ["/ratings"]}, {"paths": ["/secure"], "allow_missing": True}],
+    }
     docs = [
         live_mesh.mesh_doc(
             trust_domain=TRUST_DOMAIN,
@@ -199,13 +218,15 @@ def agreement_mesh(live_mesh, tmp_path, signer: Signer, paths: dict | None = Non
         {"kind": "TrafficPolicy", "service": "ratings", "rate_limit": {"requests": 1_000_000, "per": "1s"}},
         {"kind": "ExternalService", "name": "weather", "host": WEATHER, "port": 80, "endpoints": [weather.endpoint]},
         gateway,
+        edge_authn,
     ]
     result = live_mesh.build(docs, certs_root=str(root))
     assert not [d for d in result.diagnostics if d.is_error], [d.render() for d in result.diagnostics]
     certs.write_service_certs(root, TRUST_DOMAIN, {s.service: s.tls.identity for s in result.ir.sidecars})
+    certs.write_edge_certs(root, TRUST_DOMAIN, Gateway.model_validate(gateway))
     live_mesh.start("reviews", "ratings", "ledger", "frontend")
     gw = start_gateway(live_mesh, GW)
-    entries = {"frontend": live_mesh["frontend"].outbound, GW: gw.edge("web")}
+    entries = {"frontend": live_mesh["frontend"].outbound, GW: gw.edge("web"), f"{GW}/tohttps": gw.edge("tohttps")}
     return result.ir, entries, list(yaml.safe_load_all(policy_yaml(docs)))
 
 
@@ -253,6 +274,7 @@ def vocabulary(signer: Signer) -> Vocabulary:
             *[(GW, None, SHOP)] * 3,
             (GW, None, "other.example"),
             (GW, None, "Shop.Example:8080"),
+            (GW, None, SHOP, "tohttps"),
         ],
         methods=["GET", "GET", "GET", "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
         paths=[
@@ -261,7 +283,7 @@ def vocabulary(signer: Signer) -> Vocabulary:
             "/administrator", "/a/../admin", "/x/%2E%2E/admin", "/%2Fadmin", "/a%2fb", "//admin", "/ratings/1",
             "/reviews/1", "/%61dmin", "/ADMIN", "/admin;x", "/public/../admin", "/items/%31%32", "/admin/.",
             "/ratingsx", "/public/%2e%2e/admin", "/secure/", "/Public/p", "/SECURE/x", "/admin%2Fx",
-            "/public%2F..%2Fadmin", "/%5Cadmin", "/items%2f12",
+            "/public%2F..%2Fadmin", "/%5Cadmin", "/items%2f12", "/old/%3a%7e", "/old/a%2fb",
         ],
         queries=[
             "", "", "", "variant=b", "variant=a", "page=12", "page=2", "sort=asc", "sort=up", "trace", "trace=1",
@@ -311,7 +333,7 @@ def curated(tokens: dict[str, str]) -> list[Case]:
 
 def ask(ir, case: Case):
     headers = case.headers + ((("host", case.host),) if case.host else ())
-    listener = "web" if case.caller == GW else None
+    listener = (case.listener or "web") if case.caller == GW else None
     return explain(ir, Request(case.caller, case.service, case.method, case.path, headers, listener))
 
 

@@ -54,6 +54,13 @@ class Case:
     """The Host header when it is not the service's name (gateway virtual hosts, undeclared egress hosts)."""
     token: str = ""
     """A label of the token in `headers` (for the table): '', valid, admin, expired, wrong-iss, ..."""
+    listener: str | None = None
+    """A gateway's listener the request enters at (None: the caller's usual entry)."""
+
+    @property
+    def entry(self) -> str:
+        """The key of `send`'s entries: the caller, or `caller/listener`."""
+        return self.caller if self.listener is None else f"{self.caller}/{self.listener}"
 
     @property
     def host_header(self) -> str:
@@ -63,7 +70,7 @@ class Case:
         heads = " ".join(f"{k}:{v}" for k, v in self.headers if k != "authorization")
         token = f" token={self.token}" if self.token else ""
         target = self.service or "-"
-        return f"{self.caller}->{target} host={self.host_header} {self.method} {self.path} {heads}{token}".rstrip()
+        return f"{self.entry}->{target} host={self.host_header} {self.method} {self.path} {heads}{token}".rstrip()
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,8 @@ class Observed:
 
 
 def send(entries: dict[str, tuple[str, int]], case: Case, timeout: float = 5.0) -> Observed:
-    """Send `case` once, into `entries[case.caller]` (a sidecar's outbound listener or a gateway's edge)."""
-    host, port = entries[case.caller]
+    """Send `case` once, into `entries[case.entry]` (a sidecar's outbound listener or a gateway's edge)."""
+    host, port = entries[case.entry]
     r = send_many(
         host, port, 1, case.path, method=case.method, headers=dict(case.headers), host_header=case.host_header,
         timeout=timeout, max_seconds=timeout + 1,
@@ -167,7 +174,7 @@ def decision_path(explanation: Any) -> tuple:
 
 @dataclass
 class Vocabulary:
-    """What generated requests are made of. `targets`: (caller, service, host) triples to send to;
+    """What generated requests are made of. `targets`: (caller, service, host[, listener]) to send to;
     `headers`: name -> values to pick from; `tokens`: label -> the whole `authorization` header value."""
 
     targets: Sequence[tuple[str, str | None, str | None]]
@@ -189,7 +196,7 @@ def generate(vocab: Vocabulary, n: int, seed: int) -> list[Case]:
     tries = 0
     while len(out) < n and tries < n * 20:
         tries += 1
-        caller, service, host = rng.choice(list(vocab.targets))
+        caller, service, host, *listener = rng.choice(list(vocab.targets))
         path = rng.choice(list(vocab.paths))
         query = rng.choice(list(vocab.queries))
         if query:
@@ -199,7 +206,8 @@ def generate(vocab: Vocabulary, n: int, seed: int) -> list[Case]:
         token = rng.choice(sorted(vocab.tokens)) if vocab.tokens and rng.random() < vocab.token_share else ""
         if token:
             headers.append(("authorization", vocab.tokens[token]))
-        case = Case(caller, service, rng.choice(list(vocab.methods)), path, tuple(headers), host, token)
+        method = rng.choice(list(vocab.methods))
+        case = Case(caller, service, method, path, tuple(headers), host, token, listener[0] if listener else None)
         if case not in seen:
             seen.add(case)
             out.append(case)
