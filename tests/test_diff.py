@@ -319,3 +319,19 @@ def test_rules_added_removed_moved_and_a_changed_match() -> None:
     assert lines([rest], [{"to": {"v1": 50, "v2": 50}}]) == [
         ("traffic", "rule [any request]", "changed", {"v1": 90, "v2": 10}, {"v1": 50, "v2": 50}),
     ]
+
+
+ERRORS_DIR = ROOT / "tests" / "errors"
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in ERRORS_DIR.iterdir() if (p / "expected.txt").exists()))
+def test_an_error_case_on_a_side_prints_what_check_prints(case: str, capsys, monkeypatch) -> None:
+    """Each side with errors: meshc check's diagnostics (tests/errors/<case>/expected.txt), then one line
+    naming the side; exit 1, nothing on stdout."""
+    monkeypatch.chdir(ERRORS_DIR / case)
+    expected = (ERRORS_DIR / case / "expected.txt").read_text().splitlines()
+    diagnostics, summary = expected[:-1], expected[-1]
+    errors = summary.split(" error(s)")[0]
+    code, out, err = _run(capsys, "policies", "policies")
+    assert code == 1 and out == ""
+    assert err.splitlines() == (diagnostics + [f"policies: {errors} error(s); nothing compared"]) * 2
