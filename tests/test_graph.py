@@ -19,7 +19,7 @@ import pytest
 
 from compiler.build import check_policies
 from compiler.cli import main
-from compiler.graph import build_graph, render
+from compiler.graph import build_graph, focus, render
 from compiler.graph.svg import to_svg
 from compiler.lower import lower
 
@@ -348,3 +348,30 @@ def test_readme_shows_the_current_graphs() -> None:
     blocks = re.findall(r"```mermaid\n(.*?)```\n", readme, re.S)
     for case in ("gateway", "authz"):
         assert (GOLDEN / f"{case}.mmd").read_text(encoding="utf-8") in blocks, case
+
+
+def test_focus_keeps_one_service_and_its_neighbours(capsys) -> None:
+    g = graph(ROOT / "policies" / "gateway")
+    around = focus(g, "reviews")
+    assert {n.id for n in around.nodes} == {
+        "gw_ingress", "svc_productpage", "ver_productpage__v1", "ver_productpage__v2", "svc_reviews",
+    }  # zipkin neither calls nor is called by reviews
+    assert [(e.source, e.target) for e in around.edges if e.kind == "call"] == [
+        ("gw_ingress", "svc_reviews"), ("svc_productpage", "svc_reviews"),
+    ]
+    assert around.notes == ("around reviews",) and focus(g, "nope") is None
+    dark = focus(graph(ROOT / "policies" / "dark-launch"), "frontend")
+    assert {"svc_audit", "ver_reviews__v3"} <= {n.id for n in dark.nodes}  # the mirrors of a kept service
+    assert main(["graph", str(ROOT / "policies" / "gateway"), "--focus", "nope"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "--focus 'nope': no Service, Gateway or ExternalService" in captured.err
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_focus_on_every_node_is_well_formed(case: str) -> None:
+    g = graph(ROOT / "policies" / case)
+    for node in g.nodes:
+        if node.kind != "version":
+            around = focus(g, node.name)
+            assert mermaid_problems(render(around, "mermaid")) == [], (case, node.name)
+            assert set(around.groups) <= set(g.groups) and set(around.edges) <= set(g.edges)

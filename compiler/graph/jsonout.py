@@ -2,7 +2,7 @@
 
     {"format": 1, "mesh": NAME, "notes": [TEXT...],
      "groups": [{"id": ID, "service": NAME}...],
-     "nodes": [{"id", "kind": gateway|service|version|external, "label": [LINE...], "group": ID|null,
+     "nodes": [{"id", "kind": gateway|service|version|external, "name", "label": [LINE...], "group": ID|null,
                 "default": BOOL}...],
      "edges": [{"source", "target", "kind": call|split|mirror, "label": [LINE...],
                 "style": solid|dashed|dotted, "verdict": ""|open|allowed|partial|denied, "dry_run": BOOL}...]}

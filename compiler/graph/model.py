@@ -19,6 +19,7 @@ from compiler.policy.resolved import Resolved
 class Node:
     id: str
     kind: str  # gateway | service | version | external
+    name: str  # the policy's name of it (a version: its own name)
     label: tuple[str, ...]  # lines: the name first
     group: str | None = None  # the service box it sits in (a service and its versions)
     default: bool = False  # a service's default version
@@ -120,7 +121,7 @@ class _Builder:
             lines.append("JWT " + ", ".join(p.name for p in gv.authn.providers))
         if gw.rate_limit is not None:
             lines.append(f"rate limit {gw.rate_limit.requests}/{gw.rate_limit.per}")
-        self.nodes.append(Node(self.ids("gw", gw.name), "gateway", tuple(lines)))
+        self.nodes.append(Node(self.ids("gw", gw.name), "gateway", gw.name, tuple(lines)))
 
     def service(self, sv) -> None:
         """A service; one that declares versions is a box of it and its versions (the default one marked)."""
@@ -131,11 +132,11 @@ class _Builder:
         lines = [svc.name, svc.protocol + (f" · mTLS {sv.mtls}" if sv.mtls and sv.mtls != "disable" else "")]
         if sv.authn is not None:
             lines.append("JWT " + ", ".join(p.name for p in sv.authn.providers))
-        self.nodes.append(Node(self.ids("svc", svc.name), "service", tuple(lines), group=group))
+        self.nodes.append(Node(self.ids("svc", svc.name), "service", svc.name, tuple(lines), group=group))
         for v in svc.versions:
             label = f"{v} (default)" if v == sv.default_version else v
             self.nodes.append(
-                Node(self.ids("ver", svc.name, v), "version", (label,), group=group, default=v == sv.default_version)
+                Node(self.ids("ver", svc.name, v), "version", v, (label,), group=group, default=v == sv.default_version)
             )
 
     def version_node(self, service: str, version: str) -> str:
@@ -152,7 +153,7 @@ class _Builder:
             lines.append("at " + ", ".join(str(e) for e in ext.endpoints))
         else:
             lines.append("found by DNS")
-        self.nodes.append(Node(self.ids("ext", ext.name), "external", tuple(lines)))
+        self.nodes.append(Node(self.ids("ext", ext.name), "external", ext.name, tuple(lines)))
 
     # -- edges --
 
