@@ -249,7 +249,10 @@ rules:
     assert e.outcome.kind == "forwarded" and "allow_missing" in _steps(e, "jwt")[0]
     e = explain(ir, Request("web", "api", "GET", "/x", bearer(_token(key, **good))))
     assert e.outcome.kind == "forwarded" and _steps(e, "jwt") == [
-        "rules[1] (/): idp: token valid (RS256, kid k1)", "claim forwarded as x-user: alice"]
+        "rules[1] (/): idp: token valid (RS256, kid k1)",
+        "token removed from authorization before the request goes on (forward_token: false)",
+        "claim forwarded as x-user: alice",
+    ]
     e = explain(ir, Request("web", "api", "DELETE", "/x", bearer(_token(key, **good))))
     assert e.outcome.status == 403 and "claim role=admin: token has None" in _steps(e, "authorization")[-2]
     e = explain(ir, Request("web", "api", "DELETE", "/x", bearer(_token(key, **good, role="admin"))))

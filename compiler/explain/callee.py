@@ -110,6 +110,10 @@ def http_side(t: Trace, callee: Sidecar, listener: HttpListener, who: str | None
         if v.status is not None:
             return v.status
         claims = v.claims
+        gone = jwt.removed_header(listener.jwt, v, t.headers)
+        if gone is not None:
+            del t.headers[gone]
+            t.step("callee", "jwt", f"token removed from {gone} before the request goes on (forward_token: false)")
         for header, value in jwt.forwarded_claims(listener.jwt, v):
             t.headers[header.lower()] = value
             t.step("callee", "jwt", f"claim forwarded as {header}: {value}")

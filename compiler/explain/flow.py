@@ -127,6 +127,10 @@ def _http_hop(t: Trace, side, sidecar: Sidecar, listener: HttpListener, host: st
         t.certain = t.certain and v.certain
         if v.status is not None:
             return _answer(t, sidecar.service, v.status)
+        gone = jwt.removed_header(listener.jwt, v, t.headers)
+        if gone is not None:
+            del t.headers[gone]
+            t.step(side, "jwt", f"token removed from {gone} before the request goes on (forward_token: false)")
         for header, value in jwt.forwarded_claims(listener.jwt, v):
             t.headers[header.lower()] = value
             t.step(side, "jwt", f"claim forwarded as {header}: {value}")

@@ -161,6 +161,18 @@ def check(j: JwtCheck, path: str, headers: dict[str, str], params: dict[str, str
     return JwtVerdict(status, f"rules[{rule}] ({where}): token refused: {'; '.join(reasons)}: {status}", rule)
 
 
+def removed_header(j: JwtCheck, verdict: JwtVerdict, headers: dict[str, str]) -> str | None:
+    """The header a verified token came in, when its provider does not forward it (`forward_token: false`):
+    Envoy removes it before the request goes on."""
+    for p in j.providers:
+        if p.name == verdict.provider and not p.forward_token:
+            for name, prefix in p.from_headers or (() if p.from_params else DEFAULT_HEADERS):
+                value = headers.get(name.lower())
+                if value is not None and value.startswith(prefix or ""):
+                    return name.lower()
+    return None
+
+
 def forwarded_claims(j: JwtCheck, verdict: JwtVerdict) -> list[tuple[str, str]]:
     """Headers the provider sets from claims (`forward_claims`)."""
     out = []
@@ -172,4 +184,4 @@ def forwarded_claims(j: JwtCheck, verdict: JwtVerdict) -> list[tuple[str, str]]:
     return out
 
 
-__all__ = ["JwtVerdict", "PathCondition", "check", "forwarded_claims", "verify"]
+__all__ = ["JwtVerdict", "PathCondition", "check", "forwarded_claims", "removed_header", "verify"]

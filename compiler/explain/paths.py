@@ -26,7 +26,7 @@ class Normalised:
 def _decode_unreserved(path: str) -> str:
     def one(m):
         ch = chr(int(m.group(1), 16))
-        return ch if ch.isascii() and (ch.isalnum() or ch in "-._~") else m.group(0).upper()
+        return ch if ch.isascii() and (ch.isalnum() or ch in "-._~") else m.group(0)  # other escapes kept as written
 
     return _UNRESERVED.sub(one, path)
 
