@@ -50,9 +50,9 @@ def choose_route(t: Trace, side: Side, listener: HttpListener, host: str) -> tup
         if twin:  # compiler/lower/routes.py: non-idempotent methods get the rule without its retries, first
             name += " without retries (its non-idempotent methods)"
         if why is None:
-            t.step(side, "route", f"{name} matched ({route_conditions(route)})", route.source, index=i)
+            t.step(side, "route", f"{name} matched ({route_conditions(route)})", route.source, index=i, rule=name, matched=True)
             return route, None
-        t.step(side, "route", f"{name} did not match: {why}", route.source, index=i)
+        t.step(side, "route", f"{name} did not match: {why}", route.source, index=i, rule=name, matched=False)
     t.step(side, "route", f"no route of {vhost.name} matches {t.method} {path}: 404 (Envoy: NR)")
     return None, 404
 

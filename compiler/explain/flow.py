@@ -66,7 +66,7 @@ def _from_service(t: Trace, ir: MeshIR, sidecars: dict[str, Sidecar], caller: Si
     host = host or service
     t.headers["host"] = host
     t.step("caller", "request", f"{t.method} {t.path} Host {host} from {caller.service}'s app to its outbound listener "
-           f"{listener.address}:{listener.port}", caller.source)
+           f"{listener.address}:{listener.port}", caller.source, method=t.method, path=t.path, host=host)
     answer = _http_hop(t, "caller", caller, listener, host)
     if isinstance(answer, Outcome):
         return answer
