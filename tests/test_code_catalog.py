@@ -164,3 +164,20 @@ def test_cli_usage():
     assert exc.value.code == 2
     assert cli.main(["explain-code"]) == 2
     assert cli.main(["explain-code", "E218", "--list"]) == 2
+
+
+def test_every_code_has_a_row_in_the_readme_table():
+    """The README's table of codes (Meaning checks) names every code, alone or in a range like `E001–E004`."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("### Meaning checks")
+    end = text.index("\n#### ", start)
+    named: set[str] = set()
+    for row in text[start:end].splitlines():
+        if not row.startswith("| "):
+            continue
+        cell = row.split("|")[1]
+        named.update(re.findall(r"[EW]\d{3}", cell))
+        for first, last in re.findall(r"([EW]\d{3})\s*[–-]\s*[EW](\d{3})", cell):
+            named.update(f"{first[0]}{n:03d}" for n in range(int(first[1:]), int(last) + 1))
+    missing = [code for code in catalog.codes() if code not in named]
+    assert not missing, f"no row of the README's Meaning checks table names: {', '.join(missing)}"
