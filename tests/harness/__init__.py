@@ -26,6 +26,8 @@ Building blocks (usable on their own), by module:
 - gateway   `GatewayEnvoy` / `start_gateway` (a Gateway's Envoy, `OUT/<gateway>/`), `tls_context`,
             `https_many` (HTTPS with SNI, CA bundle, client certificate, source address), `handshake`.
 - edge_mesh `edge_mesh`: the gateway tests' mesh (productpage behind `ingress`, certificates issued), `Signer`.
+- agreement `Case`, `send`, `disagreement`, `generate`: requests through real sidecars compared with `meshc explain`;
+            agreement_mesh: the agreement test's mesh (every decision explain makes) and its one-decision mutants.
 
 The cluster in a box (Kubernetes mode; Linux, root, `ip`, `dnsmasq`; the `kube_cluster` fixture). These
 leave loopback, but only inside network namespaces the harness makes, in a private /24 with no uplink:
