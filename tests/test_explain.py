@@ -163,7 +163,7 @@ def test_mirrors_timeout_retries_and_budget():
 def test_mtls_identities_and_a_caller_without_certificates_meets_strict(tmp_path):
     ir = _ir(tmp_path, MESH)
     e = explain(ir, Request("web", "api"))
-    assert _steps(e, "mTLS")[0].startswith("spiffe://t.example/ns/default/sa/web -> spiffe://t.example/ns/default/sa/api")
+    assert _steps(e, "mTLS")[0].startswith("web originates mTLS: spiffe://t.example/ns/default/sa/web -> spiffe://t.example/ns/default/sa/api")
     assert e.steps[[s.what for s in e.steps].index("mTLS")].data["mode"] == "strict"
 
     # The callee permissive, the caller without mesh certificates: plaintext, no identity.

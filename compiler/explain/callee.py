@@ -28,7 +28,8 @@ def connection(t: Trace, caller: Sidecar, cluster: Cluster, listener) -> tuple[b
         if mode is None:
             t.step("callee", "mTLS", f"{caller.service} originates mTLS but {cluster.service} takes plaintext only: 503", cluster.source)
             return False, None
-        t.step("callee", "mTLS", f"{mine} -> {theirs} (callee mode {mode}; each end checks the other's certificate)",
+        t.step("callee", "mTLS", f"{caller.service} originates mTLS: {mine} -> {theirs} (callee mode {mode}; each end "
+               "checks the other's certificate)",
                cluster.source, caller_identity=mine, callee_identity=theirs, mode=mode)
         return True, mine
     if mode == "strict":
@@ -45,7 +46,8 @@ def _rule_mismatch(rule: AccessRule, who: str | None, method: str, path: str, he
     if rule.principals and who not in rule.principals:
         return f"from {', '.join(rule.principals)}: caller is {who or 'unauthenticated (no mTLS)'}"
     if rule.paths and not any(path_matches(p, path) for p in rule.paths):
-        return f"paths {', '.join(p.value for p in rule.paths)}: {path} is none of them"
+        case = " (any case)" if any(p.ignore_case for p in rule.paths) else ""
+        return f"paths {', '.join(p.value for p in rule.paths)}{case}: {path} is none of them"
     if rule.methods and method not in rule.methods:
         return f"methods {', '.join(rule.methods)}: {method}"
     for h in rule.headers:
