@@ -375,3 +375,21 @@ def test_focus_on_every_node_is_well_formed(case: str) -> None:
             around = focus(g, node.name)
             assert mermaid_problems(render(around, "mermaid")) == [], (case, node.name)
             assert set(around.groups) <= set(g.groups) and set(around.edges) <= set(g.edges)
+
+
+def test_direct_answers_and_faults(tmp_path: Path) -> None:
+    edges = labels(graph(ROOT / "policies" / "rewrites"))
+    assert edges["svc_frontend", "svc_catalog", "call"][2:5] == (
+        "= /healthz: answered 200", "/old-shop/*: redirect 301", "/insecure*: redirect 308",
+    )
+    edges = labels(graph(ROOT / "policies" / "chaos"))
+    assert edges["svc_frontend", "svc_ratings", "call"][2:4] == (
+        "/grpc*: fault abort grpc 14 100%", "otherwise: fault delay 2s 50%, abort 503 10%, if x-chaos: on",
+    )
+    (tmp_path / "mesh.yaml").write_text(
+        "kind: Mesh\nname: m\n---\nkind: Service\nname: a\nport: 9080\nsidecar: {address: 127.0.250.9}\n"
+        "versions: {v1: {endpoints: ['127.0.0.1:20009']}}\n---\n"
+        "kind: Route\nservice: a\nrules:\n  - respond: {status: 410}\n"
+    )
+    (only,) = graph(tmp_path).edges  # a Route that only answers sends nothing to any version
+    assert (only.target, only.label, only.style) == ("ver_a__v1", ("no traffic",), "dotted")

@@ -66,6 +66,29 @@ def rule_texts(rules: list[RouteRule]) -> list[str]:
     return out
 
 
+def rule_effects(rule: RouteRule, text: str) -> list[str]:
+    """What a rule does besides choosing versions, one line each: the caller's sidecar answers itself
+    (`= /healthz: answered 200`, `/old/*: redirect 301`) or injects faults (`fault abort 503 10%`)."""
+    scope = "otherwise: " if text == "else" else f"{text}: " if text else ""
+    lines = []
+    if rule.respond is not None:
+        lines.append(f"{scope}answered {rule.respond.status}")
+    if rule.redirect is not None:
+        lines.append(f"{scope}redirect {rule.redirect.code}")
+    if rule.fault is not None:
+        parts = []
+        if rule.fault.delay is not None:
+            parts.append(f"delay {rule.fault.delay.fixed} {rule.fault.delay.percent}%")
+        if rule.fault.abort is not None:
+            a = rule.fault.abort
+            what = f"grpc {a.grpc_status}" if a.grpc_status is not None else str(a.status)
+            parts.append(f"abort {what} {a.percent}%")
+        if rule.fault.headers:
+            parts.append("if " + " ".join(_header(h) for h in rule.fault.headers))
+        lines.append(f"{scope}fault " + ", ".join(parts))
+    return lines
+
+
 # -- authorization (from the callee's inbound listener in the IR) --
 
 

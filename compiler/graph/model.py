@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compiler.graph.describe import authz_text, rule_texts, transport_text
+from compiler.graph.describe import authz_text, rule_effects, rule_texts, transport_text
 from compiler.ir import HttpListener, MeshIR, Sidecar, TcpListener
 from compiler.policy.resolved import Resolved
 
@@ -172,7 +172,7 @@ class _Builder:
                 cond = text if text not in ("", "else") else ""
                 mirrors.setdefault(dst, []).append(f"mirror {m.percent}%" + (f" ({cond})" if cond else ""))
         forwarding = sum(1 for r in rules if r.to)
-        if not forwarding:
+        if not rules:  # no Route: everything to the default version (a Route that only answers sends nothing)
             shares[sv.default_version] = [("", 100)]
         elif any(len(p) == forwarding and all(pct == 100 for _, pct in p) for p in shares.values()):
             shares = {v: [("", 100)] if p else [] for v, p in shares.items()}  # every rule: all to one version
@@ -186,7 +186,8 @@ class _Builder:
             self.edges.append(Edge(src, dst, "mirror", (" · ".join(texts_),), style="dashed"))
 
     def resilience(self, callee: str) -> list[str]:
-        """Retries and timeouts of calls to `callee` (its Route, else the Mesh's default timeout)."""
+        """Direct answers, faults, retries and timeouts of calls to `callee` (its Route; else the Mesh's default
+        timeout)."""
         target = self.view.views.get(callee) or self.view.externals.get(callee)
         if target is None or target.listener == "tcp":
             return []
@@ -199,7 +200,8 @@ class _Builder:
                 retries.append(f"retries {rule.retries.attempts}{cond}")
         forwarding = [r for r in rules if r.to]
         timeouts = [str(self.view.timeout_of(r)) for r in forwarding] or [str(self.view.mesh.defaults.timeout)]
-        lines = list(dict.fromkeys(retries))
+        lines = [line for rule, text in zip(rules, texts) for line in rule_effects(rule, text)]
+        lines += list(dict.fromkeys(retries))
         lines.append("timeout " + " / ".join(dict.fromkeys(timeouts)))
         return lines
 
