@@ -45,6 +45,9 @@ class Pair:
     path: str
     before: str
     after: str
+    sent: tuple[str | None, str | None] = (None, None)
+    """The request tried for it (method, path): a stand-in's concrete method and path; (None, None) for a
+    connection."""
 
     @property
     def request(self) -> str:
@@ -145,5 +148,5 @@ def pair_changes(old: MeshIR, new: MeshIR) -> list[Pair]:
                 before = outcome(a, id_old, method, path)
                 after = outcome(b, id_new, method, path)
                 if before != after:
-                    out.append(Pair(caller, service, method_label, path_label, before, after))
+                    out.append(Pair(caller, service, method_label, path_label, before, after, (method, path)))
     return out
