@@ -55,7 +55,7 @@ class ExternalService(Document):
     `endpoints` are given), the TLS SNI by default, and the Host the server gets (`host_rewrite_literal`,
     with `:port` unless the port is the scheme's default). Wildcards are not allowed."""
     port: Port
-    """The server's port; apps call it on this port too."""
+    """The server's port (for `tcp`, also the port of the caller's outbound listener for it)."""
     protocol: Literal["http", "grpc", "tcp"] = "http"
     """`http` and `grpc`: requests, routed by Host on the caller's outbound listener; `tcp`: opaque bytes on
     an outbound listener of its own on `port`."""
