@@ -32,7 +32,7 @@ from harness import report
 from harness.agreement import (
     Case, Vocabulary, decision_path, disagreement, generate, predicted, redirect_location, send, table, tally,
 )
-from harness.agreement_mesh import GW, SHOP, WEATHER, Signer, agreement_mesh, mutant_ir, mutants, tokens
+from harness.agreement_mesh import API, GW, SHOP, WEATHER, Signer, agreement_mesh, mutant_ir, mutants, tokens
 
 pytestmark = pytest.mark.envoy
 
@@ -42,6 +42,7 @@ COUNT = 500
 
 
 def vocabulary(signer: Signer) -> Vocabulary:
+    access = tokens(signer)
     return Vocabulary(
         targets=[
             *[("frontend", "reviews", None)] * 5,
@@ -56,6 +57,10 @@ def vocabulary(signer: Signer) -> Vocabulary:
             (GW, None, "other.example"),
             (GW, None, "Shop.Example:8080"),
             (GW, None, SHOP, "tohttps"),
+            (GW, None, f"v1.{API}"),
+            (GW, None, f"a.b.{API}"),
+            (GW, None, API),
+            ("frontend", "reviews", "reviews."),
         ],
         methods=["GET", "GET", "GET", "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
         paths=[
@@ -69,23 +74,27 @@ def vocabulary(signer: Signer) -> Vocabulary:
         queries=[
             "", "", "", "variant=b", "variant=a", "page=12", "page=2", "sort=asc", "sort=up", "trace", "trace=1",
             "variant=%62", "variant=b&variant=a", "Variant=b", "sort=desc&page=1",
+            *(f"access_token={value.split(' ', 1)[1]}" for label, value in access.items() if label in ("valid", "expired")),
         ],
         headers={
             "end-user": ["jason", "bob"],
             "x-group": ["beta", "beta-2", "alpha", "Beta"],
-            "x-debug": ["123", "abc", "12a"],
+            "x-debug": ["123", "abc", "12a", " 123", "123 "],
             "x-canary": ["1"],
             "x-legacy": ["yes"],
             "x-block": ["1"],
             "x-tenant": ["acme", "umbrella"],
-            "cookie": ["ab=b", "ab=bb; x=1", "x=1; ab=b"],
+            "cookie": ["ab=b", "ab=bb; x=1", "x=1; ab=b", "ab=b;x=1", "xab=b", "x=ab=b", "ab=b; ab=c"],
         },
-        tokens=tokens(signer),
+        tokens=access,
     )
 
 
 def curated(tokens: dict[str, str]) -> list[Case]:
     """A few requests the draw is unlikely to make, so that every authorization rule decides at least once."""
+
+    def raw(value: str) -> str:
+        return value.split(" ", 1)[1]
 
     def bearer(label: str) -> tuple[tuple[str, str], ...]:
         return (("authorization", tokens[label]),)
@@ -111,6 +120,15 @@ def curated(tokens: dict[str, str]) -> list[Case]:
         Case("frontend", "reviews", "GET", "/x?variant=%62"),
         Case("frontend", "reviews", "GET", "/x?variant=b"),
         Case("frontend", "reviews", "GET", "/old/%3a%7e"),
+        # Header values lose their surrounding whitespace; every token a request carries is verified (the query
+        # parameter's first), so one bad token refuses the request whatever the other one is.
+        Case("frontend", "reviews", "GET", "/x", (("x-debug", " 123 "),)),
+        Case("frontend", "reviews", "GET", f"/items/x?access_token={raw(tokens['expired'])}", bearer("admin"), token="admin"),
+        Case("frontend", "reviews", "GET", f"/items/x?access_token={raw(tokens['wrong-aud'])}", bearer("expired"),
+             token="expired"),
+        Case("frontend", "reviews", "GET", f"/items/x?access_token={raw(tokens['expired'])}", bearer("wrong-aud"),
+             token="wrong-aud"),
+        Case("frontend", "reviews", "GET", f"/items/x?access_token={raw(tokens['valid'])}", bearer("admin"), token="admin"),
         # The gateway's own token check: required for ratings; on /secure verified, then removed (forward_token
         # false), so reviews, which requires one there, answers 401 to a valid token that came through the edge.
         Case(GW, None, "GET", "/ratings/1", host=SHOP),

@@ -23,6 +23,7 @@ for a redirect) and no app did. Everything here is bounded: one request per case
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -70,7 +71,8 @@ class Case:
         heads = " ".join(f"{k}:{v}" for k, v in self.headers if k != "authorization")
         token = f" token={self.token}" if self.token else ""
         target = self.service or "-"
-        return f"{self.entry}->{target} host={self.host_header} {self.method} {self.path} {heads}{token}".rstrip()
+        path = re.sub(r"(=[A-Za-z0-9_-]{12})[A-Za-z0-9_.-]{40,}", r"\1…", self.path)  # tokens in the query
+        return f"{self.entry}->{target} host={self.host_header} {self.method} {path} {heads}{token}".rstrip()
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ TRUST_DOMAIN = "agree.test"
 ISSUER, AUDIENCE = "https://auth.agree.test", "reviews"
 GW, SHOP = "ingress", "shop.example"
 WEATHER = "weather.example"
+API = "api.example"
 
 
 def reviews_route() -> dict:
@@ -89,7 +90,13 @@ def reviews_route() -> dict:
 
 
 def reviews_security(signer: Signer) -> list[dict]:
-    provider = {"name": "agree-issuer", "issuer": ISSUER, "audiences": [AUDIENCE], "jwks": signer.jwks()}
+    provider = {
+        "name": "agree-issuer",
+        "issuer": ISSUER,
+        "audiences": [AUDIENCE],
+        "jwks": signer.jwks(),
+        "from_params": ["access_token"],
+    }
     return [
         {
             "kind": "RequestAuthentication",
@@ -173,7 +180,11 @@ def agreement_mesh(live_mesh, tmp_path, signer: Signer, paths: dict | None = Non
                 "tls": {"certificates": [{"hosts": [SHOP], "cert": str(edge / "cert.pem"), "key": str(edge / "key.pem")}]},
             },
         ],
-        "routes": [{"hosts": [SHOP], "path": "/ratings", "to": "ratings"}, {"hosts": [SHOP], "to": "reviews"}],
+        "routes": [
+            {"hosts": [SHOP], "path": "/ratings", "to": "ratings"},
+            {"hosts": [SHOP], "to": "reviews"},
+            {"hosts": [f"*.{API}"], "to": "ratings"},
+        ],
         "rate_limit": {"requests": 1_000_000, "per": "1s"},
     }
     # At the edge: a token is required for ratings and checked (then removed: forward_token false) on /secure.
