@@ -17,6 +17,7 @@ import pytest
 
 from compiler.cli import main
 from compiler.diff.authz import ALLOWED, CONDITIONAL, DENIED, decide, path_matches
+from compiler.diff.model import KINDS, SECTIONS
 from compiler.diff.routes import match_label, rule_labels
 from compiler.ir import Access, AccessRule, HeaderCondition, PathCondition
 from compiler.policy.base import IN_MEMORY
@@ -62,7 +63,7 @@ def test_golden_json_is_the_documented_schema() -> None:
         assert doc["format"] == "meshc-diff/1" and doc["different"] == bool(doc["changes"])
         for change in doc["changes"]:
             assert list(change) == ["section", "subject", "item", "kind", "before", "after"]
-            assert change["kind"] in ("added", "removed", "changed", "moved")
+            assert change["kind"] in KINDS and change["section"] in SECTIONS
 
 
 def test_what_the_golden_pairs_say() -> None:

@@ -51,9 +51,6 @@ class Change:
     before: object = None
     after: object = None
 
-    def sort_key(self) -> tuple:
-        return (SECTIONS.index(self.section), self.subject, self.item)
-
     def as_json(self) -> dict:
         out = {"section": self.section, "subject": self.subject, "item": self.item, "kind": self.kind}
         out["before"] = self.before
