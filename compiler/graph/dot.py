@@ -16,7 +16,7 @@ def quote(text: str) -> str:
 
 
 def label(lines: tuple[str, ...]) -> str:
-    return "\\n".join(quote(line)[1:-1] for line in lines).join('""')
+    return '"' + "\\n".join(quote(line)[1:-1] for line in lines) + '"'  # DOT's line break inside one string
 
 
 _SHAPES = {
