@@ -18,8 +18,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -42,14 +40,6 @@ EXTENSIONS = {"json": "json", "sarif": "sarif", "github": "github"}
 REGEN = os.environ.get("MESHC_REGEN") == "1"
 # A URI reference (RFC 3986): unreserved, reserved and percent-encoded characters only.
 URI = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
-
-
-def _meshc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).parent / "meshc"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "compiler"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # Python policy files import compiler.policy
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
 def _run(monkeypatch, capsys, cwd: Path, *argv: str) -> tuple[int, str, str]:
@@ -106,13 +96,14 @@ def _text_line(item: dict) -> str:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_every_error_case_json_says_what_the_text_says(case, tmp_path):
-    done = _meshc("build", "policies", "-o", str(tmp_path / "out"), "--format", "json", cwd=ERRORS / case)
-    assert done.returncode == 1, done.stderr
-    doc = json.loads(done.stdout)
+def test_every_error_case_json_says_what_the_text_says(case, tmp_path, monkeypatch, capsys):
+    code, out, err = _run(monkeypatch, capsys, ERRORS / case, "build", "policies", "-o", str(tmp_path / "out"),
+                          "--format", "json")
+    assert code == 1, err
+    doc = json.loads(out)
     expected = (ERRORS / case / "expected.txt").read_text().splitlines()
     assert [_text_line(i) for i in doc["diagnostics"]] == expected[:-1]
-    assert done.stderr.splitlines() == expected[-1:]  # the counts
+    assert err.splitlines() == expected[-1:]  # the counts
     errors = sum(i["severity"] == "error" for i in doc["diagnostics"])
     assert doc["summary"] == {"errors": errors, "warnings": len(doc["diagnostics"]) - errors}
     assert expected[-1].startswith(f"{errors} error(s), {len(doc['diagnostics']) - errors} warning(s)")
@@ -120,10 +111,11 @@ def test_every_error_case_json_says_what_the_text_says(case, tmp_path):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_every_error_case_sarif_is_valid(case, tmp_path):
-    done = _meshc("build", "policies", "-o", str(tmp_path / "out"), "--format", "sarif", cwd=ERRORS / case)
-    assert done.returncode == 1, done.stderr
-    doc = json.loads(done.stdout)
+def test_every_error_case_sarif_is_valid(case, tmp_path, monkeypatch, capsys):
+    code, out, err = _run(monkeypatch, capsys, ERRORS / case, "build", "policies", "-o", str(tmp_path / "out"),
+                          "--format", "sarif")
+    assert code == 1, err
+    doc = json.loads(out)
     _validate_sarif(doc)
     run = doc["runs"][0]
     expected = (ERRORS / case / "expected.txt").read_text().splitlines()[:-1]
@@ -137,6 +129,19 @@ def test_every_error_case_sarif_is_valid(case, tmp_path):
         location = result["locations"][0]["physicalLocation"]["artifactLocation"]
         assert location["uriBaseId"] == "%SRCROOT%"
         assert location["uri"].startswith(f"tests/errors/{case}/policies")
+    # two comment lines on top of every policy file (of a copy): every alert keeps its fingerprint
+    copy = tmp_path / "copy"
+    shutil.copytree(ERRORS / case / "policies", copy / "policies", symlinks=True)
+
+    def fingerprints() -> list[dict]:
+        _, out, _ = _run(monkeypatch, capsys, copy, "build", "policies", "-o", str(tmp_path / "out"), "--format", "sarif")
+        return [r["partialFingerprints"] for r in json.loads(out)["runs"][0]["results"]]
+
+    before = fingerprints()
+    for path in (copy / "policies").rglob("*"):
+        if path.suffix in {".yaml", ".yml", ".py"} and path.is_file() and not path.is_symlink():
+            path.write_bytes(b"# moved\n# down\n" + path.read_bytes())
+    assert fingerprints() == before
 
 
 def test_text_is_unchanged(monkeypatch, capsys, tmp_path):

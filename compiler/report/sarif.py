@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ from compiler.report.tool import code_help, tool_version
 SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 SRCROOT = "%SRCROOT%"
 FINGERPRINT = "meshcAnchor/v1"
+_LINE = re.compile(r"\b(line|column) \d+")
 
 
 def _artifact(path: str, srcroot: Path) -> dict:
@@ -49,13 +51,14 @@ def _location(source: Source | None, root: str, srcroot: Path) -> dict:
 
 
 def fingerprint(d: Diagnostic, root: str, srcroot: Path) -> str:
-    """Stable when lines move: the code, the policy directory, and the anchor (else the file and the message,
-    which for a load error such as invalid YAML is all there is)."""
+    """Stable when lines move: the code, the policy directory, the anchor (else the file) and the message
+    without the line and column numbers it names (a load error such as invalid YAML has no anchor)."""
     directory = repo_path(root or ".", srcroot) or root
+    message = _LINE.sub(r"\1 N", d.message)  # "(first at line 6)" of a YAML error moves with the lines too
     if d.source is not None and d.source.anchor:
-        key = (d.code, directory, d.source.anchor, d.message)
+        key = (d.code, directory, d.source.anchor, message)
     else:
-        key = (d.code, directory, d.source.file if d.source else "", d.message)
+        key = (d.code, directory, d.source.file if d.source else "", message)
     return hashlib.sha256("\0".join(key).encode("utf-8", "backslashreplace")).hexdigest()[:32]
 
 
