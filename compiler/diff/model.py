@@ -144,11 +144,16 @@ def nested_changes(before, after, path: str = "") -> list[tuple[str, object, obj
         if not out:  # same items, another order
             out.append((f"{path} (order)", [x["name"] for x in before], [x["name"] for x in after]))
         return out
-    if _objects(before) and _objects(after) and len(before) == len(after):  # same rules, some changed
+    if _objects(before) and _objects(after) and before and after:
         out = []
-        for i, (a, b) in enumerate(zip(before, after)):
-            out += nested_changes(a, b, f"{path}[{i}]")
-        return out
+        if len(before) == len(after):  # the same rules, some changed
+            for i, (a, b) in enumerate(zip(before, after)):
+                out += nested_changes(a, b, f"{path}[{i}]")
+            return out
+        # rules added or removed: each one that is not on the other side, at its position
+        out += [(f"{path}[{i}]", a, None) for i, a in enumerate(before) if a not in after]
+        out += [(f"{path}[{i}]", None, b) for i, b in enumerate(after) if b not in before]
+        return out or [(path, before, after)]
     return [(path, before, after)]
 
 
