@@ -232,6 +232,7 @@ providers:
     issuer: https://idp.example
     audiences: [api]
     jwks: '{jwks}'
+    from_params: [access_token]
     forward_claims: {{sub: x-user}}
 rules:
   - paths: [/public]
@@ -249,7 +250,7 @@ rules:
     assert e.outcome.kind == "forwarded" and "allow_missing" in _steps(e, "jwt")[0]
     e = explain(ir, Request("web", "api", "GET", "/x", bearer(_token(key, **good))))
     assert e.outcome.kind == "forwarded" and _steps(e, "jwt") == [
-        "rules[1] (/): idp: token valid (RS256, kid k1)",
+        "rules[1] (/): idp: token in header authorization valid (RS256, kid k1)",
         "token removed from authorization before the request goes on (forward_token: false)",
         "claim forwarded as x-user: alice",
     ]
@@ -271,6 +272,14 @@ rules:
         for path in ("/x", "/public"):
             e = explain(ir, Request("web", "api", "GET", path, bearer(_token(signer, **claims))))
             assert e.outcome.status == status and why in _steps(e, "jwt")[0], _steps(e, "jwt")
+    # Every token must pass, the query parameter's first (seen live): its failure decides.
+    expired, wrong_aud = _token(key, **{**good, "exp": 1000}), _token(key, **{**good, "aud": "web"})
+    e = explain(ir, Request("web", "api", "GET", f"/public?access_token={expired}", bearer(_token(key, **good))))
+    assert e.outcome.status == 401 and "token in query access_token: expired (exp) (every token must pass)" in _steps(e, "jwt")[0]
+    e = explain(ir, Request("web", "api", "GET", f"/x?access_token={_token(key, **good)}", bearer(wrong_aud)))
+    assert e.outcome.status == 403
+    e = explain(ir, Request("web", "api", "GET", f"/x?access_token={_token(key, **good)}", (("authorization", f" Bearer {expired} "),)))
+    assert e.outcome.status == 401, "a header value's surrounding spaces are not part of it"
 
 
 def test_rate_limits_make_the_outcome_uncertain():
@@ -323,6 +332,8 @@ def test_gateway_hosts_edge_jwt_and_the_https_redirect():
     assert (e.outcome.status, e.outcome.kind) == (401, "response") and e.steps[-1].side == "edge"
     e = explain(ir, Request("ingress", None, "GET", "/x", (("host", "bookinfo.example.com"),), listener="http"))
     assert e.outcome.status == 301 and e.steps[-1].data["location"] == "https://bookinfo.example.com:8443/x"
+    e = explain(ir, Request("ingress", "reviews", "GET", "/reviews/1"))  # no Host: one whose routes lead to reviews
+    assert _steps(e, "host")[0].startswith("no Host header: sending Host api.example.com") and e.outcome.status == 401
     e = explain(ir, Request("ingress", None, "GET", "/static/x", (("host", "nowhere.example"),)))
     assert (e.outcome.status, _steps(e, "virtual host")) == (404, ["none for Host nowhere.example: 404"])
 

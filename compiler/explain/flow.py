@@ -20,7 +20,7 @@ def explain(ir: MeshIR, request: Request) -> Explanation:
                            f"(known: {', '.join(sorted(sidecars)) or 'none'})")
     headers: dict[str, str] = {}
     for name, value in request.headers:  # a repeated header is seen as its values joined by commas (Envoy's matchers)
-        name = name.lower()
+        name, value = name.lower(), value.strip(" \t")  # HTTP drops the whitespace around a value
         headers[name] = f"{headers[name]},{value}" if name in headers else value
     t = Trace(request.method.upper(), request.path or "/", headers)
     t.sidecars["edge" if caller.gateway is not None else "caller"] = caller.service
@@ -87,19 +87,45 @@ def _edge_listener(caller: Sidecar, r: Request) -> HttpListener:
     return (routing or edges)[0]
 
 
+def _strip_port(host: str) -> str:
+    if host.startswith("["):
+        return host[: host.index("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _host_for(listener: HttpListener, service: str | None) -> tuple[str, str]:
+    """No Host header given: one the client would send (a Host whose routes lead to `service` when named; exact
+    domains first, then `*`, then a name under a wildcard), and the sentence that says so."""
+    exact_first = sorted(listener.routes.virtual_hosts, key=lambda v: ("*" in v.domains[0], v.domains[0] != "*"))
+    for vhost in exact_first:
+        if service is None or any(x.cluster.service == service for r in vhost.routes for x in r.targets):
+            domain = vhost.domains[0]
+            if domain == "*":
+                domain = listener.address
+            elif domain.startswith("*."):
+                domain = "www" + domain[1:]
+            leads = f", the first whose routes lead to {service}" if service else ""
+            return domain, f"no Host header: sending Host {domain} (virtual host {vhost.name}{leads}); -H host:NAME picks another"
+    return listener.address, f"no Host header, and no virtual host leads to {service}: sending Host {listener.address}"
+
+
 def _from_gateway(t: Trace, ir: MeshIR, sidecars: dict[str, Sidecar], gw: Sidecar, r: Request) -> Outcome:
     if r.service is not None and r.service not in _known(ir, sidecars):
         raise ExplainError(f"--to {r.service!r}: no Service or ExternalService of that name in mesh {ir.name} "
                            f"(known: {', '.join(sorted(_known(ir, sidecars))) or 'none'})")
     listener = _edge_listener(gw, r)
     e = listener.edge
-    host = t.headers.get("host") or listener.address
-    bare = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host  # edge strips any port
+    host, chosen = t.headers.get("host"), ""
+    if host is None:
+        host, chosen = _host_for(listener, r.service)
+    bare = _strip_port(host)  # an edge listener ignores the Host's port (strip_any_host_port)
     tls = "https" if e.tls is not None else "http"
     extra = f"; a client certificate signed by {e.tls.client_ca} is required" if e.tls and e.tls.client_ca else ""
     t.step("edge", "listener", f"{gw.service} listener {e.listener} ({tls}, port {listener.port}){extra}: "
            f"{t.method} {t.path} Host {host}", e.source, listener=e.listener)
     t.headers["host"] = host
+    if chosen:
+        t.step("edge", "host", chosen)
     if e.trusted_hops:
         t.step("edge", "client address", f"{e.trusted_hops} trusted proxy hop(s) in X-Forwarded-For", e.source)
     answer = _http_hop(t, "edge", gw, listener, bare)

@@ -37,18 +37,22 @@ def _b64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _token(p: JwtIssuer, headers: dict[str, str], params: dict[str, str]) -> str | None:
+def _tokens(p: JwtIssuer, headers: dict[str, str], params: dict[str, str]) -> list[tuple[str, str]]:
+    """Every token of the request for this provider, as (where, token), in the order Envoy verifies them: it
+    extracts headers then query parameters and verifies from the last one found (seen live: a bad
+    `access_token` parameter decides before a good Authorization header, and every token must pass)."""
     from_headers, from_params = p.from_headers, p.from_params
     if not from_headers and not from_params:
         from_headers, from_params = DEFAULT_HEADERS, DEFAULT_PARAMS
+    found = []
     for name, prefix in from_headers:
         value = headers.get(name.lower())
         if value is not None and value.startswith(prefix or ""):
-            return value[len(prefix or ""):].strip()
+            found.append((f"header {name.lower()}", value[len(prefix or ""):].strip()))
     for name in from_params:
         if name in params:
-            return params[name]
-    return None
+            found.append((f"query {name}", params[name]))
+    return found[::-1]
 
 
 def _hash(alg: str):
@@ -143,19 +147,23 @@ def check(j: JwtCheck, path: str, headers: dict[str, str], params: dict[str, str
     names = r.providers or tuple(p.name for p in j.providers)
     providers = [p for p in j.providers if p.name in names]
     where = ", ".join(c.value for c in r.paths) or "every path"
-    found = [(p, tok) for p in providers if (tok := _token(p, headers, params)) is not None]
+    found = [(p, toks) for p in providers if (toks := _tokens(p, headers, params))]
     if not found:
         if r.allow_missing:
             return JwtVerdict(None, f"rules[{rule}] ({where}): no token, allowed (allow_missing)", rule)
         return JwtVerdict(401, f"rules[{rule}] ({where}): a token from {' or '.join(names)} is required: none sent: 401", rule)
     reasons, status = [], 401
-    for p, tok in found:
-        ok, why, claims, refused = verify(p, tok, now)
-        if ok is None:
-            return JwtVerdict(None, f"rules[{rule}] ({where}): {p.name}: {why}", rule, p.name, claims, certain=False)
-        if ok:
-            return JwtVerdict(None, f"rules[{rule}] ({where}): {p.name}: token {why}", rule, p.name, claims)
-        reasons.append(f"{p.name}: {why}")
+    for p, toks in found:
+        verdicts = [(place, *verify(p, tok, now)) for place, tok in toks]
+        several = len(verdicts) > 1
+        bad = next(((place, why, claims, refused) for place, ok, why, claims, refused in verdicts if ok is False), None)
+        if bad is None:
+            claims = verdicts[-1][3]  # the last verified token's payload is the one recorded
+            text = "; ".join(f"token in {place} {why}" for place, _, why, _, _ in verdicts)
+            certain = all(v[1] is True for v in verdicts)
+            return JwtVerdict(None, f"rules[{rule}] ({where}): {p.name}: {text}", rule, p.name, claims, certain=certain)
+        place, why, claims, refused = bad
+        reasons.append(f"{p.name}: token in {place}: {why}" + (" (every token must pass)" if several else ""))
         if refused == 403 and (not p.issuer or claims.get("iss") == p.issuer):
             status = 403  # the token is this provider's; only its audience is wrong
     return JwtVerdict(status, f"rules[{rule}] ({where}): token refused: {'; '.join(reasons)}: {status}", rule)
@@ -166,10 +174,8 @@ def removed_header(j: JwtCheck, verdict: JwtVerdict, headers: dict[str, str]) ->
     Envoy removes it before the request goes on."""
     for p in j.providers:
         if p.name == verdict.provider and not p.forward_token:
-            for name, prefix in p.from_headers or (() if p.from_params else DEFAULT_HEADERS):
-                value = headers.get(name.lower())
-                if value is not None and value.startswith(prefix or ""):
-                    return name.lower()
+            for place, _ in _tokens(p, headers, {}):
+                return place.split(" ", 1)[1]
     return None
 
 
