@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from compiler.explain.match import path_matches
-from compiler.ir import JwtCheck, JwtIssuer, PathCondition
+from compiler.ir import JwtCheck, JwtIssuer
 
 DEFAULT_HEADERS = (("authorization", "Bearer "),)
 DEFAULT_PARAMS = ("access_token",)
@@ -190,4 +190,4 @@ def forwarded_claims(j: JwtCheck, verdict: JwtVerdict) -> list[tuple[str, str]]:
     return out
 
 
-__all__ = ["JwtVerdict", "PathCondition", "check", "forwarded_claims", "removed_header", "verify"]
+__all__ = ["JwtVerdict", "check", "forwarded_claims", "removed_header", "verify"]
