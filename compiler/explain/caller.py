@@ -39,7 +39,8 @@ def choose_route(t: Trace, side: Side, listener: HttpListener, host: str) -> tup
     if vhost is None:
         t.step(side, "virtual host", f"none for Host {host}: 404", table=listener.routes.name)
         return None, 404
-    t.step(side, "virtual host", f"{vhost.name} for Host {host} ({how})", table=listener.routes.name, vhost=vhost.name)
+    name = "the egress catch-all" if listener.direction == "outbound" and "*" in vhost.domains else vhost.name
+    t.step(side, "virtual host", f"{name} for Host {host} ({how})", table=listener.routes.name, vhost=vhost.name)
     path, query = split_path(t.path)
     headers, params = t.matching_headers(), query_params(query)
     routes = vhost.routes

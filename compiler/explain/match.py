@@ -120,10 +120,18 @@ def route_mismatch(route: HttpRoute, path: str, headers: dict[str, str], params:
     return None
 
 
+def _held(h: HeaderCondition) -> str:
+    """A header condition that held, in short: `end-user: jason`, `x-group: beta*`."""
+    if h.name.startswith(":") or h.kind not in ("exact", "prefix"):
+        return describe_header(h)
+    return f"{h.name}: {h.value}{'*' if h.kind == 'prefix' else ''}"
+
+
 def route_conditions(route: HttpRoute) -> str:
+    """What a matched route asked of the request, in short."""
     parts = [describe_path(route.path)] if route.path.value != "/" or route.path.kind != "prefix" else []
-    parts += [describe_header(h) for h in route.headers]
-    parts += [describe_query(q) for q in route.query]
+    parts += [_held(h) for h in route.headers]
+    parts += [f"?{q.name}={q.value}" if q.kind == "exact" else describe_query(q) for q in route.query]
     return ", ".join(parts) or "any request"
 
 
