@@ -84,6 +84,7 @@ def vocabulary(signer: Signer) -> Vocabulary:
             "x-legacy": ["yes"],
             "x-block": ["1"],
             "x-tenant": ["acme", "umbrella"],
+            "x-meshc-version": ["v3", "v2", "default"],  # the callee's version marker, forged by the app
             "cookie": ["ab=b", "ab=bb; x=1", "x=1; ab=b", "ab=b;x=1", "xab=b", "x=ab=b", "ab=b; ab=c"],
         },
         tokens=access,
@@ -110,6 +111,7 @@ def curated(tokens: dict[str, str]) -> list[Case]:
         Case(GW, None, "PUT", "/public/p", host=SHOP),  # deny[2]
         Case("frontend", "reviews", "GET", "/x", (("x-block", "1"),)),  # deny[1]
         Case("frontend", "reviews", "GET", "/a/../admin"),  # deny[0] after normalisation
+        Case("frontend", "reviews", "GET", "/reviews/1", (("end-user", "jason"),)),  # v3, certain
         # Disagreements found by this test once (explain fixed since): a token for another audience is 403,
         # even with a bad signature (jwt_authn checks the audience before the signature), but 401 when expired;
         # query parameters are matched as sent, not percent-decoded; normalisation decodes only unreserved
