@@ -91,6 +91,7 @@ REQUIRED = {
     "gateway_ports",
     "gateway_pods",
     "external_errors",
+    "edge_ranges",  # gateway numbers beyond Envoy's uint32 fields (found by the mesh fuzzer)
     # mesh-wide resilience analysis (issue 14): its warnings, positioned, beside an error
     "resilience_analysis",
 }

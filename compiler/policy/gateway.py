@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.observability import ObservabilityOverride
 from compiler.policy.traffic import RateLimit
-from compiler.policy.types import Duration, IPAddress, Name, Port, PositiveDuration
+from compiler.policy.types import Duration, IPAddress, Name, Port, PositiveDuration, PositiveUInt32, UInt32
 
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 Hostname = Annotated[
@@ -106,18 +106,19 @@ class GatewayRoute(PolicyModel):
 class EdgeLimits(PolicyModel):
     """What one client may make the gateway hold, after Envoy's advice for untrusted downstreams."""
 
-    max_connections: PositiveInt = 10_000
+    max_connections: PositiveUInt32 = 10_000
     """Open connections per listener; beyond it new connections are closed at once (Envoy's per-listener
     limit, runtime `envoy.resource_limits.listener.<listener>.connection_limit`, counted over every
     certificate's filter chain; stat `listener.<address>_<port>.downstream_cx_overflow`). It is set in the
-    bootstrap: a change restarts the gateway's Envoy."""
+    bootstrap: a change restarts the gateway's Envoy. At most 4,294,967,295 (a runtime value is a double:
+    Envoy ignores a limit beyond uint64, that is no limit at all, and rounds one beyond 2^53)."""
     max_request_headers_kb: Annotated[int, Field(strict=True, ge=1, le=8192)] = 60
     """Total size of a request's headers (HCM `max_request_headers_kb`); larger: 431."""
     max_headers: Annotated[int, Field(strict=True, ge=1, le=65535)] = 100
     """Number of request headers (`max_headers_count`); more: 431."""
-    max_request_bytes: PositiveInt | None = None
+    max_request_bytes: PositiveUInt32 | None = None
     """Largest request body, buffered whole before it is forwarded (`envoy.filters.http.buffer`); larger: 413.
-    Default: no limit, so uploads and streams are not buffered."""
+    Default: no limit, so uploads and streams are not buffered. At most 4,294,967,295 (Envoy's uint32)."""
     request_headers_timeout: PositiveDuration = Duration(10_000)
     """Time a client has to send all its request headers (slow-loris protection)."""
     request_timeout: Duration | None = None
@@ -152,10 +153,10 @@ class Gateway(Document):
     """Ports open to clients outside the mesh; at least one, names unique."""
     routes: list[GatewayRoute] = []
     """Where requests go, tried in order; the first match wins."""
-    trusted_hops: NonNegativeInt = 0
+    trusted_hops: UInt32 = 0
     """Proxies in front of the gateway (a cloud load balancer) whose `X-Forwarded-For` entries are
     trusted. 0: the client is the connection's peer address, and what the client wrote in
-    `X-Forwarded-For` decides nothing (Envoy `use_remote_address`, `xff_num_trusted_hops`)."""
+    `X-Forwarded-For` decides nothing (Envoy `use_remote_address`, `xff_num_trusted_hops`, a uint32)."""
     limits: EdgeLimits = EdgeLimits()
     """What one client may make the gateway hold (connections, header sizes, timeouts)."""
     rate_limit: RateLimit | None = None
