@@ -1,4 +1,5 @@
-"""A Hypothesis strategy of valid meshes over every feature of the policy language.
+"""A Hypothesis strategy of valid meshes over every feature of the policy language (Gateways, ExternalServices
+and the Mesh's egress: edgeparts.py).
 
 `meshes()` draws a `Drawn`: YAML documents (plain dicts) that the policy models accept and whose
 references hold (routes name versions that exist, callers call services of the mesh, ...), with edge
@@ -17,6 +18,7 @@ from pathlib import Path
 import yaml
 from hypothesis import strategies as st
 
+from fuzz.edgeparts import egress, externals, gateway
 from fuzz.edges import EDGE_COUNTS, EDGE_NON_NEGATIVE, EMOJI, TOKEN, Gen, durations, text
 from fuzz.parts import METHODS, count, dur, header_match, jwks, path, rate_limit, rule
 
@@ -283,11 +285,13 @@ def meshes(draw, include_open: bool = True, only: str | None = None) -> Drawn:
         doc, versions[name] = service_doc(g, i, name, protocols[i], calls, in_pods, k)
         services.append(doc)
     docs = [mesh_doc(g, in_pods, names, grpc, http)] + services
+    edge_docs, gw = edge(g, docs[0], services, names, protocols, grpc, in_pods, k)
     mirror_targets = [(None, v) for v in []]
     for name, protocol in zip(names, protocols):
         if protocol != "tcp" and draw(st.integers(0, 2)) == 0:
             mirror_targets = [(None, v) for v in versions[name]] + [
-                (s, v) for s, p in zip(names, protocols) if s != name and p != "tcp" for v in versions[s]]
+                (s, v) for s, p in zip(names, protocols) if s != name and p != "tcp" for v in versions[s]] + [
+                (e["name"], "default") for e in edge_docs if e["kind"] == "ExternalService" and e.get("protocol") != "tcp"]
             rules = [rule(g, versions[name], mirror_targets, last=(j == last))
                      for last in [draw(st.integers(0, 3))] for j in range(last + 1)]
             route: dict = {"kind": "Route", "service": name, "rules": rules}
@@ -302,7 +306,20 @@ def meshes(draw, include_open: bool = True, only: str | None = None) -> Drawn:
             docs.append(request_authentication(g, name))
         if draw(st.integers(0, 3)) == 0:
             mode = lambda s: s.get("mtls") or docs[0].get("mtls", {}).get("mode", "disable")
-            callers = [s["name"] for s in services if s["name"] != name and mode(s) != "disable"]
+            callers = [s["name"] for s in services if s["name"] != name and mode(s) != "disable"] + ([gw] if gw else [])
             docs.append(authorization_policy(g, name, callers if mode(services[names.index(name)]) != "disable" else [],
                                              protocol, jwt))
-    return Drawn(docs, g.used)
+    return Drawn(docs + edge_docs, g.used)
+
+
+def edge(g: Gen, mesh: dict, services: list[dict], names: list[str], protocols: list[str], grpc: list[str], in_pods: bool,
+         k: int) -> tuple[list[dict], str | None]:
+    """ExternalServices (with Mesh egress) in a third of the meshes, a Gateway in a third (edgeparts.py)."""
+    docs: list[dict] = externals(g, services, grpc, in_pods) if g.draw(st.integers(0, 2)) == 0 else []
+    if docs or g.draw(st.integers(0, 3)) == 0:
+        mesh["egress"] = egress(g)
+    gw = None
+    if g.draw(st.integers(0, 2)) == 0:
+        gw, more = gateway(g, names, protocols, in_pods, k, [d["name"] for d in docs if d["kind"] == "ExternalService"])
+        docs += more
+    return docs, gw
