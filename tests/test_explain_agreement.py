@@ -16,7 +16,8 @@ the outside client at the gateway); each app answers 200 with `x-served-by: <ser
 the predicted service answered, with a version the prediction gives p > 0. Disagreements are printed as a
 table with both sides. And the comparison has teeth: explain reading policies that each differ from the
 running one in a single decision (a route target, an abort's percentage, a deny rule, a token requirement,
-the audience check, the Mesh's default) disagrees with the same observations (`mutants`).
+the audience check, the Mesh's default) disagrees with the same observations (`mutants`). A tcp service is
+checked too: explain's verdict on each caller's connection (forwarded / unreachable) against the echo app.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from collections import Counter
 
 import pytest
 
+from compiler import certs
 from compiler.explain import ExplainError, Request, explain
-from harness import report
+from harness import raw_exchange, report
 from harness.agreement import (
     Case, Vocabulary, decision_path, disagreement, generate, predicted, redirect_location, send, table, tally,
 )
 from harness.agreement_mesh import API, GW, SHOP, WEATHER, Signer, agreement_mesh, mutant_ir, mutants, tokens
+from harness.outside import EchoServer
 
 pytestmark = pytest.mark.envoy
 
@@ -224,3 +227,41 @@ def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_pat
 def _differs(ir, case: Case, seen) -> bool:
     said = ask(ir, case)
     return disagreement(said.outcome, seen, case.service, redirect_location(said)) is not None
+
+
+def test_explain_agrees_with_envoy_on_tcp_connections(live_mesh, tmp_path):
+    """A tcp service is decided per connection, on the caller's identity only: web is allowed, other is denied
+    (deny wins over its allow rule), audit is allowed by no rule. Each caller's app connects through its
+    sidecar's outbound tcp listener three times; explain's kind (forwarded / unreachable) must match what
+    happened: the echo app answered, or the connection was closed with nothing from the app."""
+    echo = EchoServer("127.0.0.1").start()
+    try:
+        root = tmp_path / "certs"
+        callers = ("web", "other", "audit")
+        docs = [
+            live_mesh.mesh_doc(trust_domain="agree-tcp.test", mtls={"mode": "strict"}),
+            *(live_mesh.service(name, calls=["vault"]) for name in callers),
+            live_mesh.service("vault", protocol="tcp", versions={"default": [f"{echo.host}:{echo.port}"]}),
+            {"kind": "AuthorizationPolicy", "service": "vault",
+             "allow": [{"from": ["web"]}, {"from": ["other"]}], "deny": [{"from": ["other"]}]},
+        ]
+        result = live_mesh.build(docs, certs_root=str(root))
+        certs.write_service_certs(root, "agree-tcp.test", {s.service: s.tls.identity for s in result.ir.sidecars})
+        live_mesh.start("vault", *callers)
+        port = next(s for s in result.ir.sidecars if s.service == "vault").listeners[0].port
+        rows, kinds = [], Counter()
+        for name in callers:
+            said = explain(result.ir, Request(name, "vault"))
+            host, lport = live_mesh[name].listener(f"outbound|tcp|{port}")
+            for i in range(3):
+                msg = f"{name}-{i}".encode()
+                got, how = raw_exchange(host, lport, msg)
+                seen = "forwarded" if got == b"echo:" + msg else "unreachable"
+                kinds[(name, said.outcome.kind, seen)] += 1
+                if seen != said.outcome.kind:
+                    rows.append(f"{name}: explain {said.outcome.kind}, envoy {seen} ({got!r}, {how})")
+        report("explain-agreement[tcp]", connections=sum(kinds.values()), disagreements=len(rows), seen=tally(kinds))
+        assert not rows, "\n".join(rows)
+        assert {k[0]: k[2] for k in kinds} == {"web": "forwarded", "other": "unreachable", "audit": "unreachable"}
+    finally:
+        echo.stop()
