@@ -32,7 +32,8 @@ from compiler import certs
 from compiler.explain import ExplainError, Request, explain
 from harness import raw_exchange, report
 from harness.agreement import (
-    Case, Vocabulary, decision_path, disagreement, generate, predicted, redirect_location, send, table, tally,
+    Case, Vocabulary, decision_path, disagreement, generate, predicted, redirect_location, send, serve_identity, table,
+    tally,
 )
 from harness.agreement_mesh import API, GW, SHOP, WEATHER, Signer, agreement_mesh, mutant_ir, mutants, tokens
 from harness.outside import EchoServer
@@ -265,3 +266,39 @@ def test_explain_agrees_with_envoy_on_tcp_connections(live_mesh, tmp_path):
         assert {k[0]: k[2] for k in kinds} == {"web": "forwarded", "other": "unreachable", "audit": "unreachable"}
     finally:
         echo.stop()
+
+
+def test_explain_agrees_with_envoy_across_mtls_modes(live_mesh, tmp_path):
+    """Identities decide only over mTLS: in a permissive mesh, frontend (certificates) calls with its SPIFFE ID,
+    legacy (`mtls: disable`) in plaintext with none. reviews (permissive) allows frontend, and anyone on
+    /public; its deny on legacy cannot match a plaintext request (W246), so the allow-list decides. plain
+    (`mtls: disable`) takes plaintext from everyone. Every caller x service x path must agree."""
+    apps = {name: serve_identity(live_mesh.upstream(name)) for name in ("reviews", "plain")}
+    root = tmp_path / "certs"
+    docs = [
+        live_mesh.mesh_doc(trust_domain="agree-mtls.test", mtls={"mode": "permissive"}),
+        live_mesh.service("frontend", calls=["reviews", "plain"]),
+        live_mesh.service("legacy", calls=["reviews", "plain"], mtls="disable"),
+        live_mesh.service("reviews", versions={"default": apps["reviews"]}),
+        live_mesh.service("plain", versions={"default": apps["plain"]}, mtls="disable"),
+        {"kind": "AuthorizationPolicy", "service": "reviews",
+         "allow": [{"from": ["frontend"]}, {"paths": [{"prefix": "/public"}]}], "deny": [{"from": ["legacy"]}]},
+    ]
+    result = live_mesh.build(docs, certs_root=str(root))
+    identities = {s.service: s.tls.identity for s in result.ir.sidecars if s.tls is not None and s.tls.identity}
+    certs.write_service_certs(root, "agree-mtls.test", identities)
+    live_mesh.start("reviews", "plain", "frontend", "legacy")
+    entries = {name: live_mesh[name].outbound for name in ("frontend", "legacy")}
+    cases = [Case(caller, service, method, path) for caller in entries for service in ("reviews", "plain")
+             for method in ("GET", "POST") for path in ("/x", "/public/a", "/publicity")]
+    rows, answers = [], Counter()
+    for case in cases:
+        seen = send(entries, case)
+        said = ask(result.ir, case)
+        answers[(case.caller, case.service, seen.served_by or seen.status)] += 1
+        why = disagreement(said.outcome, seen, case.service, redirect_location(said))
+        if why is not None:
+            rows.append((case, predicted(said.outcome), seen, why))
+    report("explain-agreement[mtls]", requests=len(cases), disagreements=len(rows), answers=tally(answers))
+    assert not rows, f"{len(rows)} of {len(cases)} requests disagree:\n{table(rows)}"
+    assert answers[("legacy", "reviews", 403)] == 4 and answers[("frontend", "reviews", "reviews/default")] == 6, answers
