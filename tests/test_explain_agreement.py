@@ -302,3 +302,35 @@ def test_explain_agrees_with_envoy_across_mtls_modes(live_mesh, tmp_path):
     report("explain-agreement[mtls]", requests=len(cases), disagreements=len(rows), answers=tally(answers))
     assert not rows, f"{len(rows)} of {len(cases)} requests disagree:\n{table(rows)}"
     assert answers[("legacy", "reviews", 403)] == 4 and answers[("frontend", "reviews", "reviews/default")] == 6, answers
+
+
+def test_explain_agrees_with_envoy_on_egress_allow(live_mesh):
+    """`egress.undeclared: allow`: a Host no dependency answers to is forwarded as it is (the dynamic forward
+    proxy; hosts are loopback address literals, so nothing is resolved by DNS), a declared ExternalService
+    still goes to its own endpoint, and a declared service by its route."""
+    outside = serve_identity(live_mesh.upstream("outside", "any", host=live_mesh.loopback.address()))
+    shop = serve_identity(live_mesh.upstream("shop", "external", host=live_mesh.loopback.address()))
+    backend = serve_identity(live_mesh.upstream("backend", "v1"))
+    docs = [
+        live_mesh.mesh_doc(egress={"undeclared": "allow"}),
+        live_mesh.service("legacy", calls=["shop", "backend"]),
+        live_mesh.service("backend", versions={"v1": backend}),
+        {"kind": "ExternalService", "name": "shop", "host": "shop.example", "port": 80, "endpoints": [shop.endpoint]},
+    ]
+    result = live_mesh.build(docs)
+    live_mesh.start("backend", "legacy")
+    entries = {"legacy": live_mesh["legacy"].outbound}
+    cases = [Case("legacy", None, "GET", path, host=host)
+             for host in (outside.endpoint, "shop.example", "shop", "backend") for path in ("/", "/a/b?c=1")]
+    cases += [Case("legacy", "backend", "POST", "/x")]
+    rows, answers = [], Counter()
+    for case in cases:
+        seen = send(entries, case)
+        said = ask(result.ir, case)
+        answers[seen.served_by or seen.status] += 1
+        why = disagreement(said.outcome, seen, case.service, redirect_location(said))
+        if why is not None:
+            rows.append((case, predicted(said.outcome), seen, why))
+    report("explain-agreement[egress-allow]", requests=len(cases), disagreements=len(rows), answers=tally(answers))
+    assert not rows, f"{len(rows)} of {len(cases)} requests disagree:\n{table(rows)}"
+    assert answers == {"outside/any": 2, "shop/external": 4, "backend/v1": 3}, answers

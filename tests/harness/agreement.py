@@ -28,6 +28,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from compiler.lower.external import UNDECLARED
+
 from .client import send_many
 from .upstream import Reply, Upstream
 
@@ -128,6 +130,8 @@ def disagreement(outcome: Any, seen: Observed, service: str | None = None, locat
         if seen.served_by is None:
             return f"predicted forwarded, a proxy answered {seen.status}"
         want = getattr(outcome, "service", None) or service
+        if want == UNDECLARED:  # the forward proxy (egress.undeclared: allow): whatever the Host names answers
+            return None if seen.status == 200 else f"the app at the Host answers 200, got {seen.status}"
         if want and seen.service != want:
             return f"predicted service {want}, {seen.service} answered"
         if getattr(outcome, "external", False):  # outside the mesh: no versions, the one app answers
