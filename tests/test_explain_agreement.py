@@ -61,6 +61,7 @@ def vocabulary(signer: Signer) -> Vocabulary:
             (GW, None, "other.example"),
             (GW, None, "Shop.Example:8080"),
             (GW, None, SHOP, "tohttps"),
+            (GW, None, SHOP, "secure"),
             (GW, None, f"v1.{API}"),
             (GW, None, f"a.b.{API}"),
             (GW, None, API),

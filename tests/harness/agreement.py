@@ -96,13 +96,18 @@ class Observed:
         return f"{self.status} {self.served_by or '(proxy)'}{(' ' + self.note) if self.note else ''}"
 
 
-def send(entries: dict[str, tuple[str, int]], case: Case, timeout: float = 5.0) -> Observed:
-    """Send `case` once, into `entries[case.entry]` (a sidecar's outbound listener or a gateway's edge)."""
-    host, port = entries[case.entry]
-    r = send_many(
-        host, port, 1, case.path, method=case.method, headers=dict(case.headers), host_header=case.host_header,
-        timeout=timeout, max_seconds=timeout + 1,
-    )[0]
+def send(entries: dict[str, Any], case: Case, timeout: float = 5.0) -> Observed:
+    """Send `case` once, into `entries[case.entry]`: (host, port) of plain HTTP (a sidecar's outbound listener or
+    a gateway's edge), or a function `(case, timeout) -> Response` for other clients (HTTPS at the edge)."""
+    entry = entries[case.entry]
+    if callable(entry):
+        r = entry(case, timeout)
+    else:
+        host, port = entry
+        r = send_many(
+            host, port, 1, case.path, method=case.method, headers=dict(case.headers), host_header=case.host_header,
+            timeout=timeout, max_seconds=timeout + 1,
+        )[0]
     note = r.headers.get("location", "") if 300 <= r.status < 400 else ""
     return Observed(r.status, r.headers.get(SERVED_BY), note)
 

@@ -36,7 +36,7 @@ from compiler.policy.gateway import Gateway
 
 from .agreement import serve_identity
 from .edge_mesh import Signer
-from .gateway import start_gateway
+from .gateway import https_many, start_gateway, tls_context
 from .policy import policy_yaml, write_policy
 
 TRUST_DOMAIN = "agree.test"
@@ -220,7 +220,19 @@ def agreement_mesh(live_mesh, tmp_path, signer: Signer, paths: dict | None = Non
     certs.write_edge_certs(root, TRUST_DOMAIN, Gateway.model_validate(gateway))
     live_mesh.start("reviews", "ratings", "ledger", "frontend")
     gw = start_gateway(live_mesh, GW)
-    entries = {"frontend": live_mesh["frontend"].outbound, GW: gw.edge("web"), f"{GW}/tohttps": gw.edge("tohttps")}
+    host, port = gw.edge("secure")
+    context = tls_context(root / "ca.pem")
+
+    def https(case, timeout: float):  # an outside client over TLS, SNI shop.example, the development CA trusted
+        return https_many(host, port, 1, case.path, sni=SHOP, context=context, method=case.method,
+                          headers=dict(case.headers), host_header=case.host_header, timeout=timeout)[0]
+
+    entries = {
+        "frontend": live_mesh["frontend"].outbound,
+        GW: gw.edge("web"),
+        f"{GW}/tohttps": gw.edge("tohttps"),
+        f"{GW}/secure": https,
+    }
     return result.ir, entries, list(yaml.safe_load_all(policy_yaml(docs)))
 
 
