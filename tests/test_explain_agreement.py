@@ -90,6 +90,7 @@ def vocabulary(signer: Signer) -> Vocabulary:
             "x-block": ["1"],
             "x-tenant": ["acme", "umbrella"],
             "x-meshc-version": ["v3", "v2", "default"],  # the callee's version marker, forged by the app
+            "x-forwarded-proto": ["https", "http"],
             "cookie": ["ab=b", "ab=bb; x=1", "x=1; ab=b", "ab=b;x=1", "xab=b", "x=ab=b", "ab=b; ab=c"],
         },
         tokens=access,
@@ -127,6 +128,10 @@ def curated(tokens: dict[str, str]) -> list[Case]:
         Case("frontend", "reviews", "GET", "/x?variant=%62"),
         Case("frontend", "reviews", "GET", "/x?variant=b"),
         Case("frontend", "reviews", "GET", "/old/%3a%7e"),
+        # A redirect without a scheme keeps the request's: the listener's at the edge, what the app says (XFP) inside.
+        Case(GW, None, "GET", "/old/x", host=SHOP, listener="secure"),
+        Case(GW, None, "GET", "/old/x", (("x-forwarded-proto", "https"),), host=SHOP),
+        Case("frontend", "reviews", "GET", "/old/x", (("x-forwarded-proto", "https"),)),
         # Header values lose their surrounding whitespace; every token a request carries is verified (the query
         # parameter's first), so one bad token refuses the request whatever the other one is.
         Case("frontend", "reviews", "GET", "/x", (("x-debug", " 123 "),)),
