@@ -125,6 +125,7 @@ def curated(tokens: dict[str, str]) -> list[Case]:
         Case("frontend", "reviews", "GET", "/secure/x", bearer("wrong-aud"), token="wrong-aud"),
         Case("frontend", "reviews", "GET", "/public/p", bearer("bad-sig-wrong-aud"), token="bad-sig-wrong-aud"),
         Case("frontend", "reviews", "GET", "/items/1", bearer("expired-wrong-aud"), token="expired-wrong-aud"),
+        *(Case("frontend", "reviews", "GET", f"/split/{i}") for i in range(30)),  # the 50/50 split, often
         Case("frontend", "reviews", "GET", "/x?variant=%62"),
         Case("frontend", "reviews", "GET", "/x?variant=b"),
         Case("frontend", "reviews", "GET", "/old/%3a%7e"),
@@ -194,6 +195,7 @@ def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_pat
     assert len(set(cases)) == len(cases) >= COUNT
 
     rows, paths, answers, steps, rules, kinds = [], Counter(), Counter(), Counter(), Counter(), Counter()
+    splits: dict[tuple, Counter] = {}  # a forwarded prediction's versions -> the versions that answered
     observed = []
     for case in cases:
         seen = send(entries, case)
@@ -213,6 +215,8 @@ def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_pat
         why = disagreement(said.outcome, seen, case.service, redirect_location(said))
         if why is not None:
             rows.append((case, predicted(said.outcome), seen, why))
+        elif said.outcome.kind == "forwarded" and len(said.outcome.versions) > 1:
+            splits.setdefault(said.outcome.versions, Counter())[seen.version] += 1
     elapsed = time.monotonic() - started
     report(
         f"explain-agreement[{mode}]", requests=len(cases), disagreements=len(rows), decision_paths=len(paths),
@@ -224,6 +228,12 @@ def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_pat
     assert not STEPS - set(steps), (sorted(STEPS - set(steps)), tally(steps))
     assert not RULES - set(rules), (sorted(RULES - set(rules)), tally(rules))
     assert len(paths) >= 80, len(paths)
+    # Weights are probabilities both ways: each version explain gives at least 25% answered some request of a
+    # split seen 20 times or more (missing one by chance: below 1e-6 per split).
+    for versions, seen_versions in splits.items():
+        if sum(seen_versions.values()) >= 20:
+            assert all(seen_versions[v] for v, p in versions if p >= 0.25), (versions, seen_versions)
+    assert any(sum(c.values()) >= 20 for c in splits.values()), splits
     if mode == "reject":  # the comparison has teeth: explain on a policy one decision off disagrees
         irs = {name: mutant_ir(tmp_path, name, m) for name, m in mutants(docs).items()}
         caught = {name: sum(1 for case, seen in observed if _differs(m, case, seen)) for name, m in irs.items()}
