@@ -91,6 +91,7 @@ def vocabulary(signer: Signer) -> Vocabulary:
             "x-tenant": ["acme", "umbrella"],
             "x-meshc-version": ["v3", "v2", "default"],  # the callee's version marker, forged by the app
             "x-forwarded-proto": ["https", "http"],
+            "origin": ["https://shop.example", "https://evil.example"],
             "cookie": ["ab=b", "ab=bb; x=1", "x=1; ab=b", "ab=b;x=1", "xab=b", "x=ab=b", "ab=b; ab=c"],
         },
         tokens=access,
@@ -129,6 +130,10 @@ def curated(tokens: dict[str, str]) -> list[Case]:
         Case("frontend", "reviews", "GET", "/x?variant=%62"),
         Case("frontend", "reviews", "GET", "/x?variant=b"),
         Case("frontend", "reviews", "GET", "/old/%3a%7e"),
+        # CORS preflights on the /api/ rule, from an allowed origin and another one.
+        *(Case(caller, service, "OPTIONS", "/api/books", (("access-control-request-method", "GET"), ("origin", o)), host)
+          for caller, service, host in (("frontend", "reviews", None), (GW, None, SHOP))
+          for o in ("https://shop.example", "https://evil.example")),
         # A redirect without a scheme keeps the request's: the listener's at the edge, what the app says (XFP) inside.
         Case(GW, None, "GET", "/old/x", host=SHOP, listener="secure"),
         Case(GW, None, "GET", "/old/x", (("x-forwarded-proto", "https"),), host=SHOP),

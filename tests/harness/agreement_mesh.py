@@ -11,7 +11,7 @@ One mesh that exercises every decision `meshc explain` makes (strict mTLS, the M
             /ratings, checked and then removed on /secure) and a rate limit that never empties here
   reviews   Route: a direct response, a redirect, path exact/prefix/regex, methods, headers exact/prefix/
             regex/present/absent, query exact/prefix/regex/present, cookies, deterministic splits (100, 100/0),
-            a 100% and a 0% fault abort, a prefix rewrite with a mirror, a 50/50 weighted split last;
+            a 100% and a 0% fault abort, a prefix rewrite with a mirror and CORS, a 50/50 weighted split last;
             RequestAuthentication (inline JWKS; /public and /items optional, /secure required, elsewhere no
             rule) and an enforcing AuthorizationPolicy (deny on paths/headers/methods+from, allow on
             from/methods/paths/headers/claims)
@@ -78,6 +78,7 @@ def reviews_route() -> dict:
                 "to": {"v1": 100},
                 "rewrite": {"prefix": "/v1/"},
                 "mirror": [{"to": "v3", "percent": 100}],
+                "cors": {"allow_origins": ["https://shop.example"], "allow_methods": ["GET", "POST"]},
             },
             {"match": {"cookies": [{"name": "ab", "exact": "b"}]}, "to": {"v2": 100}},
             {"match": {"methods": ["POST", "PUT"]}, "to": {"v1": 100}},
