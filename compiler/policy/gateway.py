@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.observability import ObservabilityOverride
@@ -164,10 +164,11 @@ class Gateway(Document):
     an empty bucket answers 429 (stat `edge_rate_limit.http_local_rate_limit.rate_limited`)."""
     observability: ObservabilityOverride = ObservabilityOverride()
     """Metrics, access logs and tracing; a trace's root span starts here."""
-    replicas: PositiveInt = 2
+    replicas: Annotated[int, Field(strict=True, ge=1, le=2_147_483_647)] = 2
     """Kubernetes: pods of its Deployment, spread over nodes and zones; with 2 or more a PodDisruptionBudget
     keeps at least one through node drains. Only for a gateway in pods (wildcard address): set on one with a
-    specific address, which is one Envoy on its host, it is refused (E502)."""
+    specific address, which is one Envoy on its host, it is refused (E502). At most 2,147,483,647 (a
+    Deployment's replicas is an int32)."""
 
     @model_validator(mode="after")
     def _listener_names_unique(self) -> "Gateway":

@@ -27,6 +27,12 @@ ODD_ROUTE_PATHS = ["/%", "/%zz", "/a?b=c", "/a#b", "/" + "p" * 5000, "/\\", "//"
                    "/'\"", "/~", "/a;b"]
 
 
+def rare(g: Gen, n: int) -> bool:
+    """True about once in n+1 draws. Hypothesis favours the first of `sampled_from`, so the rare case goes last
+    (`integers(0, n) == 0` would be true far more often: 0 is its simplest value)."""
+    return g.draw(st.sampled_from([False] * n + [True]))
+
+
 def file_path(g: Gen, tag: str, safe: str) -> str:
     return g.edge(f"{tag}", st.just(safe), st.sampled_from(ODD_FILES))
 
@@ -40,12 +46,12 @@ def hostname(g: Gen, tag: str, safe: st.SearchStrategy) -> str:
 def external_doc(g: Gen, i: int, in_pods: bool, mesh_names: list[str]) -> dict:
     name = g.edge("external.name", st.just(f"e{i}"), st.just(f"e{i}-" + "e" * 60))
     host = hostname(g, "external.host", st.sampled_from([f"api{i}.ext.example", f"e{i}.partner.example"]))
-    if mesh_names and g.draw(st.integers(0, 15)) == 0:  # a mesh service's name as host: E522
+    if mesh_names and rare(g, 15):  # a mesh service's name as host: E522
         host = g.draw(st.sampled_from(mesh_names))
-    e: dict = {"kind": "ExternalService", "name": name, "host": host,
-               "port": g.edge("external.port", st.sampled_from([443, 8443, 80, 9000 + i]),
-                              st.sampled_from([1, 65535, 15001, 15000, 15090]))}
     protocol = g.draw(st.sampled_from(["http", "http", "grpc", "tcp"]))
+    ports = [443, 8443, 80, 9000 + i] if protocol != "tcp" else [5432 + i, 9000 + i]  # tcp: a listener each
+    e: dict = {"kind": "ExternalService", "name": name, "host": host,
+               "port": g.edge("external.port", st.sampled_from(ports), st.sampled_from([1, 443, 65535, 15001, 15000, 15090]))}
     if protocol != "http" or g.bool():
         e["protocol"] = protocol
     if g.draw(st.integers(0, 2)):
@@ -58,13 +64,13 @@ def external_doc(g: Gen, i: int, in_pods: bool, mesh_names: list[str]) -> dict:
     kind = g.draw(st.sampled_from(["dns", "ip", "name", "mixed"]))
     port = e["port"]
     ips = [f"192.0.2.{10 + i}:{port}", f"[2001:db8::{i + 1}]:{port}", f"198.51.100.{i + 1}:8443"]
-    if not in_pods or g.draw(st.integers(0, 7)) == 0:  # from a pod, loopback is the pod itself: E533
+    if not in_pods or rare(g, 7):  # from a pod, loopback is the pod itself: E533
         ips.append(f"127.0.0.1:{31500 + i}")
     names = [f"n{i}.partner.example:{port}", f"m{i}.partner.example:443"]
     pool = {"ip": ips, "name": names, "mixed": ips + names}.get(kind)
     if pool:
         e["endpoints"] = g.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True))
-        if g.draw(st.integers(0, 11)) == 0:
+        if rare(g, 11):
             g.used.add("external.endpoint-odd")
             e["endpoints"].append(g.draw(st.sampled_from(["[::1]:1", "0.0.0.0:80", "255.255.255.255:65535",
                                                           "[::]:443", "h" * 63 + ".example:443"])))
@@ -80,7 +86,7 @@ def externals(g: Gen, services: list[dict], grpc: list[str], in_pods: bool) -> l
     for i in range(g.draw(st.integers(1, 3))):
         e = external_doc(g, i, in_pods, names)
         docs.append(e)
-        callers = g.draw(st.lists(st.sampled_from(services), min_size=0 if g.draw(st.integers(0, 7)) == 0 else 1,
+        callers = g.draw(st.lists(st.sampled_from(services), min_size=0 if rare(g, 7) else 1,
                                   max_size=len(services), unique_by=lambda s: s["name"]))
         for s in callers:
             s["calls"] = list(s.get("calls", [])) + [e["name"]]
@@ -94,7 +100,7 @@ def externals(g: Gen, services: list[dict], grpc: list[str], in_pods: bool) -> l
             docs.append(route)
         if g.draw(st.integers(0, 2)) == 0:
             tp = traffic_policy(g, e["name"], protocol, grpc)
-            if g.draw(st.integers(0, 7)):  # inbound-only settings on an external: E525, now and then
+            if not rare(g, 7):  # inbound-only settings on an external: E525, now and then
                 for key in ("rate_limit", "global_rate_limit", "health_check"):
                     tp.pop(key, None)
             docs.append(tp)
@@ -109,9 +115,9 @@ def egress(g: Gen) -> dict:
 
 def certificate(g: Gen, gw: str, j: int, used: set[str]) -> dict:
     hosts = g.draw(st.lists(st.sampled_from(HOSTS), min_size=1, max_size=3, unique=True))
-    if g.draw(st.integers(0, 5)):
+    if not rare(g, 5):
         hosts = [h for h in hosts if h not in used] or [f"c{j}.{gw}.example"]  # a host on two certificates: E506
-    if g.draw(st.integers(0, 11)) == 0:
+    if rare(g, 11):
         g.used.add("gateway.cert-host")
         hosts.append(g.draw(st.sampled_from([h for h in ODD_HOSTS if h not in hosts])))
     used.update(hosts)
@@ -119,8 +125,8 @@ def certificate(g: Gen, gw: str, j: int, used: set[str]) -> dict:
             "key": file_path(g, "gateway.key-file", f"/etc/meshc/edge/{gw}/c{j}/tls.key")}
 
 
-def listener(g: Gen, gw: str, j: int, https: bool, redirect: bool) -> dict:
-    port = g.edge("gateway.port", st.sampled_from([8080 + j, 8443 + j, 10080 + j]),
+def listener(g: Gen, gw: str, j: int, https: bool, redirect: bool, base: int = 0) -> dict:
+    port = g.edge("gateway.port", st.sampled_from([base + 8080 + j, base + 8443 + j, base + 10080 + j]),
                   st.sampled_from([1, 80, 443, 65535, 15000, 15001, 15090]))
     lst: dict = {"name": g.edge("gateway.listener-name", st.just(f"l{j}"), st.just(f"l{j}-" + "l" * 60)), "port": port}
     if https:
@@ -156,17 +162,34 @@ def limits(g: Gen) -> dict:
     return out
 
 
+def observability(g: Gen, names: list[str], protocols: list[str], ports: list[int]) -> dict:
+    """The gateway's own metrics (sometimes on a listener's port: E515), tracing (to a mesh service) or access log."""
+    part = g.draw(st.sampled_from(["metrics", "tracing", "access_log"]))
+    if g.draw(st.integers(0, 2)) == 0:
+        return {part: False}
+    if part == "metrics":
+        return {"metrics": {"port": g.edge("gateway.metrics-port", st.just(15090), st.sampled_from(ports + [15000]))}}
+    collectors = {"zipkin": [n for n, p in zip(names, protocols) if p == "http"],
+                  "opentelemetry": [n for n, p in zip(names, protocols) if p == "grpc"]}
+    provider = g.draw(st.sampled_from(sorted(collectors)))
+    if part == "tracing" and collectors[provider]:
+        return {"tracing": {"provider": provider, "collector": g.draw(st.sampled_from(collectors[provider])),
+                            "sampling": g.draw(st.integers(0, 100))}}
+    return {"access_log": {"to": "stdout", "format": g.draw(st.sampled_from(["json", "text"]))}}
+
+
 def gateway(g: Gen, names: list[str], protocols: list[str], in_pods: bool, k: int,
-            externals: list[str]) -> tuple[str, list[dict]]:
-    """One Gateway routing to the mesh's http and grpc services, and maybe its RequestAuthentication."""
+            externals: list[str], n_gw: int = 0) -> tuple[str, list[dict]]:
+    """A Gateway routing to the mesh's http and grpc services, and maybe its RequestAuthentication."""
     from fuzz.meshgen import request_authentication
 
-    gw = g.edge("gateway.name", st.just("gw"), st.just("gw-" + "g" * 60))
+    gw = g.edge("gateway.name", st.just(f"gw{n_gw or ''}"), st.just(f"gw{n_gw}-" + "g" * 59))
     n = g.draw(st.integers(1, 3))
     kinds = [g.draw(st.sampled_from(["http", "https", "https"])) for _ in range(n)]
     has_https = "https" in kinds
     lsts = [listener(g, gw, j, kind == "https",
-                     redirect=kind == "http" and (has_https or g.draw(st.integers(0, 7)) == 0) and g.bool())
+                     redirect=kind == "http" and (has_https or rare(g, 7)) and g.bool(),
+                     base=100 * n_gw if not rare(g, 3) else 0)
             for j, kind in enumerate(kinds)]
     doc: dict = {"kind": "Gateway", "name": gw}
     if g.bool():
@@ -177,15 +200,15 @@ def gateway(g: Gen, names: list[str], protocols: list[str], in_pods: bool, k: in
         if g.bool():
             doc["address"] = g.draw(st.sampled_from(["0.0.0.0", "::"]))
         if g.bool():
-            doc["replicas"] = g.draw(st.integers(1, 4))
+            doc["replicas"] = g.edge("gateway.replicas", st.integers(1, 4), st.sampled_from([2**31 - 1, 2**31, 2**63]))
     else:
-        doc["address"] = g.edge("gateway.address", st.just(f"127.77.{k}.250"), st.sampled_from(["127.0.0.1", "::1"]))
+        doc["address"] = g.edge("gateway.address", st.just(f"127.77.{k}.{250 + n_gw}"), st.sampled_from(["127.0.0.1", "::1"]))
     if g.draw(st.integers(0, 3)) == 0:
         doc["admin_port"] = g.draw(st.sampled_from([15000, 16500, 19000]))
     doc["listeners"] = lsts
     served = [lst["name"] for lst in lsts if not lst.get("redirect_to_https")]
     targets = [s for s, p in zip(names, protocols) if p != "tcp"]
-    if g.draw(st.integers(0, 9)) == 0:  # a tcp service, an ExternalService: E508
+    if rare(g, 9):  # a tcp service, an ExternalService: E508
         targets = names + externals
     routes = []
     for _ in range(g.draw(st.integers(0 if not targets else 1, 4)) if targets else 0):
@@ -197,9 +220,11 @@ def gateway(g: Gen, names: list[str], protocols: list[str], in_pods: bool, k: in
                                st.sampled_from(ODD_ROUTE_PATHS))
         if served and g.draw(st.integers(0, 2)) == 0:
             r["listeners"] = g.draw(st.lists(st.sampled_from(served), min_size=1, max_size=len(served), unique=True))
-        routes.append(r)
+        same = [o for o in routes if (o.get("hosts"), o.get("path", "/")) == (r.get("hosts"), r.get("path", "/"))]
+        if not same or rare(g, 7):  # the same hosts and path twice: E511
+            routes.append(r)
     if routes:  # the specific first, as one writes them; now and then as drawn (a route shadowed: E511)
-        doc["routes"] = routes if g.draw(st.integers(0, 7)) == 0 else sorted(
+        doc["routes"] = routes if rare(g, 7) else sorted(
             routes, key=lambda r: (not r.get("hosts"), any(h.startswith("*") for h in r.get("hosts", [])),
                                    -len(r.get("path", "/"))))
     if g.bool():
@@ -209,9 +234,7 @@ def gateway(g: Gen, names: list[str], protocols: list[str], in_pods: bool, k: in
     if g.draw(st.integers(0, 2)) == 0:
         doc["rate_limit"] = rate_limit(g)
     if g.draw(st.integers(0, 3)) == 0:
-        part = g.draw(st.sampled_from(["metrics", "tracing", "access_log"]))
-        doc["observability"] = {part: False if part != "access_log" or g.bool() else
-                                {"to": "stdout", "format": g.draw(st.sampled_from(["json", "text"]))}}
+        doc["observability"] = observability(g, names, protocols, [lst["port"] for lst in lsts])
     docs = [doc]
     if g.draw(st.integers(0, 2)) == 0:
         docs.append(request_authentication(g, gw))

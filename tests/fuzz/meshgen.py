@@ -314,12 +314,13 @@ def meshes(draw, include_open: bool = True, only: str | None = None) -> Drawn:
 
 def edge(g: Gen, mesh: dict, services: list[dict], names: list[str], protocols: list[str], grpc: list[str], in_pods: bool,
          k: int) -> tuple[list[dict], str | None]:
-    """ExternalServices (with Mesh egress) in a third of the meshes, a Gateway in a third (edgeparts.py)."""
+    """ExternalServices (with Mesh egress) in a third of the meshes, Gateways (one or two) in about half (edgeparts.py)."""
     docs: list[dict] = externals(g, services, grpc, in_pods) if g.draw(st.integers(0, 2)) == 0 else []
     if docs or g.draw(st.integers(0, 3)) == 0:
         mesh["egress"] = egress(g)
-    gw = None
-    if g.draw(st.integers(0, 2)) == 0:
-        gw, more = gateway(g, names, protocols, in_pods, k, [d["name"] for d in docs if d["kind"] == "ExternalService"])
+    gws: list[str] = []
+    for n_gw in range(g.draw(st.sampled_from([0, 0, 1, 1, 2]))):  # the second on ports of its own, or not (E514)
+        gw, more = gateway(g, names, protocols, in_pods, k, [d["name"] for d in docs if d["kind"] == "ExternalService"], n_gw)
+        gws.append(gw)
         docs += more
-    return docs, gw
+    return docs, gws[0] if gws else None
