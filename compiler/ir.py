@@ -70,6 +70,19 @@ class Protection:
     outlier: Outlier | None
     lb_policy: Literal["round_robin", "least_request", "random", "ring_hash", "maglev"] = "round_robin"
     health_check: HealthCheck | None = None
+    connection: ConnectionLife | None = None  # HTTP connection settings and keepalive (None: Envoy's defaults)
+
+
+@dataclass(frozen=True)
+class ConnectionLife:
+    """How long an upstream connection lives and which HTTP version it speaks. `http_version` None: the
+    cluster's protocol decides (grpc HTTP/2, else HTTP/1.1); `client`: the request's own. Keepalive is
+    (probes, time s, interval s), each None for the system's value; HTTP settings are None on tcp clusters."""
+
+    max_requests: int | None = None
+    idle_timeout: Duration | None = None
+    keepalive: tuple[int | None, int | None, int | None] | None = None
+    http_version: Literal["http1", "http2", "client"] | None = None
 
 
 @dataclass(frozen=True)
@@ -279,6 +292,7 @@ class HttpRoute:
     respond: Respond | None = None
     hash_key: HashKey | None = None
     rate_limit: TokenBucket | None = None
+    websocket: bool = False  # WebSocket upgrades pass (TrafficPolicy websockets of the destination)
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,18 @@ _HTTP_ONLY = (
     (("rate_limit",), "it takes a token per request"),
     (("global_rate_limit",), "it asks per request"),
     (("load_balancer", "hash_on"), "the key comes from each request"),
+    (("connection_pool", "max_requests_per_connection"), "it counts requests"),
+    (("connection_pool", "idle_timeout"), "it is HTTP's connection idle timeout"),
+    (("connection_pool", "upstream_protocol"), "it is an HTTP version"),
+    (("websockets",), "it is an HTTP upgrade; a tcp service's bytes pass anyway"),
 )
+_EXTERNAL_REFUSED = ("health_check", "rate_limit", "global_rate_limit")  # E525 on an ExternalService
 
 
 def _get(obj, path: tuple[str, ...]):
     for part in path:
-        obj = getattr(obj, part)
-    return obj
+        obj = getattr(obj, part) if obj is not None else None
+    return obj if obj is not False else None
 
 
 def check_traffic_policies(view: Resolved) -> Iterator[Diagnostic]:
@@ -62,7 +67,7 @@ def check_traffic_policies(view: Resolved) -> Iterator[Diagnostic]:
                 tp.where("load_balancer"), subject, "load_balancer", severity=Severity.WARNING,
             )
         for path, why in _HTTP_ONLY:
-            if ext is not None and tp.service not in services and path[0] != "load_balancer":
+            if ext is not None and tp.service not in services and path[0] in _EXTERNAL_REFUSED:
                 continue  # refused on any ExternalService (E525)
             if _get(tp, path) is not None and not enforces(svc, path[-1]):
                 field = ".".join(path)
@@ -70,6 +75,7 @@ def check_traffic_policies(view: Resolved) -> Iterator[Diagnostic]:
                     "E234", f"{field} needs an http or grpc service ({why}), but '{tp.service}' is tcp",
                     tp.where(*path), subject, field,
                 )
+        yield from _connections(view, tp, svc)
         if tp.service not in services:
             continue  # an ExternalService: its health_check and global_rate_limit are refused whole (E525)
         hc = tp.health_check
@@ -91,3 +97,27 @@ def check_traffic_policies(view: Resolved) -> Iterator[Diagnostic]:
                     "E235", f"the rate-limit service '{g.service}' must speak grpc (protocol: grpc)",
                     tp.where("global_rate_limit", "service"), subject, "global_rate_limit.service",
                 )
+
+def _connections(view: Resolved, tp, svc) -> Iterator[Diagnostic]:
+    """HTTP versions that cannot carry what the service speaks: gRPC needs HTTP/2 (E238); a WebSocket
+    upgrade is an HTTP/1.1 request, which Envoy cannot hand to an HTTP/2-only upstream (E239)."""
+    pool = tp.connection_pool
+    if svc.protocol == "grpc" and pool is not None and pool.upstream_protocol == "http1":
+        yield Diagnostic(
+            "E238", f"'{tp.service}' is grpc: gRPC needs HTTP/2, so upstream_protocol cannot be http1",
+            tp.where("connection_pool", "upstream_protocol"), tp.subject, "connection_pool.upstream_protocol",
+        )
+    if not tp.websockets or svc.protocol == "tcp":
+        return
+    effective = view.pool_of(tp.service)
+    if svc.protocol == "grpc":
+        why = f"'{tp.service}' is grpc (HTTP/2 to its app)"
+    elif effective is not None and effective.upstream_protocol == "http2":
+        whose = "its" if pool is not None else "the Mesh's default"
+        why = f"{whose} connection_pool says upstream_protocol: http2"
+    else:
+        return
+    yield Diagnostic(
+        "E239", f"websockets need HTTP/1.1 to the app (an upgrade is an HTTP/1.1 request), but {why}",
+        tp.where("websockets"), tp.subject, "websockets",
+    )

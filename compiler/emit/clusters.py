@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from compiler.emit import external, names
 from compiler.emit.common import provenance, socket_address, typed
-from compiler.ir import Cluster, Dns, HealthCheck, Outlier
+from compiler.ir import Cluster, ConnectionLife, Dns, HealthCheck, Outlier
 
 _LB = {
     "round_robin": "ROUND_ROBIN",
@@ -76,12 +76,38 @@ def _discovery(c: Cluster) -> dict:
     return {"type": "STRICT_DNS" if dns else "STATIC"}
 
 
-_HTTP2 = {
-    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        explicit_http_config={"http2_protocol_options": {}},
-    )
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_VERSION = {
+    "http1": {"explicit_http_config": {"http_protocol_options": {}}},
+    "http2": {"explicit_http_config": {"http2_protocol_options": {}}},
+    # The request's own version: HTTP/2 to the upstream for a request that came in over HTTP/2.
+    "client": {"use_downstream_protocol_config": {"http_protocol_options": {}, "http2_protocol_options": {}}},
 }
+
+
+def _http_options(c: Cluster, life: ConnectionLife | None) -> dict | None:
+    """`typed_extension_protocol_options`: the HTTP version to the upstream and how long a connection lives."""
+    if c.protocol == "tcp":
+        return None
+    version = life.http_version if life is not None else None
+    version = version or ("http2" if c.protocol == "grpc" else None)
+    common: dict = {}
+    if life is not None and life.idle_timeout is not None:
+        common["idle_timeout"] = life.idle_timeout.proto()
+    if life is not None and life.max_requests is not None:
+        common["max_requests_per_connection"] = life.max_requests
+    if version is None and not common:
+        return None  # Envoy's defaults: HTTP/1.1, idle connections closed after an hour
+    options = typed(_HTTP_OPTIONS, **_VERSION[version or "http1"])
+    if common:
+        options["common_http_protocol_options"] = common
+    return {_HTTP_OPTIONS: options}
+
+
+def _keepalive(keepalive: tuple[int | None, int | None, int | None]) -> dict:
+    probes, time, interval = keepalive
+    out = {"keepalive_probes": probes, "keepalive_time": time, "keepalive_interval": interval}
+    return {"tcp_keepalive": {k: v for k, v in out.items() if v is not None}}
 
 
 def cluster(c: Cluster) -> dict:
@@ -118,6 +144,10 @@ def cluster(c: Cluster) -> dict:
         }
     if len(thresholds) > 1:
         out["circuit_breakers"] = {"thresholds": [thresholds]}
-    if c.protocol == "grpc":
-        out["typed_extension_protocol_options"] = _HTTP2
+    life = c.protection.connection if c.protection is not None else None
+    options = _http_options(c, life)
+    if options is not None:
+        out["typed_extension_protocol_options"] = options
+    if life is not None and life.keepalive is not None:
+        out["upstream_connection_options"] = _keepalive(life.keepalive)
     return out

@@ -86,6 +86,9 @@ def forward(r: HttpRoute) -> dict:
         action["retry_policy"] = _retry(r.retry)
     if r.mirrors:
         action["request_mirror_policies"] = [_mirror(m) for m in r.mirrors]
+    if r.websocket:
+        # Per route: an upgrade to a service that did not ask for it gets Envoy's 403.
+        action["upgrade_configs"] = [{"upgrade_type": "websocket"}]
     if r.rewrite is not None:
         if r.rewrite.prefix is not None:
             action["prefix_rewrite"] = r.rewrite.prefix

@@ -12,7 +12,7 @@ service and referenced by every caller.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from compiler.ir import (
     Cluster,
@@ -110,7 +110,8 @@ class _Shared:
                     source=svc.where("versions", v) if v in svc.versions else svc.source,
                     retry_budget=budget,
                     protection=protection(
-                        self.mesh, sv.traffic, instances=bool(sv.in_pods) and v in sv.app_port_versions
+                        self.mesh, sv.traffic, instances=bool(sv.in_pods) and v in sv.app_port_versions,
+                        protocol=svc.protocol,
                     ),
                     upstream_tls=UpstreamTls(svc.name, sv.identity) if sv.mtls != "disable" else None,
                     dns=dns,
@@ -136,6 +137,8 @@ class _Shared:
                     rule, src, name, self.outbound_clusters, self.view.timeout_of(rule), hash_key(sv.traffic)
                 )
             )
+            if sv.traffic is not None and sv.traffic.websockets:  # upgrades pass on every forwarding route
+                http_routes = tuple(replace(r, websocket=True) if r.targets else r for r in http_routes)
             self._vhosts[name] = VirtualHost(
                 name=svc.name, domains=(svc.name, f"{svc.name}:{svc.port}"), routes=http_routes
             )
@@ -161,12 +164,13 @@ def _inbound(sv: ServiceView, shared: _Shared) -> tuple[list[Cluster], Cluster, 
             protocol=svc.protocol,
             connect_timeout=mesh.defaults.connect_timeout,
             source=svc.where("versions", v) if v in svc.versions else svc.source,
-            protection=protection(mesh, sv.traffic),
+            protection=protection(mesh, sv.traffic, protocol=svc.protocol),
         )
         for v in sv.versions
     ]
     by_version = {c.version: c for c in clusters}
     timeout = sv.inbound_timeout
+    websocket = sv.traffic is not None and sv.traffic.websockets
     # One route per version, chosen by the caller's marker; a single version needs none.
     versions = sv.versions if len(sv.versions) > 1 else []
     routes = [
@@ -178,6 +182,7 @@ def _inbound(sv: ServiceView, shared: _Shared) -> tuple[list[Cluster], Cluster, 
             request_headers=HeaderOps(remove=(VERSION_HEADER,)),
             source=by_version[v].source,
             hash_key=hash_key(sv.traffic),
+            websocket=websocket,
         )
         for v in versions
     ]
@@ -191,6 +196,7 @@ def _inbound(sv: ServiceView, shared: _Shared) -> tuple[list[Cluster], Cluster, 
             request_headers=HeaderOps(remove=(VERSION_HEADER,)),
             source=default.source,
             hash_key=hash_key(sv.traffic),
+            websocket=websocket,
         )
     )
     return clusters, default, routes

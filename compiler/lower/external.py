@@ -87,7 +87,7 @@ def external_cluster(mesh: Mesh, ev: ExternalView) -> Cluster:
         source=ext.source,
         retry_budget=budget,
         # Its instances are not ours to health-check; the caller limits and ejects like for a mesh service.
-        protection=protection(mesh, ev.traffic, instances=False),
+        protection=protection(mesh, ev.traffic, instances=False, protocol=ext.protocol),
         dns=dns,
         external=True,
         external_tls=tls,

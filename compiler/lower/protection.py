@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
-from compiler.ir import HashKey, HealthCheck, Outlier, Protection, TokenBucket
+from compiler.ir import ConnectionLife, HashKey, HealthCheck, Outlier, Protection, TokenBucket
 from compiler.policy import Mesh, TrafficPolicy
+from compiler.policy.traffic import ConnectionPool
 
 
-def protection(mesh: Mesh, tp: TrafficPolicy | None, instances: bool = True) -> Protection:
+def connection_life(pool: ConnectionPool, protocol: str) -> ConnectionLife | None:
+    """The pool's connection settings for a cluster of `protocol`: a tcp cluster keeps only keepalive (the
+    Mesh's defaults may hold HTTP settings; a TrafficPolicy of a tcp service cannot: E234), a grpc cluster
+    speaks HTTP/2 whatever a Mesh default says (a TrafficPolicy cannot ask for http1 there: E238)."""
+    ka = pool.tcp_keepalive
+    keepalive = (
+        (ka.probes, ka.time.ms // 1000 if ka.time else None, ka.interval.ms // 1000 if ka.interval else None)
+        if ka is not None
+        else None
+    )
+    if protocol == "tcp":
+        life = ConnectionLife(keepalive=keepalive)
+    else:
+        version = pool.upstream_protocol
+        if protocol == "grpc" and version == "http1":
+            version = None
+        life = ConnectionLife(pool.max_requests_per_connection, pool.idle_timeout, keepalive, version)
+    return life if life != ConnectionLife() else None
+
+
+def protection(mesh: Mesh, tp: TrafficPolicy | None, instances: bool = True, protocol: str = "http") -> Protection:
     """`instances`: the cluster lists the service's instances (its inbound side). Health checks go only
-    there: a caller's cluster reaches the service's sidecar, whose answer would stand for a random instance."""
+    there: a caller's cluster reaches the service's sidecar, whose answer would stand for a random instance.
+    `protocol`: the cluster's (which connection settings apply)."""
     pool = (tp.connection_pool if tp and tp.connection_pool else None) or mesh.defaults.connection_pool
     od = (tp.outlier_detection if tp and tp.outlier_detection else None) or mesh.defaults.outlier_detection
     outlier = None
@@ -34,6 +56,7 @@ def protection(mesh: Mesh, tp: TrafficPolicy | None, instances: bool = True) -> 
         health_check=HealthCheck(hc.path, hc.interval, hc.timeout, hc.healthy_threshold, hc.unhealthy_threshold)
         if hc
         else None,
+        connection=connection_life(pool, protocol),
     )
 
 

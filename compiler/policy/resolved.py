@@ -52,6 +52,10 @@ ENFORCEABLE: dict[str, frozenset[str]] = {
             "global_rate_limit",
             "health_check",
             "hash_on",
+            "max_requests_per_connection",  # TrafficPolicy connection_pool: HTTP connections
+            "idle_timeout",
+            "upstream_protocol",
+            "websockets",
         }
     ),
     # Opaque bytes: a connection is all there is, authorized by the caller's certificate.

@@ -21,6 +21,30 @@ PositiveInt = PositiveUInt32  # Envoy keeps these counts in uint32 fields
 NonNegativeInt = UInt32
 
 
+def _whole_seconds(value: Duration) -> Duration:
+    if value.ms % 1000 or value.ms <= 0:
+        raise ValueError(f"must be a whole number of seconds, at least 1s (Envoy counts keepalive in seconds): {value}")
+    if value.ms // 1000 > 2**32 - 1:
+        raise ValueError("must be at most 4294967295s (Envoy keeps keepalive seconds in uint32)")
+    return value
+
+
+WholeSeconds = Annotated[Duration, AfterValidator(_whole_seconds)]
+
+
+class TcpKeepalive(PolicyModel):
+    """Keepalive probes on an idle TCP connection (Envoy `core.v3.TcpKeepalive`; Istio
+    `connectionPool.tcp.tcpKeepalive`). Envoy counts in whole seconds; what is not given is the operating
+    system's value (Linux: 9 probes, 2h, 75s)."""
+
+    probes: PositiveInt | None = None
+    """Unanswered probes before the connection is dropped (Istio `probes`; Envoy `keepalive_probes`)."""
+    time: WholeSeconds | None = None
+    """Idle time before the first probe (Istio `time`; Envoy `keepalive_time`)."""
+    interval: WholeSeconds | None = None
+    """Time between probes (Istio `interval`; Envoy `keepalive_interval`)."""
+
+
 class ConnectionPool(PolicyModel):
     """Bounds on what one sidecar sends to the service (Envoy `circuit_breakers.thresholds`).
 
@@ -36,6 +60,27 @@ class ConnectionPool(PolicyModel):
     """Requests in flight (HTTP/2 streams)."""
     max_retries: PositiveInt = 3
     """Retries in flight at once, over all requests."""
+    max_requests_per_connection: PositiveInt | None = None
+    """Close an upstream connection after it carried this many requests, so the next request opens a new one
+    (Envoy `common_http_protocol_options.max_requests_per_connection`; Istio
+    `connectionPool.http.maxRequestsPerConnection`). Spreads long-lived callers over new instances. Default:
+    unlimited. HTTP and gRPC only (E234 on a tcp service)."""
+    idle_timeout: PositiveDuration | None = None
+    """Close an upstream connection that carried no request for this long (Envoy
+    `common_http_protocol_options.idle_timeout`, counted in `upstream_cx_idle_timeout`; Istio
+    `connectionPool.http.idleTimeout`). Default: Envoy's one hour. HTTP and gRPC only (E234 on a tcp
+    service)."""
+    tcp_keepalive: TcpKeepalive | None = None
+    """TCP keepalive probes on every upstream connection (Envoy `upstream_connection_options.tcp_keepalive`; Istio
+    `connectionPool.tcp.tcpKeepalive`): finds peers gone without a FIN (a NAT or firewall that forgot the
+    connection). Default: the operating system's settings (usually none)."""
+    upstream_protocol: Literal["http1", "http2", "client"] | None = None
+    """The HTTP version to the service: `http1`, `http2` (cleartext h2c to the app and between sidecars;
+    Istio `connectionPool.http.h2UpgradePolicy: UPGRADE`), or `client`: the one the request came in with
+    (Envoy `use_downstream_protocol_config`; Istio `connectionPool.http.useClientProtocol: true`). Default:
+    the service's protocol (http: HTTP/1.1, grpc: HTTP/2). Not on a tcp service (E234); a grpc service needs
+    HTTP/2 (E238 for `http1`)."""
+
 
 
 class SuccessRate(PolicyModel):
@@ -171,6 +216,13 @@ class TrafficPolicy(Document):
     """Local rate limit of the service's inbound side (each sidecar has its own bucket)."""
     global_rate_limit: GlobalRateLimit | None = None
     """Ask a rate-limit service about each request on the service's inbound side."""
+    websockets: bool = False
+    """Let WebSocket upgrades (`Upgrade: websocket`) through to this service: on every caller's routes to it,
+    a Gateway's routes to it and its own inbound routes (Envoy route `upgrade_configs`). Off, Envoy answers
+    an upgrade request 403 on the caller's side (Istio lets them through everywhere; Istio's former HTTPRoute
+    `websocketUpgrade`). The app must answer HTTP/1.1: not with `upstream_protocol: http2` or on a grpc
+    service (E239), nor on a tcp service, whose bytes pass anyway (E234)."""
+
 
     @property
     def name(self) -> str:
