@@ -1,0 +1,150 @@
+"""DestinationRule -> the service's versions (subsets) and its TrafficPolicy (or an ExternalService's TLS)."""
+
+from __future__ import annotations
+
+from compiler.importer.model import NOT_YET, Context, Doc, duration, name_of
+from compiler.importer.read import Resource
+
+_LB = {"ROUND_ROBIN": "round_robin", "LEAST_REQUEST": "least_request", "LEAST_CONN": "least_request",
+       "RANDOM": "random"}
+
+
+def import_destination_rule(res: Resource, ctx: Context) -> None:
+    spec = res.spec
+    host = str(spec.get("host", ""))
+    target = ctx.resolve(host, res.namespace)
+    if target is None:
+        ctx.refuse(res, ("spec", "host"), f"host {host}: no Kubernetes Service or ServiceEntry of that name")
+        return
+    if target in ctx.externals:
+        _external(res, target, ctx)
+        return
+    wl = ctx.workloads[target]
+    if spec.get("subsets"):
+        versions = {}
+        for i, subset in enumerate(spec["subsets"]):
+            versions[name_of(str(subset.get("name")))] = {}
+            if subset.get("trafficPolicy"):
+                ctx.refuse(res, ("spec", "subsets", i, "trafficPolicy"), NOT_YET + " (per-version traffic policies)")
+        wl.service["versions"] = versions
+        ctx.docs[target][0].comments.append(
+            f"versions: the subsets of DestinationRule {res.name} ({res.where('spec', 'subsets')}); each is the "
+            "app_port of its own pods")
+    tp = spec.get("trafficPolicy") or {}
+    body = _traffic_policy(res, ("spec", "trafficPolicy"), tp, ctx)
+    if tp.get("tls"):
+        mode = tp["tls"].get("mode")
+        if mode == "ISTIO_MUTUAL":
+            ctx.note(res, ("spec", "trafficPolicy", "tls"), "ISTIO_MUTUAL: meshc callers originate mTLS to every "
+                     "service whose mtls mode is not disable")
+        else:
+            ctx.refuse(res, ("spec", "trafficPolicy", "tls"), f"tls mode {mode} to a mesh service: meshc uses the "
+                       "mesh's mTLS (Mesh/Service mtls)")
+    if len(body) > 2:
+        ctx.add(target, Doc(f"{target}.yaml", body, [f"from DestinationRule {res.name} ({res.where()})"]))
+
+
+def _traffic_policy(res: Resource, path: tuple, tp: dict, ctx: Context) -> dict:
+    body: dict = {"kind": "TrafficPolicy", "service": ctx.resolve(str(res.spec.get("host")), res.namespace)}
+    pool = tp.get("connectionPool") or {}
+    out: dict = {}
+    tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
+    for src, key, target in ((tcp, "maxConnections", "max_connections"),
+                             (http, "http1MaxPendingRequests", "max_pending_requests"),
+                             (http, "http2MaxRequests", "max_requests"), (http, "maxRetries", "max_retries")):
+        if key in src:
+            out[target] = int(src[key])
+    for key, why in (("connectTimeout", "meshc sets it mesh-wide: Mesh defaults.connect_timeout"),
+                     ("tcpKeepalive", NOT_YET + " (TCP keepalive)"), ("maxConnectionDuration", "meshc has none"),
+                     ("idleTimeout", NOT_YET + " (connection idle timeout)")):
+        if key in tcp:
+            ctx.refuse(res, path + ("connectionPool", "tcp", key), why)
+    for key, why in (("maxRequestsPerConnection", NOT_YET + " (max requests per connection)"),
+                     ("idleTimeout", NOT_YET + " (connection idle timeout)"),
+                     ("h2UpgradePolicy", NOT_YET + " (HTTP/2 to the upstream)"),
+                     ("useClientProtocol", "meshc speaks the Service's protocol to the upstream")):
+        if key in http:
+            ctx.refuse(res, path + ("connectionPool", "http", key), why)
+    if out:
+        body["connection_pool"] = out
+    od = tp.get("outlierDetection")
+    if od:
+        o: dict = {}
+        errors = od.get("consecutive5xxErrors", od.get("consecutiveErrors"))
+        if errors is not None:
+            o["consecutive_5xx"] = int(errors)
+        if "consecutiveGatewayErrors" in od:
+            o["consecutive_gateway_errors"] = int(od["consecutiveGatewayErrors"])
+        for key, target in (("interval", "interval"), ("baseEjectionTime", "base_ejection_time")):
+            if key in od:
+                o[target] = duration(od[key], res, path + ("outlierDetection", key), ctx)
+        if "maxEjectionPercent" in od:
+            o["max_ejection_percent"] = int(od["maxEjectionPercent"])
+        for key in ("minHealthPercent", "splitExternalLocalOriginErrors", "consecutiveLocalOriginFailures"):
+            if key in od:
+                ctx.refuse(res, path + ("outlierDetection", key), "meshc has no equivalent")
+        body["outlier_detection"] = o
+    lb = tp.get("loadBalancer")
+    if lb:
+        body["load_balancer"] = _load_balancer(res, path + ("loadBalancer",), lb, ctx)
+    if tp.get("portLevelSettings"):
+        ctx.refuse(res, path + ("portLevelSettings",), "meshc Services have one port: set the policy for the service")
+    return body
+
+
+def _load_balancer(res: Resource, path: tuple, lb: dict, ctx: Context) -> dict:
+    if "simple" in lb:
+        policy = _LB.get(str(lb["simple"]))
+        if policy is None:
+            ctx.refuse(res, path + ("simple",), f"{lb['simple']}: meshc always balances over the service's instances")
+            return {}
+        return {"policy": policy}
+    ch = lb.get("consistentHash")
+    if not ch:
+        for key in lb:
+            ctx.refuse(res, path + (key,), "meshc has no equivalent")
+        return {}
+    out: dict = {"policy": "maglev" if "maglev" in ch else "ring_hash"}
+    if "httpHeaderName" in ch:
+        out["hash_on"] = {"header": str(ch["httpHeaderName"]).lower()}
+    elif "httpCookie" in ch:
+        cookie = ch["httpCookie"]
+        out["hash_on"] = {"cookie": cookie.get("name")}
+        if cookie.get("ttl"):
+            out["hash_on"]["cookie_ttl"] = duration(cookie["ttl"], res, path + ("consistentHash", "httpCookie", "ttl"),
+                                                    ctx)
+    elif ch.get("useSourceIp"):
+        out["hash_on"] = {"source_ip": True}
+    else:
+        ctx.refuse(res, path + ("consistentHash",), "meshc hashes on a header, a cookie or the source IP")
+        return {}
+    return out
+
+
+def _external(res: Resource, target: str, ctx: Context) -> None:
+    ext = ctx.externals[target]
+    tp = res.spec.get("trafficPolicy") or {}
+    tls = tp.get("tls") or {}
+    path = ("spec", "trafficPolicy", "tls")
+    if tls:
+        if tls.get("mode") != "SIMPLE":
+            ctx.refuse(res, path + ("mode",), f"{tls.get('mode')}: meshc originates SIMPLE TLS to external services")
+        else:
+            ca = tls.get("caCertificates")
+            out: dict = {"ca": ca or f"/etc/meshc/external/{target}/ca.pem"}
+            if not ca:
+                ext.doc.comments.append(f"tls.ca: {ext.name} had no caCertificates; meshc always verifies: put its CA "
+                                        f"bundle at {out['ca']}")
+                ctx.note(res, path, "no caCertificates: meshc always verifies the server; a CA file path was chosen")
+            if tls.get("sni"):
+                out["sni"] = tls["sni"]
+            ext.doc.body["tls"] = out
+            if ext.doc.body.get("protocol") == "tcp" and ext.doc.body.get("port") == 443:
+                ext.doc.body.pop("protocol")
+            ext.doc.comments.append(f"tls: from DestinationRule {res.name} ({res.where(*path)}): the sidecar "
+                                    "originates TLS, apps call it in plain HTTP")
+    rest = {k: v for k, v in tp.items() if k != "tls"}
+    if rest:
+        body = _traffic_policy(res, ("spec", "trafficPolicy"), rest, ctx)
+        if len(body) > 2:
+            ctx.edge.append(Doc("external.yaml", body, [f"from DestinationRule {res.name} ({res.where()})"]))
