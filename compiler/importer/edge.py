@@ -136,8 +136,11 @@ def import_service_entry(res: Resource, ctx: Context) -> None:
             ctx.refuse(res, ("spec", "hosts", i), f"{host}: meshc ExternalServices name one host")
             continue
         name = name_of(host)
-        body: dict = {"kind": "ExternalService", "name": name, "host": host, "port": int(port.get("number", 0))}
+        body: dict = {"kind": "ExternalService", "name": name, "host": host,
+                      "port": int(port.get("targetPort") or port.get("number", 0))}
         comments = [f"from ServiceEntry {res.name} ({res.where('spec', 'hosts', i)})"]
+        if port.get("targetPort"):
+            comments.append(f"port {body['port']}: the ServiceEntry's targetPort (apps call it on {port.get('number')})")
         if protocol != "http":
             body["protocol"] = protocol
             if proto in ("HTTPS", "TLS"):

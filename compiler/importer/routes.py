@@ -130,7 +130,12 @@ def _http_rule(res: Resource, path: tuple, http: dict, service: str, ctx: Contex
     for j, m in enumerate(matches):
         one = dict(rule)
         if m:
+            before = len(ctx.problems)
             match = _match(res, path + ("match", j), m, ctx)
+            if len(ctx.problems) > before:  # without one of its conditions the match would take more requests
+                ctx.refuse(res, path + ("match", j), "this match is left out as a whole (a condition of it is not "
+                           "imported)")
+                continue
             if match:
                 one = {"match": match, **rule}
         out.append(one)

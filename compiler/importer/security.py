@@ -64,7 +64,14 @@ def import_authorization_policy(res: Resource, ctx: Context, policies: dict[str,
         return
     rules = []
     for i, rule in enumerate(spec["rules"]):
-        rules.extend(_rules(res, ("spec", "rules", i), rule or {}, ctx))
+        before = len(ctx.problems)
+        converted = _rules(res, ("spec", "rules", i), rule or {}, ctx)
+        if len(ctx.problems) > before:  # a rule without one of its conditions would match more than it did
+            ctx.refuse(res, ("spec", "rules", i), "this rule is left out as a whole (a condition of it is not imported)")
+            continue
+        rules.extend(converted)
+    if not rules:
+        return
     for name in targets:
         doc = policies.get(name)
         if doc is None:

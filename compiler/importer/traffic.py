@@ -27,7 +27,9 @@ def import_destination_rule(res: Resource, ctx: Context) -> None:
             if subset.get("trafficPolicy"):
                 ctx.refuse(res, ("spec", "subsets", i, "trafficPolicy"), NOT_YET + " (per-version traffic policies)")
         wl.service["versions"] = versions
-        ctx.docs[target][0].comments.append(
+        comments = ctx.docs[target][0].comments
+        comments[:] = [c for c in comments if not c.startswith("versions:")]
+        comments.append(
             f"versions: the subsets of DestinationRule {res.name} ({res.where('spec', 'subsets')}); each is the "
             "app_port of its own pods")
     tp = spec.get("trafficPolicy") or {}
@@ -86,7 +88,13 @@ def _traffic_policy(res: Resource, path: tuple, tp: dict, ctx: Context) -> dict:
         body["outlier_detection"] = o
     lb = tp.get("loadBalancer")
     if lb:
-        body["load_balancer"] = _load_balancer(res, path + ("loadBalancer",), lb, ctx)
+        balancer = _load_balancer(res, path + ("loadBalancer",), lb, ctx)
+        wl = ctx.workloads.get(body["service"])
+        if "hash_on" in balancer and wl is not None and wl.service.get("protocol") == "tcp":
+            ctx.refuse(res, path + ("loadBalancer", "consistentHash"), "consistent hashing on a tcp service: meshc "
+                       "hashes per request (http or grpc services)")
+        elif balancer:
+            body["load_balancer"] = balancer
     if tp.get("portLevelSettings"):
         ctx.refuse(res, path + ("portLevelSettings",), "meshc Services have one port: set the policy for the service")
     return body
@@ -126,6 +134,10 @@ def _external(res: Resource, target: str, ctx: Context) -> None:
     tp = res.spec.get("trafficPolicy") or {}
     tls = tp.get("tls") or {}
     path = ("spec", "trafficPolicy", "tls")
+    for i, pls in enumerate(tp.get("portLevelSettings") or []):
+        if pls.get("tls") and not tls:  # Istio's TLS origination example sets it on the one port
+            tls, path = pls["tls"], ("spec", "trafficPolicy", "portLevelSettings", i, "tls")
+    tp = {k: v for k, v in tp.items() if k != "portLevelSettings" or any(set(p) - {"port", "tls"} for p in v)}
     if tls:
         if tls.get("mode") != "SIMPLE":
             ctx.refuse(res, path + ("mode",), f"{tls.get('mode')}: meshc originates SIMPLE TLS to external services")
@@ -139,8 +151,9 @@ def _external(res: Resource, target: str, ctx: Context) -> None:
             if tls.get("sni"):
                 out["sni"] = tls["sni"]
             ext.doc.body["tls"] = out
-            if ext.doc.body.get("protocol") == "tcp" and ext.doc.body.get("port") == 443:
+            if ext.doc.body.get("protocol") == "tcp":
                 ext.doc.body.pop("protocol")
+                ext.doc.comments[:] = [c for c in ext.doc.comments if not c.startswith("protocol tcp")]
             ext.doc.comments.append(f"tls: from DestinationRule {res.name} ({res.where(*path)}): the sidecar "
                                     "originates TLS, apps call it in plain HTTP")
     rest = {k: v for k, v in tp.items() if k != "tls"}
