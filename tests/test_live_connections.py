@@ -1,0 +1,494 @@
+"""Connection settings, live: TrafficPolicy `connection_pool` max_requests_per_connection, idle_timeout,
+tcp_keepalive and upstream_protocol, and `websockets`, in real Envoy sidecars.
+
+Mesh under test: <caller> -> <callee>; the test process plays the caller's app. A TrafficPolicy's pool
+applies to the callee's clusters on the caller's sidecar (to the callee's sidecar) and on the callee's
+inbound side (to its app), so the app sees the connections of the inbound cluster.
+
+Every wait is bounded (deadlines, socket timeouts, `wait_until`); nothing sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import socket
+import socketserver
+import subprocess
+import threading
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import pytest
+
+from harness import report, send_many, wait_until
+
+pytestmark = pytest.mark.envoy
+
+IO_TIMEOUT = 5.0
+CALLER, CALLEE = "web", "catalog"
+IN_CLUSTER, OUT_CLUSTER = f"inbound|{CALLEE}|default", f"outbound|{CALLEE}|default"
+
+
+def cluster_stats(sidecar, cluster: str) -> dict[str, int]:
+    prefix = f"cluster.{cluster}."
+    return {k[len(prefix):]: v for k, v in sidecar.stats(rf"^{re.escape(prefix)}").items()}
+
+
+def start_pair(live_mesh, app_endpoint: str, **policy):
+    live_mesh.build(
+        [
+            live_mesh.mesh_doc(),
+            live_mesh.service(CALLER, calls=[CALLEE]),
+            live_mesh.service(CALLEE, versions={"default": [app_endpoint]}),
+            {"kind": "TrafficPolicy", "service": CALLEE, **policy},
+        ]
+    )
+    assert live_mesh.last_build.ok, [d.render() for d in live_mesh.last_build.diagnostics]
+    return live_mesh.start(CALLER), live_mesh.start(CALLEE)
+
+
+# --------------------------------------------------------------------------
+# 1. max_requests_per_connection
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [None, 3])
+def test_max_requests_per_connection_opens_a_new_connection_every_n_requests(live_mesh, limit):
+    """12 requests one after the other: with max_requests_per_connection 3 the app sees 4 connections
+    (new client ports) and each sidecar's cluster opens 4; without it, one connection carries all 12."""
+    app = live_mesh.upstream(CALLEE)
+    pool = {"max_requests_per_connection": limit} if limit else {}
+    front, back = start_pair(live_mesh, app.endpoint, connection_pool=pool)
+    n = 12
+    rs = live_mesh.call(CALLER, CALLEE, "/items", n=n)
+    assert [r.status for r in rs] == [200] * n
+    ports = [req.client for req in app.requests]
+    connections = len(set(ports))
+    expected = n // limit if limit else 1
+    assert connections == expected, ports
+    if limit:
+        # Each connection carried exactly `limit` requests, in order.
+        runs = [ports[i : i + limit] for i in range(0, n, limit)]
+        assert all(len(set(run)) == 1 for run in runs), ports
+    out_stats, in_stats = cluster_stats(front, OUT_CLUSTER), cluster_stats(back, IN_CLUSTER)
+    assert out_stats.get("upstream_cx_total") == expected, out_stats
+    assert in_stats.get("upstream_cx_total") == expected, in_stats
+    # Envoy counts the connections it closed for reaching the limit (the last one too, once it carried 3).
+    closed = in_stats.get("upstream_cx_max_requests", 0)
+    assert closed == (expected if limit else 0), in_stats
+    report(
+        "max_requests_per_connection",
+        limit=limit, requests=n, app_connections=connections,
+        caller_cx_total=out_stats.get("upstream_cx_total"), callee_cx_total=in_stats.get("upstream_cx_total"),
+        callee_cx_max_requests=closed, caller_cx_max_requests=out_stats.get("upstream_cx_max_requests", 0),
+    )
+
+
+# --------------------------------------------------------------------------
+# 2. idle_timeout
+# --------------------------------------------------------------------------
+
+
+def test_idle_timeout_closes_idle_upstream_connections(live_mesh):
+    """idle_timeout 500ms: after one request both sidecars close their idle connection
+    (upstream_cx_idle_timeout), and the next request comes to the app on a new connection."""
+    app = live_mesh.upstream(CALLEE)
+    front, back = start_pair(live_mesh, app.endpoint, connection_pool={"idle_timeout": "500ms"})
+    assert live_mesh.call_one(CALLER, CALLEE, "/first").status == 200
+
+    def idled():
+        o, i = cluster_stats(front, OUT_CLUSTER), cluster_stats(back, IN_CLUSTER)
+        if o.get("upstream_cx_idle_timeout", 0) >= 1 and i.get("upstream_cx_idle_timeout", 0) >= 1:
+            return o, i
+        return None
+
+    o, i = wait_until(idled, timeout=10, message="upstream_cx_idle_timeout on both sidecars")
+    assert o.get("upstream_cx_active", 0) == 0 and i.get("upstream_cx_active", 0) == 0, (o, i)
+    assert live_mesh.call_one(CALLER, CALLEE, "/second").status == 200
+    first, second = (req.client for req in app.requests)
+    assert first != second, (first, second)
+    report(
+        "idle_timeout",
+        idle_timeout="500ms", caller_cx_idle_timeout=o["upstream_cx_idle_timeout"],
+        callee_cx_idle_timeout=i["upstream_cx_idle_timeout"], app_connections=len({first, second}),
+    )
+
+
+# --------------------------------------------------------------------------
+# 3. tcp_keepalive
+# --------------------------------------------------------------------------
+
+
+def socket_timers(port: int) -> list[str]:
+    """One entry per established TCP connection to 127.0.0.1:`port`: its `ss -o` timer (e.g. `keepalive,59sec,0`),
+    or "" when it runs none."""
+    out = subprocess.run(
+        ["ss", "-tnoH", "state", "established", "dst", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=10, check=True,
+    ).stdout
+    timers = []
+    for line in out.splitlines():
+        m = re.search(r"timer:\(([^)]*)\)", line)
+        timers.append(m.group(1) if m else "")
+    return timers
+
+
+def _seconds(timer: str) -> float:
+    m = re.match(r"keepalive,(\d+(?:\.\d+)?)(ms|sec|min)", timer)
+    assert m, timer
+    return float(m.group(1)) * {"ms": 0.001, "sec": 1, "min": 60}[m.group(2)]
+
+
+@pytest.mark.parametrize("keepalive", [False, True])
+def test_tcp_keepalive_reaches_the_socket(live_mesh, keepalive):
+    """tcp_keepalive {probes: 3, time: 60s, interval: 10s}: Envoy accepted the option on both clusters (config
+    dump), and the callee's sidecar's idle socket to the app runs a keepalive timer (`ss -o`) of at most 60s;
+    without the option the same socket runs no timer."""
+    app = live_mesh.upstream(CALLEE)
+    ka = {"probes": 3, "time": "60s", "interval": "10s"}
+    front, back = start_pair(live_mesh, app.endpoint, connection_pool={"tcp_keepalive": ka} if keepalive else {})
+    want = {"keepalive_probes": 3, "keepalive_time": 60, "keepalive_interval": 10}
+    for sc, name in ((front, OUT_CLUSTER), (back, IN_CLUSTER)):
+        got = sc.dynamic_clusters()[name]["cluster"].get("upstream_connection_options", {}).get("tcp_keepalive")
+        assert got == (want if keepalive else None), (sc.service, got)
+        assert not sc.config_problems(), sc.config_problems()
+    assert live_mesh.call_one(CALLER, CALLEE, "/").status == 200
+    timers = wait_until(lambda: socket_timers(app.port) or None, timeout=5, message="the sidecar's socket in ss")
+    assert len(timers) == 1, timers  # the callee's sidecar's one pooled connection to the app
+    if keepalive:
+        assert timers[0].startswith("keepalive,") and 0 < _seconds(timers[0]) <= 60, timers
+    else:
+        assert timers == [""], timers
+    report("tcp_keepalive", config=want if keepalive else None, socket_timers=timers)
+
+
+# --------------------------------------------------------------------------
+# 4. upstream_protocol: http2
+# --------------------------------------------------------------------------
+
+
+class _ThreadedTCP(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+
+class App:
+    """A socketserver app on 127.0.0.1 (free port); records what it saw."""
+
+    def __init__(self, handler_cls):
+        self.server = _ThreadedTCP(("127.0.0.1", 0), handler_cls)
+        self.server.app = self  # type: ignore[attr-defined]
+        self.port = self.server.server_address[1]
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.records: list = []
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def record(self, item) -> None:
+        with self.lock:
+            self.records.append(item)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.thread.join(timeout=5)
+        self.server.server_close()
+
+
+@pytest.fixture
+def apps():
+    started: list[App] = []
+
+    def make(handler_cls) -> App:
+        a = App(handler_cls)
+        started.append(a)
+        return a
+
+    yield make
+    for a in started:
+        a.stop()
+
+
+class H2cOrHttp1(socketserver.BaseRequestHandler):
+    """h2c (prior knowledge) or HTTP/1.1, told apart by the first bytes; records ("h2" | "http/1.1", path) and
+    answers 200 with the protocol it spoke as the body."""
+
+    def handle(self):
+        app: App = self.server.app  # type: ignore[attr-defined]
+        sock = self.request
+        sock.settimeout(IO_TIMEOUT)
+        try:
+            data = sock.recv(65536)
+            if data.startswith(b"PRI * HTTP/2.0"):
+                self._h2(app, sock, data)
+            else:
+                self._h1(app, sock, data)
+        except (OSError, h2.exceptions.ProtocolError):
+            return
+
+    def _h1(self, app, sock, data):
+        while data:
+            while b"\r\n\r\n" not in data:
+                more = sock.recv(65536)
+                if not more:
+                    return
+                data += more
+            head, data = data.split(b"\r\n\r\n", 1)
+            path = head.split(b" ")[1].decode()
+            app.record(("http/1.1", path))
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 8\r\n\r\nhttp/1.1")
+            if not data:
+                data = sock.recv(65536)
+
+    def _h2(self, app, sock, data):
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        paths: dict[int, str] = {}
+        while data and not app.stopping.is_set():
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.RequestReceived):
+                    paths[ev.stream_id] = dict(ev.headers)[":path"]
+                elif isinstance(ev, h2.events.DataReceived):
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    app.record(("h2", paths.pop(ev.stream_id)))
+                    conn.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "text/plain")])
+                    conn.send_data(ev.stream_id, b"h2", end_stream=True)
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    return
+            out = conn.data_to_send()
+            if out:
+                sock.sendall(out)
+            data = sock.recv(65536)
+
+
+@pytest.mark.parametrize("upstream_protocol", [None, "http2"])
+def test_upstream_protocol_http2_reaches_the_app_as_h2c(live_mesh, apps, upstream_protocol):
+    """HTTP/1.1 requests from the caller's app: with upstream_protocol http2 the app gets them over h2c
+    (and the sidecars speak HTTP/2 between them: http2 stats on the caller's cluster); without, HTTP/1.1."""
+    app = apps(H2cOrHttp1)
+    pool = {"upstream_protocol": upstream_protocol} if upstream_protocol else {}
+    front, back = start_pair(live_mesh, app.endpoint, connection_pool=pool)
+    rs = live_mesh.call(CALLER, CALLEE, "/search", n=5)
+    want = "h2" if upstream_protocol else "http/1.1"
+    assert [(r.status, r.text) for r in rs] == [(200, want)] * 5
+    wait_until(lambda: len(app.records) >= 5, timeout=5, message="the app to record 5 requests")
+    assert app.records == [(want, "/search")] * 5, app.records
+    out_stats = cluster_stats(front, OUT_CLUSTER)
+    h2_streams = {k: v for k, v in front.stats(rf"^cluster\.{re.escape(OUT_CLUSTER)}\.http2\.").items()}
+    if upstream_protocol:
+        assert out_stats.get("upstream_cx_http2_total") == 1, out_stats
+    else:
+        assert out_stats.get("upstream_cx_http2_total", 0) == 0 and out_stats.get("upstream_cx_http1_total") == 1
+    report(
+        "upstream_protocol", setting=upstream_protocol, app_saw=sorted({p for p, _ in app.records}),
+        caller_cx_http2_total=out_stats.get("upstream_cx_http2_total", 0),
+        caller_cx_http1_total=out_stats.get("upstream_cx_http1_total", 0), http2_stats=len(h2_streams),
+    )
+
+
+def h2c_get(host: str, port: int, authority: str, path: str) -> tuple[str, bytes]:
+    """One GET over h2c with prior knowledge: (status, body)."""
+    with socket.create_connection((host, port), timeout=IO_TIMEOUT) as sock:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", authority), (":path", path)],
+                          end_stream=True)
+        sock.sendall(conn.data_to_send())
+        status, body = "", b""
+        for _ in range(100):  # bounded: a few frames are expected
+            data = sock.recv(65536)
+            if not data:
+                break
+            ended = False
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                    status = dict(ev.headers)[":status"]
+                elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
+                    body += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)) and ev.stream_id == sid:
+                    ended = True
+            pending = conn.data_to_send()
+            if pending:
+                sock.sendall(pending)
+            if ended:
+                break
+        return status, body
+
+
+def test_upstream_protocol_client_follows_the_request(live_mesh, apps):
+    """upstream_protocol client: an HTTP/1.1 request from the caller's app reaches the app over HTTP/1.1, an
+    h2c one over HTTP/2, through both sidecars."""
+    app = apps(H2cOrHttp1)
+    front, back = start_pair(live_mesh, app.endpoint, connection_pool={"upstream_protocol": "client"})
+    r = live_mesh.call_one(CALLER, CALLEE, "/one")
+    assert (r.status, r.text) == (200, "http/1.1")
+    host, port = front.outbound
+    assert h2c_get(host, port, CALLEE, "/two") == ("200", b"h2")
+    wait_until(lambda: len(app.records) >= 2, timeout=5, message="the app to record 2 requests")
+    assert app.records == [("http/1.1", "/one"), ("h2", "/two")], app.records
+    report("upstream_protocol_client", app_saw=app.records)
+
+
+# --------------------------------------------------------------------------
+# 5. websockets
+# --------------------------------------------------------------------------
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+
+
+def ws_accept(key: str) -> str:
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+
+
+def read_head(sock) -> tuple[bytes, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def recv_exact(sock, n: int, buf: bytes = b"") -> tuple[bytes, bytes]:
+    while len(buf) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {len(buf)}/{n} bytes")
+        buf += chunk
+    return buf[:n], buf[n:]
+
+
+def read_frame(sock, buf: bytes = b"") -> tuple[int, bytes, bytes]:
+    """(opcode, payload, rest) of one frame, unmasking a masked one; payloads under 126 bytes only."""
+    hdr, buf = recv_exact(sock, 2, buf)
+    opcode, masked, length = hdr[0] & 0x0F, hdr[1] & 0x80, hdr[1] & 0x7F
+    assert length < 126, length
+    mask = b""
+    if masked:
+        mask, buf = recv_exact(sock, 4, buf)
+    payload, buf = recv_exact(sock, length, buf)
+    if masked:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return opcode, payload, buf
+
+
+def frame(opcode: int, payload: bytes, mask: bytes | None) -> bytes:
+    head = bytes([0x80 | opcode, (0x80 if mask else 0) | len(payload)])
+    if mask is None:
+        return head + payload
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class WebSocketEcho(socketserver.BaseRequestHandler):
+    """Answers an `Upgrade: websocket` request with 101 and echoes text frames until a close frame;
+    records ("upgrade", path) or ("plain", first line)."""
+
+    def handle(self):
+        app: App = self.server.app  # type: ignore[attr-defined]
+        sock = self.request
+        sock.settimeout(IO_TIMEOUT)
+        try:
+            head, buf = read_head(sock)
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+            if headers.get("upgrade", "").lower() != "websocket":
+                app.record(("plain", lines[0]))
+                sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nplain")
+                return
+            app.record(("upgrade", lines[0].split(" ")[1]))
+            sock.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+                + f"sec-websocket-accept: {ws_accept(headers['sec-websocket-key'])}\r\n\r\n".encode()
+            )
+            while not app.stopping.is_set():
+                opcode, payload, buf = read_frame(sock, buf)
+                if opcode == 0x8:
+                    sock.sendall(frame(0x8, payload, None))
+                    return
+                sock.sendall(frame(opcode, b"echo:" + payload, None))
+        except (OSError, ConnectionError):
+            return
+
+
+def ws_upgrade(host: str, port: int, authority: str, path: str) -> tuple[int, socket.socket, bytes, str]:
+    """Send the upgrade request; (status, socket, bytes after the head, head text)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock = socket.create_connection((host, port), timeout=IO_TIMEOUT)
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head, rest = read_head(sock)
+    text = head.decode("latin-1")
+    status = int(text.split(" ")[1]) if text else 0
+    if status == 101:
+        assert f"sec-websocket-accept: {ws_accept(key)}".lower() in text.lower(), text
+    return status, sock, rest, text
+
+
+def test_websockets_pass_through_both_sidecars_only_where_enabled(live_mesh, apps):
+    """chat has `websockets: true`, catalog not: an upgrade from web's app to chat gets 101 through web's and
+    chat's sidecars and 5 text frames come back echoed; the same upgrade to catalog gets 403 from web's
+    sidecar and catalog's app never sees it (a plain request to catalog still passes)."""
+    chat_app, catalog_app = apps(WebSocketEcho), apps(WebSocketEcho)
+    live_mesh.build(
+        [
+            live_mesh.mesh_doc(),
+            live_mesh.service(CALLER, calls=["chat", CALLEE]),
+            live_mesh.service("chat", versions={"default": [chat_app.endpoint]}),
+            live_mesh.service(CALLEE, versions={"default": [catalog_app.endpoint]}),
+            {"kind": "TrafficPolicy", "service": "chat", "websockets": True},
+        ]
+    )
+    assert live_mesh.last_build.ok, [d.render() for d in live_mesh.last_build.diagnostics]
+    front = live_mesh.start(CALLER)
+    chat = live_mesh.start("chat")
+    live_mesh.start(CALLEE)
+    host, port = front.outbound
+
+    status, sock, buf, head = ws_upgrade(host, port, "chat", "/room/1")
+    echoed = []
+    with sock:
+        assert status == 101, head
+        for i in range(5):
+            sock.sendall(frame(0x1, f"hello {i}".encode(), os.urandom(4)))
+            opcode, payload, buf = read_frame(sock, buf)
+            assert opcode == 0x1, opcode
+            echoed.append(payload.decode())
+        sock.sendall(frame(0x8, b"\x03\xe8", os.urandom(4)))
+        opcode, _, buf = read_frame(sock, buf)
+        assert opcode == 0x8
+    assert echoed == [f"echo:hello {i}" for i in range(5)]
+    assert chat_app.records == [("upgrade", "/room/1")], chat_app.records
+
+    status, sock, _, head = ws_upgrade(host, port, CALLEE, "/room/1")
+    sock.close()
+    assert status == 403, head
+    assert catalog_app.records == [], catalog_app.records
+    plain = live_mesh.call_one(CALLER, CALLEE, "/plain")
+    assert (plain.status, plain.text) == (200, "plain")
+    assert catalog_app.records == [("plain", "GET /plain HTTP/1.1")], catalog_app.records
+
+    upgrades = {
+        "caller": front.stats(r"^http\.outbound_http\.downstream_cx_upgrades_total$"),
+        "chat": chat.stats(r"^http\.inbound_http\.downstream_cx_upgrades_total$"),
+    }
+    assert upgrades["caller"] == {"http.outbound_http.downstream_cx_upgrades_total": 1}, upgrades
+    assert upgrades["chat"] == {"http.inbound_http.downstream_cx_upgrades_total": 1}, upgrades
+    report("websockets", frames_echoed=len(echoed), refused_status=status, upgrades=upgrades)
