@@ -164,7 +164,7 @@ class Target:
     """One weighted destination of a route, with request headers set on the way."""
 
     cluster: Cluster
-    weight: int
+    weight: int | float  # a percentage (up to 4 decimals: emitted in millionths when one of a split's is not whole)
     set_headers: tuple[tuple[str, str], ...] = ()
 
 
@@ -202,7 +202,7 @@ class Mirror:
     """Copy `percent` of the requests to `cluster`; the answer is dropped."""
 
     cluster: Cluster
-    percent: int
+    percent: int | float  # up to 4 decimals: Envoy's MILLION denominator when not whole
     set_headers: tuple[tuple[str, str], ...] = ()
 
 
@@ -219,10 +219,10 @@ class Retry:
 @dataclass(frozen=True)
 class Fault:
     delay: Duration | None
-    delay_percent: int
+    delay_percent: int | float  # percentages: whole, or up to 4 decimals (Envoy's MILLION denominator)
     abort_status: int | None
     abort_grpc_status: int | None
-    abort_percent: int
+    abort_percent: int | float
     headers: tuple[HeaderCondition, ...]
 
 
@@ -408,6 +408,7 @@ class TcpListener:
     source: Source
     tls_mode: Literal["strict", "permissive"] | None = None  # inbound: terminate mTLS
     access: Access | None = None  # inbound: which callers may connect
+    split: tuple[Target, ...] = ()  # a tcp Route's weights per connection (instead of `cluster`); see lower/tcp.py
 
 
 Listener = Union[HttpListener, TcpListener]

@@ -10,6 +10,8 @@ from typing import Iterator
 from compiler.diagnostics import Diagnostic, Severity, did_you_mean
 from compiler.policy import Route, RouteRule, Service
 from compiler.policy.resolved import Resolved, enforces, unretried_methods
+from compiler.check.tcp_routes import check_tcp_route
+from compiler.policy.types import PER_MILLION, per_million, percent_text
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,18 @@ def check_routes(view: Resolved) -> Iterator[Diagnostic]:
             )
             continue
         if not enforces(target, "routes"):
-            yield Diagnostic(
-                "E208",
-                "routes apply to http and grpc services; tcp traffic goes to the service's default_version",
-                route.where("service"),
-                route.subject,
-                "service",
-            )
+            if isinstance(target, _External):
+                yield Diagnostic(
+                    "E208",
+                    "a tcp ExternalService has one version: there is nothing for a Route to choose",
+                    route.where("service"),
+                    route.subject,
+                    "service",
+                )
+            else:  # a tcp canary: weights per connection, nothing else (compiler/check/tcp_routes.py)
+                yield from check_tcp_route(view, route)
+                for i, rule in enumerate(route.rules):
+                    yield from _targets(route, i, rule, target)
             continue
         for i, rule in enumerate(route.rules):
             yield from _targets(route, i, rule, target)
@@ -95,9 +102,9 @@ def _targets(route: Route, i: int, rule: RouteRule, target: Service) -> Iterator
     for version in rule.to:
         if version not in target.version_names:
             yield Diagnostic("E209", _unknown_version(version, target), route.where("rules", i, "to", version), route.subject, f"rules[{i}].to")
-    total = sum(rule.to.values())
-    if total != 100:
-        yield Diagnostic("E210", f"weights add up to {total}, not 100", route.where("rules", i, "to"), route.subject, f"rules[{i}].to")
+    total = sum(per_million(w) for w in rule.to.values())  # exact: each weight has at most 4 decimals
+    if total != 100 * PER_MILLION:
+        yield Diagnostic("E210", f"weights add up to {percent_text(total / PER_MILLION)}, not 100", route.where("rules", i, "to"), route.subject, f"rules[{i}].to")
 
 
 def _mirrors(route: Route, i: int, rule: RouteRule, target: Service, services: dict[str, Service]) -> Iterator[Diagnostic]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from compiler.emit.common import typed
+from compiler.emit.route_action import fraction
 from compiler.emit.route_match import header_matcher
 from compiler.ir import HttpRoute
 
@@ -21,9 +22,9 @@ def route_config(r: HttpRoute) -> dict | None:
         return None
     out = typed(_TYPE)
     if f.delay is not None:
-        out["delay"] = {"fixed_delay": f.delay.proto(), "percentage": {"numerator": f.delay_percent, "denominator": "HUNDRED"}}
+        out["delay"] = {"fixed_delay": f.delay.proto(), "percentage": fraction(f.delay_percent)}
     if f.abort_status is not None or f.abort_grpc_status is not None:
-        abort = {"percentage": {"numerator": f.abort_percent, "denominator": "HUNDRED"}}
+        abort = {"percentage": fraction(f.abort_percent)}
         if f.abort_status is not None:
             abort["http_status"] = f.abort_status
         else:

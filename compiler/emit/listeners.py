@@ -5,6 +5,7 @@ from __future__ import annotations
 from compiler.emit import edge, names, observability, tcp_rbac, tls
 from compiler.emit.common import file_source, socket_address, typed
 from compiler.emit.http_filters import http_filters
+from compiler.emit.route_action import weights
 from compiler.ir import HttpListener, RouteTable, Sidecar, TcpListener
 
 
@@ -97,11 +98,13 @@ def _changes_server_header(table: RouteTable) -> bool:
 
 def tcp_listener(s: Sidecar, l: TcpListener, static: bool) -> dict:
     """`tcp_proxy` to the listener's cluster, after the authorization filters (compiler/emit/tcp_rbac.py)."""
-    proxy = typed(
-        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-        stat_prefix=names.stat_prefix(l),
-        cluster=names.cluster(l.cluster),
-    )
+    proxy = typed("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", stat_prefix=names.stat_prefix(l))
+    if l.split:  # a tcp Route's weights: one version drawn per connection
+        proxy["weighted_clusters"] = {
+            "clusters": [{"name": names.cluster(t.cluster), "weight": w} for t, w in zip(l.split, weights(l.split))]
+        }
+    else:
+        proxy["cluster"] = names.cluster(l.cluster)
     if tcp_rbac.holds_connect(l):
         # Connect to the app only once the caller's first bytes passed the RBAC filters.
         proxy["upstream_connect_mode"] = "ON_DOWNSTREAM_DATA"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from compiler.emit import names
-from compiler.ir import HashKey, HttpRoute, Mirror, Redirect, Retry
+from compiler.ir import HashKey, HttpRoute, Mirror, Redirect, Retry, Target
+from compiler.policy.types import is_whole, per_million
 
 _REDIRECT_CODES = {
     301: "MOVED_PERMANENTLY",
@@ -20,8 +21,23 @@ def set_headers(pairs, action: str = "OVERWRITE_IF_EXISTS_OR_ADD") -> list[dict]
     return [{"header": {"key": k, "value": v.replace("%", "%%")}, "append_action": action} for k, v in pairs]
 
 
-def _percent(value: int) -> dict:
-    return {"default_value": {"numerator": value, "denominator": "HUNDRED"}}
+def fraction(percent: int | float) -> dict:
+    """Envoy's FractionalPercent: a whole percentage over HUNDRED, else millionths over MILLION (0.1 -> 1000)."""
+    if is_whole(percent):
+        return {"numerator": int(percent), "denominator": "HUNDRED"}
+    return {"numerator": per_million(percent), "denominator": "MILLION"}
+
+
+def weights(targets: tuple[Target, ...]) -> list[int]:
+    """Envoy's integer weights of a split: the percentages themselves when all are whole, else every one in
+    millionths (99.9 / 0.1 -> 999000 / 1000; they add up to 1,000,000)."""
+    if all(is_whole(t.weight) for t in targets):
+        return [int(t.weight) for t in targets]
+    return [per_million(t.weight) for t in targets]
+
+
+def _percent(value: int | float) -> dict:
+    return {"default_value": fraction(value)}
 
 
 def _mirror(m: Mirror) -> dict:
@@ -70,8 +86,8 @@ def forward(r: HttpRoute) -> dict:
         action: dict = {"cluster": names.cluster(r.targets[0].cluster)}
     else:
         clusters = []
-        for t in r.targets:
-            entry = {"name": names.cluster(t.cluster), "weight": t.weight}
+        for t, weight in zip(r.targets, weights(r.targets)):
+            entry = {"name": names.cluster(t.cluster), "weight": weight}
             if t.set_headers:
                 entry["request_headers_to_add"] = set_headers(t.set_headers)
             clusters.append(entry)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from compiler.explain import jwt
 from compiler.explain.match import describe_header, header_matches, path_matches, query_params, split_path
 from compiler.explain.paths import normalise
+from compiler.policy.types import percent_text
 from compiler.explain.trace import Trace
 from compiler.ir import Access, AccessRule, Cluster, HttpListener, Sidecar, TcpListener
 
@@ -164,6 +165,11 @@ def tcp_side(t: Trace, listener: TcpListener, who: str | None) -> str | None:
     if status is not None:
         return None
     c = listener.cluster
+    if listener.split:  # a tcp Route on one host: this sidecar draws the version (compiler/lower/tcp.py)
+        split = ", ".join(f"{x.cluster.version} {percent_text(x.weight)}%" for x in listener.split)
+        t.step("callee", "targets", f"one version drawn per connection: {split} (tcp Route; bytes, nothing else "
+               "applies)", listener.split[0].cluster.source, weights={x.cluster.version: x.weight for x in listener.split})
+        return c.version
     t.step("callee", "endpoints", f"{c.version}: {', '.join(str(e) for e in c.endpoints)} (bytes, nothing else applies)",
            c.source, version=c.version)
     return c.version

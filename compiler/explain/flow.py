@@ -10,6 +10,7 @@ from compiler.explain.model import Explanation, ExplainError, Outcome, Request
 from compiler.explain.paths import normalise
 from compiler.explain.trace import Trace
 from compiler.ir import Cluster, HttpListener, MeshIR, Sidecar, TcpListener
+from compiler.policy.types import percent_text
 
 
 def explain(ir: MeshIR, request: Request) -> Explanation:
@@ -226,6 +227,10 @@ def _tcp(t: Trace, sidecars: dict[str, Sidecar], caller: Sidecar, tcp: TcpListen
     c = tcp.cluster
     t.step("caller", "connection", f"tcp: {caller.service}'s app connects to {tcp.address}:{tcp.port}, "
            f"proxied to {c.service} (no paths, methods or headers: bytes)", tcp.source)
+    if tcp.split:  # a tcp Route in pods: the caller draws the version (compiler/lower/tcp.py)
+        split = ", ".join(f"{x.cluster.version} {percent_text(x.weight)}%" for x in tcp.split)
+        t.step("caller", "targets", f"{c.service}: one version drawn per connection: {split} (tcp Route)",
+               tcp.split[0].cluster.source, weights={x.cluster.version: x.weight for x in tcp.split})
     if c.external:
         t.step("caller", "external", f"{c.service}: outside the mesh, {', '.join(map(str, c.endpoints))}", c.source)
         return _forwarded(t, c.service, ((c.version, 1.0),), True, f"ExternalService {c.service}")
@@ -239,4 +244,5 @@ def _tcp(t: Trace, sidecars: dict[str, Sidecar], caller: Sidecar, tcp: TcpListen
     if version is None:
         return Outcome("unreachable", None, service=c.service,
                        summary=f"connection closed by {c.service}'s sidecar (authorization)")
-    return _forwarded(t, c.service, ((version, 1.0),), False, c.service)
+    drawn = tcp.split or listener.split
+    return _forwarded(t, c.service, _versions(drawn) if drawn else ((version, 1.0),), False, c.service)

@@ -46,6 +46,7 @@ from compiler.lower.external import (
 from compiler.lower.kubernetes import ca_bundles, kubernetes_sidecar
 from compiler.lower.protection import bucket, hash_key, protection
 from compiler.lower.routes import VERSION_HEADER, lower_rule
+from compiler.lower.tcp import split as tcp_split
 from compiler.policy import PolicySet, RouteRule
 from compiler.policy.resolved import Resolved, ServiceView, resolve
 
@@ -211,10 +212,12 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
     mode = sv.mtls
     tls_mode = None if mode == "disable" else mode
     if sv.listener == "tcp":
+        # On one host the callee draws a tcp Route's version per connection (compiler/lower/tcp.py).
+        one, weighted = tcp_split(sv, {c.version: c for c in inbound_clusters}, here=not sv.in_pods)
         listeners.append(
             TcpListener(
-                "inbound", p.address, p.inbound_port, default, svc.source, tls_mode=tls_mode,
-                access=access(shared.view, sv.authz),
+                "inbound", p.address, p.inbound_port, one or default, svc.source, tls_mode=tls_mode,
+                access=access(shared.view, sv.authz), split=weighted,
             )
         )
     else:
@@ -249,8 +252,12 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
         dep_clusters = shared.outbound_clusters(dep_name)
         clusters.extend(dep_clusters.values())
         if dep.listener == "tcp":
-            target = dep_clusters[dep.default_version]
-            listeners.append(TcpListener("outbound", p.outbound_address, dep.service.port, target, svc.where("calls")))
+            # In pods the caller draws a tcp Route's version per connection (compiler/lower/tcp.py).
+            drawn = tcp_split(dep, dep_clusters, here=bool(dep.in_pods)) if isinstance(dep, ServiceView) else (None, ())
+            target = drawn[0] or dep_clusters[dep.default_version]
+            listeners.append(
+                TcpListener("outbound", p.outbound_address, dep.service.port, target, svc.where("calls"), split=drawn[1])
+            )
         else:
             vhosts.append(shared.virtual_host(dep_name))
     mirror_clusters(vhosts, clusters)  # mirrors may copy traffic to services the app does not call itself

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.regex import MAX_PROGRAM_SIZE, check_regex, cookie_regex, program_size
 from compiler.policy.traffic import RateLimit
-from compiler.policy.types import Duration, Name, NonEmpty, OneLine, Percent, PositiveDuration, PositiveUInt32
+from compiler.policy.types import Duration, Name, NonEmpty, OneLine, Percentage, PositiveDuration, PositiveUInt32
 
 
 Regex = Annotated[str, AfterValidator(check_regex)]
@@ -175,8 +175,9 @@ class Mirror(PolicyModel):
     """A version: of this Route's service, or of `service` when given."""
     service: Name | None = None
     """Another service (or ExternalService) to copy to; default: this Route's service."""
-    percent: Percent = 100
-    """Share of the matching requests that are copied, 0-100."""
+    percent: Percentage = 100
+    """Share of the matching requests that are copied, 0-100, with up to 4 decimals (`0.5`; Envoy counts in
+    millionths)."""
 
 
 RetryOn = Literal[
@@ -249,8 +250,8 @@ class Delay(PolicyModel):
 
     fixed: PositiveDuration
     """How long each delayed request waits before it is forwarded."""
-    percent: Percent = 100
-    """Share of the matching requests that are delayed, 0-100."""
+    percent: Percentage = 100
+    """Share of the matching requests that are delayed, 0-100, with up to 4 decimals (`0.1`)."""
 
 
 class Abort(_OneOf):
@@ -262,8 +263,8 @@ class Abort(_OneOf):
     """The HTTP status to answer with, 200-599."""
     grpc_status: Annotated[int, Field(strict=True, ge=0, le=16)] | None = None
     """The gRPC status code to answer with, 0-16 (gRPC requests only)."""
-    percent: Percent = 100
-    """Share of the matching requests that are failed, 0-100."""
+    percent: Percentage = 100
+    """Share of the matching requests that are failed, 0-100, with up to 4 decimals (`0.01`)."""
 
 
 class Fault(PolicyModel):
@@ -399,8 +400,9 @@ class RouteRule(PolicyModel):
     """When `match` holds: forward (`to`), `redirect` or `respond`; exactly one of them."""
 
     match: Match = Match()
-    to: dict[Name, Percent] | None = None
-    """Version -> weight in percent, adding up to 100 (Envoy `weighted_clusters`)."""
+    to: dict[Name, Percentage] | None = None
+    """Version -> weight in percent, adding up to 100 (Envoy `weighted_clusters`); up to 4 decimals
+    (`{v1: 99.9, v2: 0.1}`: Envoy then gets the weights in millionths). On a tcp service: per connection."""
     mirror: list[Mirror] = []
     """Copies of the matching requests sent elsewhere; the answer always comes from `to`."""
     timeout: Duration | None = None

@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
-from pydantic import AfterValidator, Field, GetCoreSchemaHandler
+from pydantic import AfterValidator, Field, GetCoreSchemaHandler, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -32,6 +32,51 @@ Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
 
 Percent = Annotated[int, Field(strict=True, ge=0, le=100)]
 """A whole percentage, 0-100."""
+
+PER_MILLION = 10_000
+"""Millionths in one percent: Envoy's finest fraction (`denominator: MILLION`) is 0.0001 %."""
+
+
+def _percentage(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PydanticCustomError("percentage_type", "expected a number from 0 to 100, e.g. 10 or 0.1")
+    if not 0 <= value <= 100:  # NaN fails too
+        raise PydanticCustomError("percentage_range", "{value} is not a percentage from 0 to 100", {"value": value})
+    if isinstance(value, float):
+        if value != round(value, 4):
+            raise PydanticCustomError(
+                "percentage_decimals",
+                "{value}: at most 4 decimals (Envoy counts in millionths: 0.0001 is one request in a million)",
+                {"value": value},
+            )
+        if value.is_integer():
+            return int(value)  # 10.0 is 10: whole percentages stay whole in the output
+    return value
+
+
+Percentage = Annotated[
+    Union[int, float],
+    PlainValidator(_percentage),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": 100}),  # at most 4 decimals (checked here)
+]
+"""A percentage, 0-100, whole (`10`) or with up to 4 decimals (`0.1`, `0.0001`: one in a million).
+
+Whole values are kept as `int` and emitted as Envoy `HUNDRED` fractions; others are `float` and emitted
+in millionths (`MILLION`)."""
+
+
+def per_million(percent: int | float) -> int:
+    """A Percentage in millionths (exact: it has at most 4 decimals)."""
+    return round(percent * PER_MILLION)
+
+
+def is_whole(percent: int | float) -> bool:
+    return isinstance(percent, int) or float(percent).is_integer()
+
+
+def percent_text(percent: int | float) -> str:
+    """`10`, `0.1`, `100.0001`: as written, without float noise."""
+    return f"{percent:.4f}".rstrip("0").rstrip(".")
 
 
 def _text_value_schema(cls, what: str, type_message: str):
