@@ -24,6 +24,7 @@ from compiler.check.resilience import check_resilience
 from compiler.check.routes import check_routes
 from compiler.check.security import check_authentication, check_authorization, check_mtls
 from compiler.check.traffic import check_traffic_policies
+from compiler.check.traffic_versions import check_version_traffic
 from compiler.check.shadowing import check_shadowed_gateway_routes, check_shadowed_rules
 from compiler.diagnostics import Diagnostic
 from compiler.policy import PolicySet
@@ -43,6 +44,7 @@ CHECKS = (
     check_shadowed_gateway_routes,
     check_externals,
     check_traffic_policies,
+    check_version_traffic,
     check_ports,
     check_kubernetes,
     check_kubernetes_gateways,

@@ -56,7 +56,8 @@ def check_traffic_policies(view: Resolved) -> Iterator[Diagnostic]:
             )
             continue
         lb = tp.load_balancer
-        if lb.hash_on is not None and lb.policy not in _HASHING:
+        versions_hash = any(v.load_balancer and v.load_balancer.policy in _HASHING for v in tp.versions.values())
+        if lb.hash_on is not None and lb.policy not in _HASHING and not versions_hash:
             yield Diagnostic(
                 "E232", f"hash_on needs a hashing load balancer (policy: ring_hash or maglev), not {lb.policy}",
                 tp.where("load_balancer", "hash_on"), subject, "load_balancer.hash_on",

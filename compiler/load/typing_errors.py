@@ -129,7 +129,10 @@ def diagnostics_from_validation(
         if etype == "extra_forbidden":
             known = _known_fields(kind, loc)
             hint = ""
-            if known is not None:
+            refused = _refused(kind, loc)
+            if refused:
+                hint = f" here: {refused}"  # a field the model leaves out on purpose (VersionTraffic.REFUSED)
+            elif known is not None:
                 hint = did_you_mean(loc[-1], known) or f" (known: {', '.join(known)})"
             out.append(Diagnostic("E102", f"unknown field '{loc[-1]}'{hint}", where(loc), subject, path))
         elif etype == "missing":
@@ -202,6 +205,12 @@ def _without_union_tags(kind: Any, errors: list[tuple[tuple, dict]]) -> list[tup
 def _known_fields(kind: Any, loc: tuple) -> list[str] | None:
     model = _model_at(MODELS[kind], loc[:-1]) if kind in MODELS else None
     return sorted(model.model_fields) if model is not None else None
+
+
+def _refused(kind: Any, loc: tuple) -> str | None:
+    """Why the model at `loc` has no field `loc[-1]`, when it says (a `REFUSED` mapping: field -> reason)."""
+    model = _model_at(MODELS[kind], loc[:-1]) if kind in MODELS else None
+    return getattr(model, "REFUSED", {}).get(loc[-1]) if model is not None else None
 
 
 def _suggest(kind: Any, loc: tuple) -> str | None:

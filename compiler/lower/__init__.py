@@ -112,7 +112,7 @@ class _Shared:
                     retry_budget=budget,
                     protection=protection(
                         self.mesh, sv.traffic, instances=bool(sv.in_pods) and v in sv.app_port_versions,
-                        protocol=svc.protocol,
+                        protocol=svc.protocol, settings=sv.protections[v],
                     ),
                     upstream_tls=UpstreamTls(svc.name, sv.identity) if sv.mtls != "disable" else None,
                     dns=dns,
@@ -165,7 +165,7 @@ def _inbound(sv: ServiceView, shared: _Shared) -> tuple[list[Cluster], Cluster, 
             protocol=svc.protocol,
             connect_timeout=mesh.defaults.connect_timeout,
             source=svc.where("versions", v) if v in svc.versions else svc.source,
-            protection=protection(mesh, sv.traffic, protocol=svc.protocol),
+            protection=protection(mesh, sv.traffic, protocol=svc.protocol, settings=sv.protections[v]),
         )
         for v in sv.versions
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from compiler.ir import ConnectionLife, HashKey, HealthCheck, Outlier, Protection, TokenBucket
 from compiler.policy import Mesh, TrafficPolicy
+from compiler.policy.protections import Protections, protections
 from compiler.policy.traffic import ConnectionPool
 
 
@@ -27,12 +28,19 @@ def connection_life(pool: ConnectionPool, protocol: str) -> ConnectionLife | Non
     return life if life != ConnectionLife() else None
 
 
-def protection(mesh: Mesh, tp: TrafficPolicy | None, instances: bool = True, protocol: str = "http") -> Protection:
+def protection(
+    mesh: Mesh,
+    tp: TrafficPolicy | None,
+    instances: bool = True,
+    protocol: str = "http",
+    settings: Protections | None = None,
+) -> Protection:
     """`instances`: the cluster lists the service's instances (its inbound side). Health checks go only
     there: a caller's cluster reaches the service's sidecar, whose answer would stand for a random instance.
-    `protocol`: the cluster's (which connection settings apply)."""
-    pool = (tp.connection_pool if tp and tp.connection_pool else None) or mesh.defaults.connection_pool
-    od = (tp.outlier_detection if tp and tp.outlier_detection else None) or mesh.defaults.outlier_detection
+    `protocol`: the cluster's (which connection settings apply). `settings`: one version's effective settings
+    (ServiceView.protections), else the service's as a whole."""
+    s = settings or protections(mesh, tp, "default")
+    pool, od = s.connection_pool, s.outlier_detection
     outlier = None
     if od.consecutive_5xx or od.consecutive_gateway_errors or od.success_rate:
         outlier = Outlier(
@@ -45,14 +53,14 @@ def protection(mesh: Mesh, tp: TrafficPolicy | None, instances: bool = True, pro
             base_ejection_time=od.base_ejection_time,
             max_ejection_percent=od.max_ejection_percent,
         )
-    hc = tp.health_check if tp and instances else None
+    hc = s.health_check if instances else None
     return Protection(
         max_connections=pool.max_connections,
         max_pending_requests=pool.max_pending_requests,
         max_requests=pool.max_requests,
         max_retries=pool.max_retries,
         outlier=outlier,
-        lb_policy=tp.load_balancer.policy if tp else "round_robin",
+        lb_policy=s.lb_policy,
         health_check=HealthCheck(hc.path, hc.interval, hc.timeout, hc.healthy_threshold, hc.unhealthy_threshold)
         if hc
         else None,

@@ -34,6 +34,7 @@ from compiler.policy.placement import (
     version_reach,
 )
 from compiler.policy.route import NON_IDEMPOTENT_METHODS, Route, RouteRule
+from compiler.policy.protections import Protections, protections
 from compiler.policy.security import AuthorizationPolicy, RequestAuthentication
 from compiler.policy.traffic import ConnectionPool, TrafficPolicy
 from compiler.policy.types import Duration, Endpoint, is_loopback, is_wildcard
@@ -110,6 +111,10 @@ class ServiceView:
     """The versions that list no endpoints: each is the app on 127.0.0.1:<app_port> (Service.uses_app_port)."""
     route: Route | None
     traffic: TrafficPolicy | None
+    protections: dict[str, Protections]
+    """Version -> its effective traffic settings (pool, outlier detection, balancer, health check): the
+    version's own (TrafficPolicy `versions`), else the TrafficPolicy's, else the Mesh's defaults; a version's
+    field replaces the service-level field as a whole (compiler/policy/protections.py)."""
     authz: AuthorizationPolicy | None
     authn: RequestAuthentication | None
     placement: Placement | None
@@ -191,6 +196,8 @@ class ExternalView:
     """Envoy resolves `host` (no fixed endpoints were given)."""
     sni: str | None
     """With `tls`: the name sent in the handshake and required in the server's certificate."""
+    protections: dict[str, Protections]
+    """`default` -> its effective traffic settings (see ServiceView.protections)."""
     versions: tuple[str, ...] = ("default",)
     default_version: str = "default"
     listener: str = "http"
@@ -242,9 +249,13 @@ class Resolved:
             return rule.timeout
         return self.mesh.defaults.timeout if self.mesh is not None else None
 
-    def pool_of(self, name: str) -> ConnectionPool | None:
+    def pool_of(self, name: str, version: str | None = None) -> ConnectionPool | None:
         """The connection pool of a service's (or ExternalService's) clusters, on its callers and on its own
-        inbound side: its TrafficPolicy's, else the Mesh's default (None without one Mesh)."""
+        inbound side: with `version`, that version's (its own, else as below); else its TrafficPolicy's, else
+        the Mesh's default (None without one Mesh)."""
+        view = self.externals.get(name) or self.views.get(name)
+        if version is not None and view is not None and version in view.protections:
+            return view.protections[version].connection_pool
         tp = self.traffic.get(name)
         if tp is not None and tp.connection_pool is not None:
             return tp.connection_pool
@@ -263,6 +274,7 @@ class Resolved:
             app_port_versions=tuple(v for v in versions if svc.uses_app_port(v)),
             route=route,
             traffic=self.traffic.get(name),
+            protections={v: protections(self.mesh, self.traffic.get(name), v) for v in versions},
             authz=self.authz.get(name),
             authn=self.authn.get(name),
         )
@@ -331,6 +343,7 @@ class Resolved:
             endpoints=fixed or (Endpoint(ext.host, ext.port),),
             resolve_dns=not fixed,
             sni=(ext.tls.sni or ext.host) if ext.tls else None,
+            protections={"default": protections(self.mesh, self.traffic.get(ext.name), "default")},
             listener="tcp" if ext.protocol == "tcp" else "http",
         )
 

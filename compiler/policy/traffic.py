@@ -10,7 +10,7 @@ even when no TrafficPolicy says anything.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -198,6 +198,48 @@ class GlobalRateLimit(PolicyModel):
     """How long to wait for the rate-limit service's answer."""
 
 
+class VersionLoadBalancer(PolicyModel):
+    """How callers pick an instance of one version. Its key for hashing is the TrafficPolicy's
+    `load_balancer.hash_on`: Envoy hashes on the route, before a version is chosen."""
+
+    REFUSED: ClassVar[dict[str, str]] = {
+        "hash_on": "the hash key is computed on the caller's route before a version is chosen, so it is one for "
+        "the whole service; set load_balancer.hash_on on the TrafficPolicy itself (it keys every version whose "
+        "policy hashes)",
+    }
+
+    policy: Literal["round_robin", "least_request", "random", "ring_hash", "maglev"] = "round_robin"
+    """How a caller's sidecar picks an instance of this version (Envoy `lb_policy` of the version's clusters);
+    `ring_hash` / `maglev` hash on the TrafficPolicy's `load_balancer.hash_on` (W233 without one)."""
+
+
+class VersionTraffic(PolicyModel):
+    """One version's own traffic settings (Istio: a DestinationRule subset's `trafficPolicy`).
+
+    Merge rule (Istio's): each field given here replaces the TrafficPolicy's field of that name *as a
+    whole* for this version's clusters, on every caller's sidecar and on the service's inbound side; a field
+    not given is the TrafficPolicy's (else the Mesh's default). `connection_pool: {max_connections: 1}` thus
+    gives this version 1024 pending requests (the model's default), not the service's value. Rate limits
+    belong to the service's inbound listener and cannot be per version.
+    """
+
+    REFUSED: ClassVar[dict[str, str]] = {
+        "rate_limit": "the service's inbound listener keeps one token bucket for all its versions; set rate_limit "
+        "on the TrafficPolicy itself",
+        "global_rate_limit": "the service's inbound listener asks the rate-limit service before a version is "
+        "chosen; set global_rate_limit on the TrafficPolicy itself",
+    }
+
+    connection_pool: ConnectionPool | None = None
+    """Limits of what each sidecar sends to this version (replaces the TrafficPolicy's `connection_pool`)."""
+    outlier_detection: OutlierDetection | None = None
+    """Ejection of this version's failing instances (replaces the TrafficPolicy's `outlier_detection`)."""
+    load_balancer: VersionLoadBalancer | None = None
+    """How callers pick an instance of this version (replaces the TrafficPolicy's `load_balancer.policy`)."""
+    health_check: HealthCheck | None = None
+    """Active health checks of this version's instances (replaces the TrafficPolicy's `health_check`)."""
+
+
 class TrafficPolicy(Document):
     """Protection for one service, applied wherever its clusters are."""
 
@@ -212,6 +254,10 @@ class TrafficPolicy(Document):
     """How callers pick an instance."""
     health_check: HealthCheck | None = None
     """Active health checks of each instance (default: none)."""
+    versions: dict[Name, VersionTraffic] = {}
+    """Settings for one version only, by version name (`default` for a service without versions and for an
+    ExternalService): each field given replaces the field of the same name above, as a whole, for that
+    version (Istio: a DestinationRule subset's `trafficPolicy`)."""
     rate_limit: RateLimit | None = None
     """Local rate limit of the service's inbound side (each sidecar has its own bucket)."""
     global_rate_limit: GlobalRateLimit | None = None
