@@ -163,3 +163,520 @@ def rule(tmp_path, http: str) -> dict:
     result = run(tmp_path, vs(http))
     assert not result.problems, messages(result)
     return one(result, "Route")["rules"][0]
+
+
+# ---------------------------------------------------------------- command line
+
+def test_cli_exit_codes_and_report(tmp_path: Path, capsys) -> None:
+    (tmp_path / "in.yaml").write_text(textwrap.dedent(K8S) + "---\n" + textwrap.dedent(dr("""
+        trafficPolicy:
+          connectionPool: {http: {maxRequestsPerConnection: 1}}
+    """)))
+    out = tmp_path / "out"
+    assert main(["import", "istio", str(tmp_path / "in.yaml"), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "in.yaml:" in err and "maxRequestsPerConnection: not yet in meshc" in err and "nothing written" in err
+    assert not out.exists()
+    report = tmp_path / "report.json"
+    assert main(["import", "istio", str(tmp_path / "in.yaml"), "-o", str(out), "--partial", "--mesh-name", "shop",
+                 "--report", str(report)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["mesh.yaml", "ratings.yaml", "reviews.yaml"]
+    assert "name: shop" in (out / "mesh.yaml").read_text()
+    entries = __import__("json").loads(report.read_text())["not_imported"]
+    assert [(e["file"], e["line"]) for e in entries] == [("in.yaml", 43)]
+
+
+def test_cli_clean_import_exits_0(tmp_path: Path) -> None:
+    (tmp_path / "in.yaml").write_text(textwrap.dedent(K8S))
+    assert main(["import", "istio", str(tmp_path / "in.yaml"), "-o", str(tmp_path / "out")]) == 0
+    assert main(["check", str(tmp_path / "out")]) == 0
+
+
+def test_cli_missing_file(tmp_path: Path) -> None:
+    assert main(["import", "istio", str(tmp_path / "nope.yaml"), "-o", str(tmp_path / "out")]) == 1
+
+
+# ---------------------------------------------------------------- Kubernetes Services and Deployments
+
+def test_service_port_versions_account_and_app_port(tmp_path: Path) -> None:
+    result = run(tmp_path, "")
+    svc = one(result, "Service", "reviews")
+    assert (svc["port"], svc["app_port"], svc["service_account"]) == (9080, 9081, "reviews-sa")
+    assert svc["versions"] == {"v1": {}, "v2": {}}
+    assert one(result, "Service", "ratings")["app_port"] == 8080  # targetPort without a Deployment
+
+
+@pytest.mark.parametrize("port, protocol", [
+    ("{name: grpc-api, port: 80}", "grpc"), ("{name: http2, port: 80}", "grpc"), ("{name: tcp-db, port: 80}", "tcp"),
+    ("{port: 80, appProtocol: grpc}", "grpc"), ("{name: web, port: 80}", None), ("{name: http-web, port: 80}", None),
+])
+def test_service_protocol(tmp_path: Path, port: str, protocol) -> None:
+    k8s = f"apiVersion: v1\nkind: Service\nmetadata: {{name: api}}\nspec:\n  ports: [{port}]\n"
+    assert one(run(tmp_path, "", k8s), "Service", "api").get("protocol") == protocol
+
+
+def test_service_app_on_the_callers_port_moves(tmp_path: Path) -> None:
+    k8s = "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec:\n  ports: [{name: http, port: 80}]\n"
+    result = run(tmp_path, "", k8s)
+    assert one(result, "Service", "api")["app_port"] == 10080
+    assert "the app must listen on 10080" in str(result.notes[0])
+
+
+def test_service_namespace_and_second_port(tmp_path: Path) -> None:
+    k8s = ("apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec:\n"
+           "  ports: [{name: http, port: 80, targetPort: 8080}, {name: metrics, port: 9090}]\n")
+    result = run(tmp_path, "", k8s)
+    assert one(result, "Service", "api")["namespace"] == "shop"
+    assert messages(result) == ["k8s.yaml:5:53: Service api: spec.ports[1]: meshc Services have one port: only the "
+                                "first is imported"]
+
+
+# ---------------------------------------------------------------- hosts
+
+@pytest.mark.parametrize("host", ["reviews", "reviews.default", "reviews.default.svc",
+                                  "reviews.default.svc.cluster.local"])
+def test_host_forms(tmp_path: Path, host: str) -> None:
+    r = rule(tmp_path, f"- route: [{{destination: {{host: {host}, subset: v2}}}}]")
+    assert r["to"] == {"v2": 100}
+
+
+@pytest.mark.parametrize("host", ["reviews.other", "details", "reviews.default.svc.example.com"])
+def test_host_unknown(tmp_path: Path, host: str) -> None:
+    result = run(tmp_path, vs("- route: [{destination: {host: reviews}}]", hosts=f"[{host}]"))
+    assert any(f"host {host}: no Kubernetes Service or ServiceEntry of that name" in m for m in messages(result))
+
+
+@pytest.mark.parametrize("api", ["networking.istio.io/v1alpha3", "networking.istio.io/v1beta1",
+                                 "networking.istio.io/v1"])
+def test_api_versions(tmp_path: Path, api: str) -> None:
+    result = run(tmp_path, vs("- route: [{destination: {host: reviews, subset: v1}}]").replace(
+        "networking.istio.io/v1beta1", api))
+    assert one(result, "Route")["rules"] == [{"to": {"v1": 100}}]
+
+
+# ---------------------------------------------------------------- VirtualService
+
+def test_match_uri_forms_method_headers_query(tmp_path: Path) -> None:
+    r = rule(tmp_path, """
+        - match:
+            - uri: {exact: /a}
+              method: {exact: POST}
+              headers: {End-User: {regex: "j.*"}}
+              queryParams: {v: {prefix: b}, debug: {regex: ".*"}}
+          route: [{destination: {host: reviews, subset: v1}}]
+    """)
+    assert r["match"] == {"path": {"exact": "/a"}, "methods": ["POST"], "headers": [{"name": "end-user", "regex": "j.*"}],
+                          "query": [{"name": "v", "prefix": "b"}, {"name": "debug", "present": True}]}
+
+
+def test_several_matches_are_several_rules(tmp_path: Path) -> None:
+    result = run(tmp_path, vs("""
+        - match: [{uri: {prefix: /a}}, {uri: {prefix: /b}}]
+          route: [{destination: {host: reviews, subset: v2}}]
+        - route: [{destination: {host: reviews, subset: v1}}]
+    """))
+    assert [r.get("match", {}).get("path") for r in one(result, "Route")["rules"]] == [
+        {"prefix": "/a"}, {"prefix": "/b"}, None]
+
+
+def test_weights(tmp_path: Path) -> None:
+    r = rule(tmp_path, """
+        - route:
+            - {destination: {host: reviews, subset: v1}, weight: 75}
+            - {destination: {host: reviews, subset: v2}, weight: 25}
+    """)
+    assert r["to"] == {"v1": 75, "v2": 25}
+
+
+def test_no_subset_goes_to_the_default_version(tmp_path: Path) -> None:
+    result = run(tmp_path, vs("- route: [{destination: {host: reviews}}]"))
+    assert one(result, "Route")["rules"][0]["to"] == {"v1": 100}
+    assert "no subset: sent to v1" in str(result.notes[0])
+
+
+def test_timeout_retries(tmp_path: Path) -> None:
+    r = rule(tmp_path, """
+        - route: [{destination: {host: reviews, subset: v1}}]
+          timeout: 0.5s
+          retries: {attempts: 4, perTryTimeout: 100ms, retryOn: "reset,retriable-4xx,refused-stream,503,504"}
+    """)
+    assert r["timeout"] == "500ms"
+    assert r["retries"] == {"attempts": 4, "per_try_timeout": "100ms", "non_idempotent": True,
+                            "on": ["reset", "retriable-4xx", "refused-stream", {"retriable-status-codes": [503, 504]}]}
+
+
+def test_retries_zero_attempts_means_none(tmp_path: Path) -> None:
+    r = rule(tmp_path, "- route: [{destination: {host: reviews, subset: v1}}]\n  retries: {attempts: 0}")
+    assert "retries" not in r
+
+
+def test_fault_delay_and_abort(tmp_path: Path) -> None:
+    r = rule(tmp_path, """
+        - route: [{destination: {host: reviews, subset: v1}}]
+          fault:
+            delay: {fixedDelay: 2s, percentage: {value: 50}}
+            abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}
+    """)
+    assert r["fault"] == {"delay": {"fixed": "2s", "percent": 50}, "abort": {"grpc_status": 14}}
+
+
+def test_mirror_to_another_service(tmp_path: Path) -> None:
+    r = rule(tmp_path, """
+        - route: [{destination: {host: reviews, subset: v1}}]
+          mirror: {host: ratings}
+    """)
+    assert r["mirror"] == [{"to": "default", "service": "ratings"}]
+
+
+def test_rewrite_regex_and_redirect_scheme_port(tmp_path: Path) -> None:
+    result = run(tmp_path, vs(r"""
+        - match: [{uri: {regex: "/r/(.*)"}}]
+          rewrite: {uriRegexRewrite: {match: "/r/(.*)", rewrite: "/\\1"}}
+          route: [{destination: {host: reviews, subset: v1}}]
+        - redirect: {scheme: https, port: 8443}
+    """))
+    rules = one(result, "Route")["rules"]
+    assert rules[0]["rewrite"] == {"regex": {"pattern": "/r/(.*)", "substitution": "/\\1"}}
+    assert rules[1]["redirect"] == {"scheme": "https", "port": 8443}
+
+
+def test_headers_and_cors(tmp_path: Path) -> None:
+    r = rule(tmp_path, """
+        - route: [{destination: {host: reviews, subset: v1}}]
+          headers: {response: {set: {x-a: "1"}, remove: [server]}}
+          corsPolicy: {allowOrigins: [{prefix: "https://a"}], exposeHeaders: [X-Id], maxAge: 10s}
+    """)
+    assert r["response_headers"] == {"set": {"x-a": "1"}, "remove": ["server"]}
+    assert r["cors"] == {"allow_origins": ["regex:https://a.*"], "expose_headers": ["x-id"], "max_age": "10s"}
+
+
+@pytest.mark.parametrize("http, message", [
+    ("- match: [{sourceLabels: {app: x}}]\n  route: [{destination: {host: reviews}}]",
+     "sourceLabels: not yet in meshc (routing on the calling service)"),
+    ("- match: [{uri: {prefix: /a}, ignoreUriCase: true}]\n  route: [{destination: {host: reviews}}]",
+     "ignoreUriCase: meshc compares paths case-sensitively"),
+    ("- match: [{method: {regex: 'GET|HEAD'}}]\n  route: [{destination: {host: reviews}}]",
+     "a method by regex: meshc lists methods exactly"),
+    ("- route: [{destination: {host: ratings}}]", "ratings: a meshc Route forwards to its own service (reviews) only"),
+    ("- route: [{destination: {host: reviews}}]\n  mirror: {host: reviews, subset: v2}\n  mirrorPercentage: {value: 0.1}",
+     "the fractional percentage 0.1: not yet in meshc"),
+    ("- route: [{destination: {host: reviews}}]\n  fault: {delay: {fixedDelay: 1s, percentage: {value: 12.5}}}",
+     "the fractional percentage 12.5: not yet in meshc"),
+    ("- route: [{destination: {host: reviews}}]\n  retries: {attempts: 2, retryOn: cancelled}",
+     "retry condition cancelled"),
+    ("- route: [{destination: {host: reviews}}]\n  timeout: 1.0005s", "meshc durations are whole milliseconds"),
+    ("- delegate: {name: x}", "meshc has no delegated routes"),
+    ("- directResponse: {status: 200, body: {bytes: aGk=}}", "only a `string` body"),
+])
+def test_virtual_service_unsupported(tmp_path: Path, http: str, message: str) -> None:
+    result = run(tmp_path, vs(http))
+    assert any(message in m and m.startswith("istio.yaml:") for m in messages(result)), messages(result)
+
+
+def test_tcp_routes_not_yet(tmp_path: Path) -> None:
+    result = run(tmp_path, vs("- route: [{destination: {host: reviews}}]") + "  tcp: [{route: []}]\n")
+    assert any("tcp routes: not yet in meshc" in m for m in messages(result))
+
+
+# ---------------------------------------------------------------- DestinationRule
+
+def test_subsets_are_versions(tmp_path: Path) -> None:
+    result = run(tmp_path, dr("subsets: [{name: stable, labels: {version: v1}}, {name: canary, labels: {version: v2}}]"))
+    assert one(result, "Service", "reviews")["versions"] == {"stable": {}, "canary": {}}
+
+
+def test_connection_pool_and_outlier_detection(tmp_path: Path) -> None:
+    result = run(tmp_path, dr("""
+        trafficPolicy:
+          connectionPool: {tcp: {maxConnections: 3}, http: {http1MaxPendingRequests: 4, http2MaxRequests: 5, maxRetries: 6}}
+          outlierDetection: {consecutiveErrors: 7, consecutiveGatewayErrors: 1, interval: 2s, baseEjectionTime: 1m,
+                             maxEjectionPercent: 30}
+    """))
+    tp = one(result, "TrafficPolicy")
+    assert tp["connection_pool"] == {"max_connections": 3, "max_pending_requests": 4, "max_requests": 5,
+                                     "max_retries": 6}
+    assert tp["outlier_detection"] == {"consecutive_5xx": 7, "consecutive_gateway_errors": 1, "interval": "2s",
+                                       "base_ejection_time": "1m", "max_ejection_percent": 30}
+
+
+@pytest.mark.parametrize("lb, expected", [
+    ("{simple: ROUND_ROBIN}", {"policy": "round_robin"}), ("{simple: LEAST_CONN}", {"policy": "least_request"}),
+    ("{simple: RANDOM}", {"policy": "random"}),
+    ("{consistentHash: {httpHeaderName: X-User}}", {"policy": "ring_hash", "hash_on": {"header": "x-user"}}),
+    ("{consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}}",
+     {"policy": "maglev", "hash_on": {"source_ip": True}}),
+    ("{consistentHash: {httpCookie: {name: s, ttl: 1h}}}",
+     {"policy": "ring_hash", "hash_on": {"cookie": "s", "cookie_ttl": "1h"}}),
+])
+def test_load_balancer(tmp_path: Path, lb: str, expected: dict) -> None:
+    result = run(tmp_path, dr(f"trafficPolicy: {{loadBalancer: {lb}}}"))
+    assert not result.problems, messages(result)
+    assert one(result, "TrafficPolicy")["load_balancer"] == expected
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 1}}}",
+     "maxRequestsPerConnection: not yet in meshc (max requests per connection)"),
+    ("trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}", "h2UpgradePolicy: not yet in meshc"),
+    ("trafficPolicy: {connectionPool: {http: {idleTimeout: 1s}}}", "idleTimeout: not yet in meshc"),
+    ("trafficPolicy: {connectionPool: {tcp: {tcpKeepalive: {time: 1s}}}}", "tcpKeepalive: not yet in meshc"),
+    ("trafficPolicy: {connectionPool: {tcp: {connectTimeout: 1s}}}", "Mesh defaults.connect_timeout"),
+    ("trafficPolicy: {outlierDetection: {minHealthPercent: 50}}", "minHealthPercent: meshc has no equivalent"),
+    ("trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}", "PASSTHROUGH"),
+    ("trafficPolicy: {loadBalancer: {localityLbSetting: {enabled: true}}}", "meshc has no equivalent"),
+    ("trafficPolicy: {portLevelSettings: [{port: {number: 80}}]}", "meshc Services have one port"),
+    ("trafficPolicy: {tls: {mode: MUTUAL}}", "tls mode MUTUAL to a mesh service"),
+    ("subsets: [{name: v1, trafficPolicy: {loadBalancer: {simple: RANDOM}}}]",
+     "not yet in meshc (per-version traffic policies)"),
+])
+def test_destination_rule_unsupported(tmp_path: Path, spec: str, message: str) -> None:
+    result = run(tmp_path, dr(spec))
+    assert any(message in m for m in messages(result)), messages(result)
+
+
+def test_istio_mutual_is_a_note(tmp_path: Path) -> None:
+    result = run(tmp_path, dr("trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}"))
+    assert not result.problems and "ISTIO_MUTUAL" in str(result.notes[0])
+
+
+# ---------------------------------------------------------------- PeerAuthentication
+
+@pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE", "DISABLE"])
+def test_peer_authentication_mesh_wide_and_per_workload(tmp_path: Path, mode: str) -> None:
+    result = run(tmp_path, f"""
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: istio-system}}
+spec: {{mtls: {{mode: {mode}}}}}
+---
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {{name: reviews}}
+spec:
+  selector: {{matchLabels: {{app: reviews}}}}
+  mtls: {{mode: {mode}}}
+""")
+    assert one(result, "Mesh")["mtls"] == {"mode": mode.lower()}
+    assert one(result, "Service", "reviews")["mtls"] == mode.lower()
+    assert "mtls" not in one(result, "Service", "ratings")
+
+
+def test_no_peer_authentication_is_permissive(tmp_path: Path) -> None:
+    assert one(run(tmp_path, ""), "Mesh")["mtls"] == {"mode": "permissive"}
+
+
+# ---------------------------------------------------------------- AuthorizationPolicy
+
+def test_authz_principals_paths_methods_headers(tmp_path: Path) -> None:
+    result = run(tmp_path, authz("""
+        action: DENY
+        rules:
+          - from: [{source: {principals: ["cluster.local/ns/default/sa/ratings"]}}]
+            to: [{operation: {paths: [/x, "/y/*", "*"], methods: [DELETE]}}]
+            when: [{key: "request.headers[X-Env]", values: [prod]}]
+    """))
+    assert one(result, "AuthorizationPolicy")["deny"] == [
+        {"from": ["ratings"], "paths": [{"exact": "/x"}, {"prefix": "/y/"}, {"prefix": "/"}], "methods": ["DELETE"],
+         "headers": [{"name": "x-env", "exact": "prod"}]}]
+
+
+def test_authz_claims_and_request_principals(tmp_path: Path) -> None:
+    result = run(tmp_path, authz("""
+        rules:
+          - from: [{source: {requestPrincipals: ["https://issuer/alice"]}}]
+            when: [{key: "request.auth.claims[role]", values: [admin, ops]}]
+    """))
+    assert one(result, "AuthorizationPolicy")["allow"] == [
+        {"claims": {"role": "admin", "iss": "https://issuer", "sub": "alice"}},
+        {"claims": {"role": "ops", "iss": "https://issuer", "sub": "alice"}}]
+
+
+def test_authz_trust_domain_from_principals(tmp_path: Path) -> None:
+    result = run(tmp_path, authz("rules: [{from: [{source: {principals: [\"corp.example/ns/default/sa/ratings\"]}}]}]"))
+    assert one(result, "Mesh")["trust_domain"] == "corp.example"
+
+
+def test_authz_allow_nothing_mesh_wide(tmp_path: Path) -> None:
+    result = run(tmp_path, "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+                           "metadata: {name: allow-nothing, namespace: istio-system}\nspec: {}\n")
+    assert one(result, "Mesh")["authorization"] == {"default": "deny"}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("rules: [{from: [{source: {namespaces: [a]}}]}]", "namespaces: not yet in meshc"),
+    ("rules: [{from: [{source: {ipBlocks: [10.0.0.0/8]}}]}]", "ipBlocks: not yet in meshc"),
+    ("rules: [{from: [{source: {notPrincipals: [x]}}]}]", "notPrincipals: not yet in meshc"),
+    ("rules: [{to: [{operation: {notPaths: [/a]}}]}]", "notPaths: not yet in meshc"),
+    ("rules: [{to: [{operation: {notMethods: [GET]}}]}]", "notMethods: not yet in meshc"),
+    ("rules: [{to: [{operation: {ports: ['80']}}]}]", "meshc authorizes per service"),
+    ("rules: [{to: [{operation: {paths: ['*.png']}}]}]", "a suffix or inner wildcard"),
+    ("rules: [{when: [{key: source.namespace, values: [a]}]}]", "source.namespace: not yet in meshc"),
+    ("rules: [{when: [{key: destination.port, values: ['80']}]}]", "meshc conditions are request headers and JWT"),
+    ("rules: [{when: [{key: 'request.headers[a]', notValues: [b]}]}]", "notValues: not yet in meshc"),
+    ("rules: [{from: [{source: {principals: [\"cluster.local/ns/default/sa/nobody\"]}}]}]",
+     "no imported Service runs as service account nobody"),
+    ("rules: [{from: [{source: {requestPrincipals: ['*']}}]}]", "meshc matches a token's iss and sub exactly"),
+    ("action: AUDIT\nrules: [{}]", "AUDIT: meshc allows or denies"),
+    ("action: CUSTOM\nrules: [{}]", "CUSTOM: meshc allows or denies"),
+    ("rules: []", "allow-nothing for some services"),
+])
+def test_authz_unsupported(tmp_path: Path, spec: str, message: str) -> None:
+    result = run(tmp_path, authz(spec))
+    assert any(message in m for m in messages(result)), messages(result)
+
+
+def test_authz_rule_with_an_unsupported_condition_is_left_out(tmp_path: Path) -> None:
+    result = run(tmp_path, authz("""
+        rules:
+          - from: [{source: {namespaces: [a]}}]
+          - to: [{operation: {methods: [GET]}}]
+    """))
+    assert one(result, "AuthorizationPolicy")["allow"] == [{"methods": ["GET"]}]
+    assert any("left out as a whole" in m for m in messages(result))
+
+
+# ---------------------------------------------------------------- RequestAuthentication
+
+def test_request_authentication(tmp_path: Path) -> None:
+    result = run(tmp_path, """
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  jwtRules:
+    - issuer: https://issuer.example
+      audiences: [a]
+      jwksUri: https://issuer.example/jwks.json
+      fromHeaders: [{name: X-Jwt}]
+      fromParams: [token]
+      forwardOriginalToken: true
+      outputClaimToHeaders: [{header: X-Sub, claim: sub}]
+""")
+    ra = one(result, "RequestAuthentication")
+    assert ra["providers"] == [{"name": "issuer-example", "issuer": "https://issuer.example", "audiences": ["a"],
+                                "jwks_file": "/etc/meshc/jwks/issuer-example.json",
+                                "from_headers": [{"name": "x-jwt", "prefix": ""}], "from_params": ["token"],
+                                "forward_token": True, "forward_claims": {"sub": "x-sub"}}]
+    assert ra["rules"] == [{"allow_missing": True}]
+    assert "never from a URL: save https://issuer.example/jwks.json" in str(result.notes[0])
+
+
+def test_request_authentication_without_selector(tmp_path: Path) -> None:
+    result = run(tmp_path, "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: j}\n"
+                           "spec: {jwtRules: [{issuer: x, jwks: '{}'}]}\n")
+    assert any("a meshc RequestAuthentication names one service" in m for m in messages(result))
+
+
+# ---------------------------------------------------------------- Gateway, ServiceEntry, Sidecar
+
+GATEWAY = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  servers:
+    - port: {number: 8443, name: https, protocol: HTTPS}
+      hosts: [shop.example]
+      tls: {mode: MUTUAL, credentialName: shop, minProtocolVersion: TLSV1_3}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge}
+spec:
+  hosts: [shop.example]
+  gateways: [gw, mesh]
+  http:
+    - match: [{uri: {prefix: /ratings}}]
+      route: [{destination: {host: ratings}}]
+    - route: [{destination: {host: reviews}}]
+"""
+
+
+def test_gateway_and_bound_virtual_service(tmp_path: Path) -> None:
+    result = run(tmp_path, GATEWAY)
+    gw = one(result, "Gateway")
+    assert gw["listeners"] == [{"name": "https", "port": 8443, "protocol": "https", "tls": {
+        "certificates": [{"hosts": ["shop.example"], "cert": "/etc/meshc/edge/shop/tls.crt",
+                          "key": "/etc/meshc/edge/shop/tls.key"}],
+        "min_version": "1.3", "client_ca": "/etc/meshc/edge/shop/ca.crt"}}]
+    assert gw["routes"] == [{"hosts": ["shop.example"], "path": "/ratings", "to": "ratings"},
+                            {"hosts": ["shop.example"], "to": "reviews"}]
+    assert "credentialName shop" in result.files["gateways.yaml"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (("protocol: HTTPS}", "protocol: TCP}"), "TCP: a meshc Gateway listens for http or https"),
+    (("mode: MUTUAL", "mode: PASSTHROUGH"), "PASSTHROUGH: a meshc Gateway terminates TLS"),
+    (("hosts: [shop.example]\n      tls", "hosts: ['*']\n      tls"), "a meshc certificate names its hosts"),
+    (("{prefix: /ratings}", "{exact: /ratings}"), "uri exact: meshc Gateway routes match a prefix"),
+    (("route: [{destination: {host: ratings}}]", "route: [{destination: {host: ratings, subset: v1}}]"),
+     "subsets at the gateway"),
+    (("gateways: [gw, mesh]", "gateways: [other]"), "gateway other: no Istio Gateway of that name"),
+])
+def test_gateway_unsupported(tmp_path: Path, change, message: str) -> None:
+    result = run(tmp_path, GATEWAY.replace(*change))
+    assert any(message in m for m in messages(result)), messages(result)
+
+
+def test_service_entry_and_tls_origination(tmp_path: Path) -> None:
+    result = run(tmp_path, """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 443}]
+  resolution: STATIC
+  endpoints: [{address: 10.1.2.3}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 2}}
+    portLevelSettings:
+      - port: {number: 80}
+        tls: {mode: SIMPLE}
+""")
+    ext = one(result, "ExternalService")
+    assert ext == {"kind": "ExternalService", "name": "api-example-com", "host": "api.example.com", "port": 443,
+                   "endpoints": ["10.1.2.3:443"], "tls": {"ca": "/etc/meshc/external/api-example-com/ca.pem"}}
+    assert one(result, "TrafficPolicy")["connection_pool"] == {"max_connections": 2}
+    assert "meshc always verifies" in str(result.notes[0])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("hosts: [a.example]\n  location: MESH_INTERNAL\n  resolution: DNS\n  ports: [{number: 80}]", "MESH_INTERNAL"),
+    ("hosts: [a.example]\n  resolution: NONE\n  ports: [{number: 80}]", "NONE: meshc resolves an external host"),
+    ("hosts: ['*.example']\n  resolution: DNS\n  ports: [{number: 80}]", "meshc ExternalServices name one host"),
+])
+def test_service_entry_unsupported(tmp_path: Path, spec: str, message: str) -> None:
+    result = run(tmp_path, f"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: e}}\nspec:\n  {spec}\n")
+    assert any(message in m for m in messages(result)), messages(result)
+
+
+@pytest.mark.parametrize("mode, undeclared", [("REGISTRY_ONLY", "refuse"), ("ALLOW_ANY", "allow")])
+def test_sidecar_egress_and_outbound_policy(tmp_path: Path, mode: str, undeclared: str) -> None:
+    result = run(tmp_path, f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: reviews}}
+spec:
+  workloadSelector: {{labels: {{app: reviews}}}}
+  egress: [{{hosts: ["./ratings.default.svc.cluster.local", "istio-system/*"]}}]
+  outboundTrafficPolicy: {{mode: {mode}}}
+""")
+    assert one(result, "Mesh")["egress"] == {"undeclared": undeclared}
+    assert one(result, "Service", "reviews")["calls"] == ["ratings"]
+    assert one(result, "Service", "ratings")["calls"] == ["reviews"]  # no Sidecar: every other service
+
+
+def test_unknown_kinds_and_versions_are_listed(tmp_path: Path) -> None:
+    result = run(tmp_path, "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: f}\n---\n"
+                           "apiVersion: networking.istio.io/v2\nkind: Gateway\nmetadata: {name: g}\n")
+    assert messages(result) == [
+        "istio.yaml:2:1: EnvoyFilter (networking.istio.io/v1alpha3): not an Istio or Kubernetes kind the import reads; "
+        "skipped", "istio.yaml:5:1: networking.istio.io/v2: only v1alpha3, v1beta1, v1 are read"]

@@ -81,7 +81,7 @@ class Context:
         name, ns = parts[0], namespace
         if len(parts) >= 2:
             rest = ".".join(parts[2:])
-            if rest not in ("", "svc", "svc.cluster.local") and not rest.startswith("svc."):
+            if rest not in ("", "svc", "svc.cluster.local"):
                 return None
             ns = parts[1]
         wl = self.workloads.get(name)

@@ -107,8 +107,8 @@ def _rules(res: Resource, path: tuple, rule: dict, ctx: Context) -> list[dict]:
         if rps:
             options = []
             for j, rp in enumerate(rps):
-                iss, _, sub = str(rp).partition("/")
-                if rp == "*" or not sub or "*" in rp:
+                iss, _, sub = str(rp).rpartition("/")
+                if rp == "*" or not iss or not sub or "*" in rp:
                     ctx.refuse(res, path + ("from", i, "source", "requestPrincipals", j),
                                f"{rp}: meshc matches a token's iss and sub exactly (a RequestAuthentication without "
                                "allow_missing requires a token)")
