@@ -23,7 +23,7 @@ NonNegativeInt = UInt32
 
 def _whole_seconds(value: Duration) -> Duration:
     if value.ms % 1000 or value.ms <= 0:
-        raise ValueError(f"must be a whole number of seconds, at least 1s (Envoy counts keepalive in seconds): {value}")
+        raise ValueError("must be a whole number of seconds, at least 1s (Envoy counts keepalive in seconds)")
     if value.ms // 1000 > 2**32 - 1:
         raise ValueError("must be at most 4294967295s (Envoy keeps keepalive seconds in uint32)")
     return value
