@@ -82,7 +82,6 @@ class ConnectionPool(PolicyModel):
     HTTP/2 (E238 for `http1`)."""
 
 
-
 class SuccessRate(PolicyModel):
     """Eject hosts whose success rate is `stdev_factor`/1000 standard deviations below the mean."""
 
@@ -268,7 +267,6 @@ class TrafficPolicy(Document):
     an upgrade request 403 on the caller's side (Istio lets them through everywhere; Istio's former HTTPRoute
     `websocketUpgrade`). The app must answer HTTP/1.1: not with `upstream_protocol: http2` or on a grpc
     service (E239), nor on a tcp service, whose bytes pass anyway (E234)."""
-
 
     @property
     def name(self) -> str:
