@@ -99,6 +99,7 @@ def check_traffic_policies(view: Resolved) -> Iterator[Diagnostic]:
                     tp.where("global_rate_limit", "service"), subject, "global_rate_limit.service",
                 )
 
+
 def _connections(view: Resolved, tp, svc) -> Iterator[Diagnostic]:
     """HTTP versions that cannot carry what the service speaks: gRPC needs HTTP/2 (E238); a WebSocket
     upgrade is an HTTP/1.1 request, which Envoy cannot hand to an HTTP/2-only upstream (E239)."""
