@@ -170,12 +170,12 @@ def rule(tmp_path, http: str) -> dict:
 def test_cli_exit_codes_and_report(tmp_path: Path, capsys) -> None:
     (tmp_path / "in.yaml").write_text(textwrap.dedent(K8S) + "---\n" + textwrap.dedent(dr("""
         trafficPolicy:
-          connectionPool: {http: {maxRequestsPerConnection: 1}}
+          connectionPool: {http: {maxConcurrentStreams: 1}}
     """)))
     out = tmp_path / "out"
     assert main(["import", "istio", str(tmp_path / "in.yaml"), "-o", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "in.yaml:" in err and "maxRequestsPerConnection: not yet in meshc" in err and "nothing written" in err
+    assert "in.yaml:" in err and "maxConcurrentStreams: meshc has no equivalent" in err and "nothing written" in err
     assert not out.exists()
     report = tmp_path / "report.json"
     assert main(["import", "istio", str(tmp_path / "in.yaml"), "-o", str(out), "--partial", "--mesh-name", "shop",
@@ -358,14 +358,12 @@ def test_headers_and_cors(tmp_path: Path) -> None:
     ("- match: [{method: {regex: 'GET|HEAD'}}]\n  route: [{destination: {host: reviews}}]",
      "a method by regex: meshc lists methods exactly"),
     ("- route: [{destination: {host: ratings}}]", "ratings: a meshc Route forwards to its own service (reviews) only"),
-    ("- route: [{destination: {host: reviews}}]\n  mirror: {host: reviews, subset: v2}\n  mirrorPercentage: {value: 0.1}",
-     "the fractional percentage 0.1: not yet in meshc"),
-    ("- route: [{destination: {host: reviews}}]\n  fault: {delay: {fixedDelay: 1s, percentage: {value: 12.5}}}",
-     "the fractional percentage 12.5: not yet in meshc"),
     ("- route: [{destination: {host: reviews}}]\n  retries: {attempts: 2, retryOn: cancelled}",
      "retry condition cancelled"),
     ("- route: [{destination: {host: reviews}}]\n  timeout: 1.0005s", "meshc durations are whole milliseconds"),
     ("- delegate: {name: x}", "meshc has no delegated routes"),
+    ("- route: [{destination: {host: reviews}}]\n  mirror: {host: reviews, subset: v2}\n  mirrorPercentage: {value: 0.00001}",
+     "the percentage 1e-05: meshc takes at most 4 decimals"),
     ("- directResponse: {status: 200, body: {bytes: aGk=}}", "only a `string` body"),
 ])
 def test_virtual_service_unsupported(tmp_path: Path, http: str, message: str) -> None:
@@ -373,9 +371,54 @@ def test_virtual_service_unsupported(tmp_path: Path, http: str, message: str) ->
     assert any(message in m and m.startswith("istio.yaml:") for m in messages(result)), messages(result)
 
 
-def test_tcp_routes_not_yet(tmp_path: Path) -> None:
-    result = run(tmp_path, vs("- route: [{destination: {host: reviews}}]") + "  tcp: [{route: []}]\n")
-    assert any("tcp routes: not yet in meshc" in m for m in messages(result))
+def test_fractional_percentages(tmp_path: Path) -> None:
+    r = rule(tmp_path, """
+        - route:
+            - {destination: {host: reviews, subset: v1}, weight: 99}
+            - {destination: {host: reviews, subset: v2}, weight: 1}
+          mirror: {host: reviews, subset: v2}
+          mirrorPercentage: {value: 0.1}
+          fault: {delay: {fixedDelay: 1s, percentage: {value: 12.5}}, abort: {httpStatus: 500, percentage: {value: 0.0001}}}
+    """)
+    assert r["mirror"] == [{"to": "v2", "percent": 0.1}]
+    assert r["fault"] == {"delay": {"fixed": "1s", "percent": 12.5}, "abort": {"status": 500, "percent": 0.0001}}
+
+
+TCP_K8S = K8S.replace("ports: [{name: http, port: 9080}]", "ports: [{name: tcp-db, port: 5432}]")
+
+
+def test_tcp_route_weights(tmp_path: Path) -> None:
+    result = run(tmp_path, """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  tcp:
+    - route:
+        - {destination: {host: reviews, subset: v1}, weight: 80}
+        - {destination: {host: reviews, subset: v2}, weight: 20}
+""", TCP_K8S)
+    assert not result.problems, messages(result)
+    assert one(result, "Route")["rules"] == [{"to": {"v1": 80, "v2": 20}}]
+
+
+def test_tcp_route_match_and_second_rule(tmp_path: Path) -> None:
+    result = run(tmp_path, """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  tcp:
+    - match: [{port: 5432}]
+      route: [{destination: {host: reviews, subset: v1}}]
+    - route: [{destination: {host: reviews, subset: v2}}]
+""", TCP_K8S)
+    assert messages(result) == [
+        "istio.yaml:8:7: VirtualService reviews: spec.tcp[0].match: meshc tcp routes match every connection",
+        "istio.yaml:10:7: VirtualService reviews: spec.tcp[1]: a tcp service's meshc Route has one rule: its weights "
+        "per connection"]
 
 
 # ---------------------------------------------------------------- DestinationRule
@@ -415,23 +458,55 @@ def test_load_balancer(tmp_path: Path, lb: str, expected: dict) -> None:
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 1}}}",
-     "maxRequestsPerConnection: not yet in meshc (max requests per connection)"),
-    ("trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}", "h2UpgradePolicy: not yet in meshc"),
-    ("trafficPolicy: {connectionPool: {http: {idleTimeout: 1s}}}", "idleTimeout: not yet in meshc"),
-    ("trafficPolicy: {connectionPool: {tcp: {tcpKeepalive: {time: 1s}}}}", "tcpKeepalive: not yet in meshc"),
     ("trafficPolicy: {connectionPool: {tcp: {connectTimeout: 1s}}}", "Mesh defaults.connect_timeout"),
+    ("trafficPolicy: {connectionPool: {tcp: {idleTimeout: 1s}}}", "a tcp proxy idle timeout"),
+    ("subsets: [{name: v1, trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}}]",
+     "set consistentHash on the DestinationRule's trafficPolicy"),
+    ("subsets: [{name: v1, trafficPolicy: {tls: {mode: SIMPLE}}}]", "a version's own settings are its pool"),
     ("trafficPolicy: {outlierDetection: {minHealthPercent: 50}}", "minHealthPercent: meshc has no equivalent"),
     ("trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}", "PASSTHROUGH"),
     ("trafficPolicy: {loadBalancer: {localityLbSetting: {enabled: true}}}", "meshc has no equivalent"),
     ("trafficPolicy: {portLevelSettings: [{port: {number: 80}}]}", "meshc Services have one port"),
     ("trafficPolicy: {tls: {mode: MUTUAL}}", "tls mode MUTUAL to a mesh service"),
-    ("subsets: [{name: v1, trafficPolicy: {loadBalancer: {simple: RANDOM}}}]",
-     "not yet in meshc (per-version traffic policies)"),
 ])
 def test_destination_rule_unsupported(tmp_path: Path, spec: str, message: str) -> None:
     result = run(tmp_path, dr(spec))
     assert any(message in m for m in messages(result)), messages(result)
+
+
+def test_connection_settings(tmp_path: Path) -> None:
+    result = run(tmp_path, dr("""
+        trafficPolicy:
+          connectionPool:
+            tcp: {tcpKeepalive: {probes: 3, time: 60s, interval: 10s}}
+            http: {maxRequestsPerConnection: 5, idleTimeout: 30s, h2UpgradePolicy: UPGRADE}
+    """))
+    assert not result.problems, messages(result)
+    assert one(result, "TrafficPolicy")["connection_pool"] == {
+        "max_requests_per_connection": 5, "idle_timeout": "30s", "upstream_protocol": "http2",
+        "tcp_keepalive": {"probes": 3, "time": "1m", "interval": "10s"}}
+
+
+def test_use_client_protocol(tmp_path: Path) -> None:
+    result = run(tmp_path, dr("trafficPolicy: {connectionPool: {http: {useClientProtocol: true}}}"))
+    assert one(result, "TrafficPolicy")["connection_pool"] == {"upstream_protocol": "client"}
+
+
+def test_subset_traffic_policy_is_a_version_policy(tmp_path: Path) -> None:
+    result = run(tmp_path, dr("""
+        subsets:
+          - name: v1
+            labels: {version: v1}
+            trafficPolicy:
+              connectionPool: {tcp: {maxConnections: 1}}
+              outlierDetection: {consecutive5xxErrors: 1}
+              loadBalancer: {simple: LEAST_REQUEST}
+          - {name: v2, labels: {version: v2}}
+    """))
+    assert not result.problems, messages(result)
+    assert one(result, "TrafficPolicy")["versions"] == {"v1": {
+        "connection_pool": {"max_connections": 1}, "outlier_detection": {"consecutive_5xx": 1},
+        "load_balancer": {"policy": "least_request"}}}
 
 
 def test_istio_mutual_is_a_note(tmp_path: Path) -> None:

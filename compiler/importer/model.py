@@ -147,7 +147,12 @@ def percent(value, res: Resource, path: tuple, ctx: Context) -> int | None:
     except (TypeError, ValueError):
         ctx.refuse(res, path, f"{value!r} is not a percentage")
         return None
-    if number != int(number):
-        ctx.refuse(res, path, f"the fractional percentage {number}: {NOT_YET} (whole percentages only)")
+    if not 0 <= number <= 100:
+        ctx.refuse(res, path, f"{number} is not a percentage from 0 to 100")
         return None
-    return int(number)
+    if number.is_integer():
+        return int(number)
+    if number != round(number, 4):
+        ctx.refuse(res, path, f"the percentage {number}: meshc takes at most 4 decimals (Envoy counts in millionths)")
+        return None
+    return number

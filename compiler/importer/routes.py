@@ -40,10 +40,8 @@ def import_virtual_service(res: Resource, ctx: Context) -> None:
         gateway_routes(res, [g for g in gateways if g != "mesh"], ctx)
         if "mesh" not in gateways:
             return
-    for key in ("tcp", "tls"):
-        if spec.get(key):
-            ctx.refuse(res, ("spec", key), f"{key} routes: " + (NOT_YET + " (weighted tcp routes)" if key == "tcp"
-                                                                 else "meshc routes no TLS by SNI"))
+    if spec.get("tls"):
+        ctx.refuse(res, ("spec", "tls"), "tls routes: meshc routes no TLS by SNI")
     if spec.get("exportTo"):
         ctx.note(res, ("spec", "exportTo"), "ignored: meshc routes are seen by every caller listing the service")
     services = []
@@ -61,6 +59,18 @@ def import_virtual_service(res: Resource, ctx: Context) -> None:
     rules = []
     for i, http in enumerate(spec.get("http") or []):
         rules.extend(_http_rule(res, ("spec", "http", i), http, service, ctx))
+    for i, tcp in enumerate(spec.get("tcp") or []):
+        if i > 0 or rules:
+            ctx.refuse(res, ("spec", "tcp", i), "a tcp service's meshc Route has one rule: its weights per connection")
+            continue
+        for key in sorted(set(tcp) - {"route", "match"}):
+            ctx.refuse(res, ("spec", "tcp", i, key), "meshc tcp routes only split connections by weight")
+        if tcp.get("match"):
+            ctx.refuse(res, ("spec", "tcp", i, "match"), "meshc tcp routes match every connection")
+            continue
+        to = _destinations(res, ("spec", "tcp", i, "route"), tcp.get("route") or [], service, ctx)
+        if to:
+            rules.append({"to": to})
     if not rules:
         return
     ctx.add(service, Doc(f"{service}.yaml", {"kind": "Route", "service": service, "rules": rules},
@@ -163,7 +173,8 @@ def _destinations(res: Resource, path: tuple, routes: list, service: str, ctx: C
         if not dest.get("subset") and version != "default":
             ctx.note(res, path + (i, "destination"), f"no subset: sent to {version}, the default version (Istio "
                      "spreads over every pod)")
-        to[version] = to.get(version, 0) + int(r.get("weight", 100 if len(routes) == 1 else 0))
+        weight = r.get("weight", 100 if len(routes) == 1 else 0)
+        to[version] = to.get(version, 0) + (int(weight) if float(weight).is_integer() else float(weight))
         for side in ("request", "response"):
             if (r.get("headers") or {}).get(side):
                 ctx.refuse(res, path + (i, "headers"), "header changes per destination: meshc changes them per rule")

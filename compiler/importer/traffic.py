@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.importer.model import NOT_YET, Context, Doc, duration, name_of
+from compiler.importer.model import Context, Doc, duration, name_of
 from compiler.importer.read import Resource
 
 _LB = {"ROUND_ROBIN": "round_robin", "LEAST_REQUEST": "least_request", "LEAST_CONN": "least_request",
@@ -20,12 +20,18 @@ def import_destination_rule(res: Resource, ctx: Context) -> None:
         _external(res, target, ctx)
         return
     wl = ctx.workloads[target]
+    per_version: dict = {}
     if spec.get("subsets"):
         versions = {}
         for i, subset in enumerate(spec["subsets"]):
-            versions[name_of(str(subset.get("name")))] = {}
+            version = name_of(str(subset.get("name")))
+            versions[version] = {}
             if subset.get("trafficPolicy"):
-                ctx.refuse(res, ("spec", "subsets", i, "trafficPolicy"), NOT_YET + " (per-version traffic policies)")
+                own = _traffic_policy(res, ("spec", "subsets", i, "trafficPolicy"), subset["trafficPolicy"], ctx,
+                                      version=True)
+                own = {k: v for k, v in own.items() if k not in ("kind", "service")}
+                if own:
+                    per_version[version] = own
         wl.service["versions"] = versions
         comments = ctx.docs[target][0].comments
         comments[:] = [c for c in comments if not c.startswith("versions:")]
@@ -42,11 +48,15 @@ def import_destination_rule(res: Resource, ctx: Context) -> None:
         else:
             ctx.refuse(res, ("spec", "trafficPolicy", "tls"), f"tls mode {mode} to a mesh service: meshc uses the "
                        "mesh's mTLS (Mesh/Service mtls)")
+    if per_version:
+        body["versions"] = per_version
     if len(body) > 2:
-        ctx.add(target, Doc(f"{target}.yaml", body, [f"from DestinationRule {res.name} ({res.where()})"]))
+        ctx.add(target, Doc(f"{target}.yaml", body, [f"from DestinationRule {res.name} ({res.where()})"] + (
+            ["versions: the subsets' own trafficPolicy; each field replaces the service's as a whole (as in Istio)"]
+            if per_version else [])))
 
 
-def _traffic_policy(res: Resource, path: tuple, tp: dict, ctx: Context) -> dict:
+def _traffic_policy(res: Resource, path: tuple, tp: dict, ctx: Context, version: bool = False) -> dict:
     body: dict = {"kind": "TrafficPolicy", "service": ctx.resolve(str(res.spec.get("host")), res.namespace)}
     pool = tp.get("connectionPool") or {}
     out: dict = {}
@@ -56,17 +66,28 @@ def _traffic_policy(res: Resource, path: tuple, tp: dict, ctx: Context) -> dict:
                              (http, "http2MaxRequests", "max_requests"), (http, "maxRetries", "max_retries")):
         if key in src:
             out[target] = int(src[key])
+    if "maxRequestsPerConnection" in http:
+        out["max_requests_per_connection"] = int(http["maxRequestsPerConnection"])
+    if "idleTimeout" in http:
+        out["idle_timeout"] = duration(http["idleTimeout"], res, path + ("connectionPool", "http", "idleTimeout"), ctx)
+    if "tcpKeepalive" in tcp:
+        ka = tcp["tcpKeepalive"] or {}
+        out["tcp_keepalive"] = {k: (duration(ka[k], res, path + ("connectionPool", "tcp", "tcpKeepalive", k), ctx)
+                                    if k != "probes" else int(ka[k])) for k in ("probes", "time", "interval") if k in ka}
+    upgrade = http.get("h2UpgradePolicy")
+    if upgrade == "UPGRADE":
+        out["upstream_protocol"] = "http2"
+    elif upgrade not in (None, "DEFAULT", "DO_NOT_UPGRADE"):
+        ctx.refuse(res, path + ("connectionPool", "http", "h2UpgradePolicy"), f"{upgrade}: not an Istio policy")
+    if http.get("useClientProtocol"):
+        out["upstream_protocol"] = "client"
     for key, why in (("connectTimeout", "meshc sets it mesh-wide: Mesh defaults.connect_timeout"),
-                     ("tcpKeepalive", NOT_YET + " (TCP keepalive)"), ("maxConnectionDuration", "meshc has none"),
-                     ("idleTimeout", NOT_YET + " (connection idle timeout)")):
+                     ("maxConnectionDuration", "meshc has none"),
+                     ("idleTimeout", "a tcp proxy idle timeout: meshc has the HTTP one (http.idleTimeout)")):
         if key in tcp:
             ctx.refuse(res, path + ("connectionPool", "tcp", key), why)
-    for key, why in (("maxRequestsPerConnection", NOT_YET + " (max requests per connection)"),
-                     ("idleTimeout", NOT_YET + " (connection idle timeout)"),
-                     ("h2UpgradePolicy", NOT_YET + " (HTTP/2 to the upstream)"),
-                     ("useClientProtocol", "meshc speaks the Service's protocol to the upstream")):
-        if key in http:
-            ctx.refuse(res, path + ("connectionPool", "http", key), why)
+    if "maxConcurrentStreams" in http:
+        ctx.refuse(res, path + ("connectionPool", "http", "maxConcurrentStreams"), "meshc has no equivalent")
     if out:
         body["connection_pool"] = out
     od = tp.get("outlierDetection")
@@ -87,7 +108,10 @@ def _traffic_policy(res: Resource, path: tuple, tp: dict, ctx: Context) -> dict:
                 ctx.refuse(res, path + ("outlierDetection", key), "meshc has no equivalent")
         body["outlier_detection"] = o
     lb = tp.get("loadBalancer")
-    if lb:
+    if lb and version and "simple" not in lb:
+        ctx.refuse(res, path + ("loadBalancer",), "a version's own load balancer hashes on the service's hash key: "
+                   "set consistentHash on the DestinationRule's trafficPolicy")
+    elif lb:
         balancer = _load_balancer(res, path + ("loadBalancer",), lb, ctx)
         wl = ctx.workloads.get(body["service"])
         if "hash_on" in balancer and wl is not None and wl.service.get("protocol") == "tcp":
@@ -95,6 +119,11 @@ def _traffic_policy(res: Resource, path: tuple, tp: dict, ctx: Context) -> dict:
                        "hashes per request (http or grpc services)")
         elif balancer:
             body["load_balancer"] = balancer
+    if version:
+        for key in sorted(set(tp) - {"connectionPool", "outlierDetection", "loadBalancer"}):
+            ctx.refuse(res, path + (key,), "a version's own settings are its pool, outlier detection and load "
+                       "balancer")
+        return body
     if tp.get("portLevelSettings"):
         ctx.refuse(res, path + ("portLevelSettings",), "meshc Services have one port: set the policy for the service")
     return body
