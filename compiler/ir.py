@@ -329,6 +329,13 @@ class AccessRule:
     headers: tuple[HeaderCondition, ...]
     source: Source
     claims: tuple[tuple[str, str], ...] = ()  # verified JWT claims that must hold
+    namespaces: tuple[str, ...] = ()  # SPIFFE ID prefixes `spiffe://<td>/ns/<ns>/sa/` (any of them)
+    ip_blocks: tuple[str, ...] = ()  # CIDRs the connection's peer address is in (any of them)
+    not_principals: tuple[str, ...] = ()  # met when the caller is none of these SPIFFE IDs
+    not_namespaces: tuple[str, ...] = ()  # ... from none of these SPIFFE ID prefixes
+    not_ip_blocks: tuple[str, ...] = ()  # ... the peer address in none of these CIDRs
+    not_paths: tuple[PathCondition, ...] = ()  # ... the path none of these
+    not_methods: tuple[str, ...] = ()  # ... the method none of these
 
 
 @dataclass(frozen=True)

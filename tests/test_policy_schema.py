@@ -57,6 +57,8 @@ CANNOT_SEE = {
         "is shorter than base",  # backoff max against base
         "only applies",  # settings that another field makes meaningless (AccessLog, HashOn)
         "needs a path",
+        "is not an IP address or CIDR block",  # AuthzRule ip_blocks: an address or CIDR, its host bits clear
+        "has bits set after its prefix",
     ),
     # Also invisible, though no error case shows them: requests above limits, names listed twice, the
     # combinations of Rewrite, Redirect and Fault fields, a Secret name that is no DNS label.

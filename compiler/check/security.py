@@ -54,24 +54,12 @@ def check_authorization(view: Resolved) -> Iterator[Diagnostic]:
             continue
         for kind in ("allow", "deny"):
             for i, rule in enumerate(getattr(ap, kind)):
-                for j, caller in enumerate(rule.from_):
-                    yield from _caller(view, ap, kind, i, j, caller)
+                for field in ("from", "not_from"):
+                    for j, caller in enumerate(getattr(rule, "from_" if field == "from" else field)):
+                        yield from _caller(view, ap, kind, i, j, caller, field)
+                yield from _namespaces(view, ap, kind, i, rule)
                 yield from _unenforceable(ap, kind, i, rule, view[ap.service])
-                if rule.from_ and view[ap.service].mtls == "disable":
-                    yield Diagnostic(
-                        "E242",
-                        f"'from' needs the caller's certificate, but '{ap.service}' has mTLS disabled: "
-                        "enable mtls (strict or permissive) for it",
-                        ap.where(kind, i, "from"), subject, f"{kind}[{i}].from",
-                    )
-                elif kind == "deny" and rule.from_ and view[ap.service].mtls == "permissive":
-                    yield Diagnostic(
-                        "W246",
-                        f"'{ap.service}' is permissive: a plaintext connection has no identity, so this rule cannot "
-                        f"stop {', '.join(rule.from_)} from calling without its sidecar; make '{ap.service}' strict "
-                        "(or allow-list the callers instead, which refuses plaintext)",
-                        ap.where(kind, i, "from"), subject, f"{kind}[{i}].from", severity=Severity.WARNING,
-                    )
+                yield from _needs_identity(ap, kind, i, rule, view[ap.service].mtls)
         for i, allow in enumerate(ap.allow):
             for j, deny in enumerate(ap.deny):
                 if _covers(deny, allow, mesh.paths.case_sensitive):
@@ -106,11 +94,59 @@ def _not_a_service(view: Resolved, ap) -> Iterator[Diagnostic]:
         yield Diagnostic("E241", f"unknown service '{name}'{did_you_mean(name, known)}", at, ap.subject, "service")
 
 
-def _caller(view: Resolved, ap, kind: str, i: int, j: int, caller: str) -> Iterator[Diagnostic]:
-    """`from` names a caller by its certificate: a Service or a Gateway (Resolved.identity_of)."""
+_IDENTITY = ("from", "namespaces", "not_from", "not_namespaces")
+"""Conditions on the caller's certificate."""
+
+
+def _needs_identity(ap, kind: str, i: int, rule, mtls: str) -> Iterator[Diagnostic]:
+    """Conditions on the caller's certificate need mTLS; on a permissive service a plaintext caller has no
+    identity, so a deny on who it is, or an allow on who it is not, can be walked around without a sidecar."""
+    for field in _IDENTITY:
+        names = getattr(rule, "from_" if field == "from" else field)
+        if not names:
+            continue
+        at, path = ap.where(kind, i, field), f"{kind}[{i}].{field}"
+        negated = field.startswith("not_")
+        if mtls == "disable":
+            yield Diagnostic(
+                "E242",
+                f"'{field}' needs the caller's certificate, but '{ap.service}' has mTLS disabled: "
+                "enable mtls (strict or permissive) for it",
+                at, ap.subject, path,
+            )
+            return
+        if mtls == "permissive" and (kind == "deny") != negated:
+            if negated:
+                why = (f"it counts as none of {', '.join(names)}: this rule lets them in too, by calling without "
+                       f"a sidecar; make '{ap.service}' strict (or name the callers it allows in '{field[4:]}')")
+            else:
+                why = (f"this rule cannot stop {', '.join(names)} from calling without its sidecar; make "
+                       f"'{ap.service}' strict (or allow-list the callers instead, which refuses plaintext)")
+            yield Diagnostic(
+                "W246", f"'{ap.service}' is permissive: a plaintext connection has no identity, so {why}",
+                at, ap.subject, path, severity=Severity.WARNING,
+            )
+
+
+def _namespaces(view: Resolved, ap, kind: str, i: int, rule) -> Iterator[Diagnostic]:
+    """A namespace no Service or Gateway of the mesh is in matches no caller this mesh compiles (W247)."""
+    known = sorted({sv.service.namespace for sv in view.all_services} | {g.gateway.namespace for g in view.all_gateways})
+    for field in ("namespaces", "not_namespaces"):
+        for j, ns in enumerate(getattr(rule, field)):
+            if ns not in known:
+                yield Diagnostic(
+                    "W247",
+                    f"no service or gateway of this mesh is in namespace '{ns}'{did_you_mean(ns, known)}: "
+                    f"only callers from outside what meshc compiles could match it",
+                    ap.where(kind, i, field, j), ap.subject, f"{kind}[{i}].{field}[{j}]", severity=Severity.WARNING,
+                )
+
+
+def _caller(view: Resolved, ap, kind: str, i: int, j: int, caller: str, field: str = "from") -> Iterator[Diagnostic]:
+    """`from` (and `not_from`) names a caller by its certificate: a Service or a Gateway (Resolved.identity_of)."""
     if caller in view.services or caller in view.gateways:
         return
-    at, path = ap.where(kind, i, "from", j), f"{kind}[{i}].from[{j}]"
+    at, path = ap.where(kind, i, field, j), f"{kind}[{i}].{field}[{j}]"
     if caller in view.externals:
         yield Diagnostic(
             "E528",
@@ -123,7 +159,7 @@ def _caller(view: Resolved, ap, kind: str, i: int, j: int, caller: str) -> Itera
     yield Diagnostic("E241", f"unknown service '{caller}'{did_you_mean(caller, known)}", at, ap.subject, path)
 
 
-_CONDITIONS = ("paths", "methods", "headers", "claims")
+_CONDITIONS = ("paths", "methods", "not_paths", "not_methods", "headers", "claims")
 
 
 def _unenforceable(ap, kind: str, i: int, rule, target: ServiceView) -> Iterator[Diagnostic]:
@@ -134,15 +170,19 @@ def _unenforceable(ap, kind: str, i: int, rule, target: ServiceView) -> Iterator
             yield Diagnostic(
                 "E245",
                 f"'{field}' cannot apply to tcp service '{ap.service}': a connection is authorized by its "
-                "caller only ('from')",
+                "caller only ('from', 'namespaces', 'ip_blocks' and their 'not_' forms)",
                 ap.where(kind, i, field), ap.subject, f"{kind}[{i}].{field}",
             )
+
+
+_NEW = ("namespaces", "ip_blocks", "not_from", "not_namespaces", "not_ip_blocks", "not_paths", "not_methods")
+"""Conditions `_covers` does not reason about: a deny rule with any of them is never said to cover."""
 
 
 def _covers(deny, allow, case_sensitive: bool = True) -> bool:
     """The deny rule provably matches every request the allow rule matches (headers: only when deny has none;
     claims: only when the allow rule requires the same ones; paths as path prefixes, see `covers_path`)."""
-    if deny.headers:
+    if deny.headers or any(getattr(deny, f) for f in _NEW):
         return False
     if deny.claims and not set(deny.claims.items()) <= set(allow.claims.items()):
         return False

@@ -5,8 +5,9 @@ which is what its Envoy enforces, the Mesh's `authorization.default` included. T
 services and gateways that exist (each by its SPIFFE identity on that side); the requests are the paths
 and methods that the target's rules mention on either side, plus one representative of everything
 else ("other paths", "other methods"). A rule that also needs request headers or JWT claims makes the
-outcome `conditional` (it depends on what the request carries). A dry-run policy refuses nothing, so
-its requests are `allowed`. A call to a service without mTLS carries no identity; a caller without a
+outcome `conditional` (it depends on what the request carries), as do IP blocks (it depends on the
+address it comes from); namespaces and the `not_` conditions are decided like `from`, paths and methods.
+A dry-run policy refuses nothing, so its requests are `allowed`. A call to a service without mTLS carries no identity; a caller without a
 certificate is refused by a strict service before any rule (`refused (no mTLS)`). A tcp service is authorized per connection, on the caller only (`connect`).
 """
 
@@ -77,12 +78,19 @@ def _rule(rule: AccessRule, identity: str | None, method: str | None, path: str 
     headers or claims). `method`/`path` None: a connection (tcp), where only the caller counts."""
     if rule.principals and identity not in rule.principals:
         return None
+    if rule.namespaces and not (identity and identity.startswith(rule.namespaces)):
+        return None
+    if identity is not None and (identity in rule.not_principals or identity.startswith(rule.not_namespaces or ("\0",))):
+        return None
     if method is not None:
         if rule.methods and method not in rule.methods:
             return None
         if rule.paths and not any(path_matches(p, path) for p in rule.paths):
             return None
-    return CONDITIONAL if (rule.headers or rule.claims) else ALLOWED
+        if method in rule.not_methods or any(path_matches(p, path) for p in rule.not_paths):
+            return None
+    # IP blocks: it depends on the address the request comes from
+    return CONDITIONAL if (rule.headers or rule.claims or rule.ip_blocks or rule.not_ip_blocks) else ALLOWED
 
 
 def decide(access: Access | None, identity: str | None, method: str | None, path: str | None) -> str:
@@ -118,10 +126,10 @@ def _rules(access: Access | None) -> tuple[AccessRule, ...]:
 def requests(accesses: list[Access | None]) -> list[tuple[str, str, str, str]]:
     """(method label, method, path label, path) to try: what the rules name, and the rest."""
     rules = [r for a in accesses for r in _rules(a)]
-    named = sorted({m for r in rules for m in r.methods}, key=_METHODS.index)
+    named = sorted({m for r in rules for m in r.methods + r.not_methods}, key=_METHODS.index)
     other = next((m for m in _METHODS if m not in named), None)
     methods = [(m, m) for m in named] + ([(OTHER_METHODS if named else ANY_METHOD, other)] if other else [])
-    paths = sorted({p.value for r in rules for p in r.paths if p.kind != "regex"})
+    paths = sorted({p.value for r in rules for p in r.paths + r.not_paths if p.kind != "regex"})
     other_path = [(OTHER_PATHS if paths else ANY_PATH, OTHER_PATH)]
     return [(ml, m, pl, p) for ml, m in methods for pl, p in [(x, x) for x in paths] + other_path]
 

@@ -40,7 +40,8 @@ def _paths(p: PathCondition) -> list[dict]:
 
 
 def _permission(rule: AccessRule) -> dict:
-    """What the request asks for: all of the rule's path, method and header conditions."""
+    """What the request asks for: all of the rule's path, method and header conditions, and none of its
+    `not_paths` / `not_methods` (Envoy `not_rule`)."""
     conditions = []
     if rule.paths:
         conditions.append(_any_of([m for p in rule.paths for m in _paths(p)], "or_rules"))
@@ -49,6 +50,11 @@ def _permission(rule: AccessRule) -> dict:
             _any_of([{"header": {"name": ":method", "string_match": {"exact": m}}} for m in rule.methods], "or_rules")
         )
     conditions += [{"header": header_matcher(h)} for h in rule.headers]
+    if rule.not_paths:
+        conditions.append({"not_rule": _any_of([m for p in rule.not_paths for m in _paths(p)], "or_rules")})
+    if rule.not_methods:
+        methods = [{"header": {"name": ":method", "string_match": {"exact": m}}} for m in rule.not_methods]
+        conditions.append({"not_rule": _any_of(methods, "or_rules")})
     if not conditions:
         return {"any": True}
     if len(conditions) == 1:

@@ -1,8 +1,9 @@
 """Authorization of a tcp service: two `envoy.filters.network.rbac` filters before `tcp_proxy`, deny first.
 
 The same rules as the HTTP side (compiler/emit/rbac.py, principals from
-compiler/emit/rbac_rules.py), decided once per connection on the caller's
-identity: the client certificate's SPIFFE ID. Envoy evaluates the network
+compiler/emit/rbac_rules.py), decided once per connection on who the caller
+is: the client certificate's SPIFFE ID (`from`, `namespaces` and their `not_`
+forms) and the peer address (`ip_blocks`, `not_ip_blocks`). Envoy evaluates the network
 RBAC filter when the first bytes arrive from the caller (after the TLS
 handshake) and closes a refused connection before anything reaches the app.
 

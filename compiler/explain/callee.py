@@ -7,6 +7,8 @@ the router: the version the caller marked (`x-meshc-version`) or the default one
 
 from __future__ import annotations
 
+import ipaddress
+
 from compiler.explain import jwt
 from compiler.explain.match import describe_header, header_matches, path_matches, query_params, split_path
 from compiler.explain.paths import normalise
@@ -43,14 +45,46 @@ def connection(t: Trace, caller: Sidecar, cluster: Cluster, listener) -> tuple[b
     return True, None
 
 
-def _rule_mismatch(rule: AccessRule, who: str | None, method: str, path: str, headers: dict[str, str], claims: dict) -> str | None:
+def _in_blocks(peer: str, blocks: tuple[str, ...]) -> bool:
+    address = ipaddress.ip_address(peer)
+    return any(address in ipaddress.ip_network(b) for b in blocks)
+
+
+def _who_mismatch(rule: AccessRule, who: str | None, peer: str | None) -> str | None:
+    """Why the caller is not who the rule is about (None: it is). A plaintext caller has no identity, so it is
+    none of `from`/`namespaces` and meets every `not_from`/`not_namespaces`."""
+    caller = who or "unauthenticated (no mTLS)"
     if rule.principals and who not in rule.principals:
-        return f"from {', '.join(rule.principals)}: caller is {who or 'unauthenticated (no mTLS)'}"
+        return f"from {', '.join(rule.principals)}: caller is {caller}"
+    if rule.namespaces and not (who and any(who.startswith(n) for n in rule.namespaces)):
+        return f"namespaces {', '.join(n + '*' for n in rule.namespaces)}: caller is {caller}"
+    if who is not None and who in rule.not_principals:
+        return f"not_from {', '.join(rule.not_principals)}: caller is {who}"
+    if who is not None and any(who.startswith(n) for n in rule.not_namespaces):
+        return f"not_namespaces {', '.join(n + '*' for n in rule.not_namespaces)}: caller is {who}"
+    if (rule.ip_blocks or rule.not_ip_blocks) and peer is None:
+        return "ip blocks: the caller's address is not known here (it runs in pods)"
+    if rule.ip_blocks and not _in_blocks(peer, rule.ip_blocks):
+        return f"ip_blocks {', '.join(rule.ip_blocks)}: peer address {peer}"
+    if rule.not_ip_blocks and _in_blocks(peer, rule.not_ip_blocks):
+        return f"not_ip_blocks {', '.join(rule.not_ip_blocks)}: peer address {peer}"
+    return None
+
+
+def _rule_mismatch(rule: AccessRule, who: str | None, method: str, path: str, headers: dict[str, str], claims: dict,
+                   peer: str | None = None) -> str | None:
+    why = _who_mismatch(rule, who, peer)
+    if why is not None:
+        return why
     if rule.paths and not any(path_matches(p, path) for p in rule.paths):
         case = " (any case)" if any(p.ignore_case for p in rule.paths) else ""
         return f"paths {', '.join(p.value for p in rule.paths)}{case}: {path} is none of them"
     if rule.methods and method not in rule.methods:
         return f"methods {', '.join(rule.methods)}: {method}"
+    if any(path_matches(p, path) for p in rule.not_paths):
+        return f"not_paths {', '.join(p.value for p in rule.not_paths)}: {path} is one of them"
+    if method in rule.not_methods:
+        return f"not_methods {', '.join(rule.not_methods)}: {method}"
     for h in rule.headers:
         if not header_matches(h, headers):
             return f"{describe_header(h)} not met"
@@ -61,7 +95,8 @@ def _rule_mismatch(rule: AccessRule, who: str | None, method: str, path: str, he
     return None
 
 
-def authorize(t: Trace, access: Access | None, who: str | None, path: str, claims: dict, tcp: bool = False) -> int | None:
+def authorize(t: Trace, access: Access | None, who: str | None, path: str, claims: dict, tcp: bool = False,
+              peer: str | None = None) -> int | None:
     """403 when the deny rules or the allow-list refuse (None: passes). Dry-run: logged, never refused."""
     if access is None:
         t.step("callee", "authorization", "no AuthorizationPolicy and mesh default allow: every caller passes")
@@ -70,7 +105,8 @@ def authorize(t: Trace, access: Access | None, who: str | None, path: str, claim
     dry = " (dry_run: only logged, not refused)" if access.dry_run else ""
     refused = None
     for i, rule in enumerate(access.deny):
-        why = _rule_mismatch(rule, who, t.method, path, headers, claims)
+        why = _rule_mismatch(rule, who, t.method, path, headers, claims, peer)
+        _unknown_peer(t, rule, peer)
         if why is None:
             t.step("callee", "authorization", f"deny[{i}] matches: refused{dry}", rule.source, rule=f"deny[{i}]")
             refused = i
@@ -86,7 +122,8 @@ def authorize(t: Trace, access: Access | None, who: str | None, path: str, claim
         t.step("callee", "authorization", f"empty allow-list (mesh default deny): refused{dry}")
         return None if access.dry_run else 403
     for i, rule in enumerate(access.allow):
-        why = _rule_mismatch(rule, who, t.method, path, headers, claims)
+        why = _rule_mismatch(rule, who, t.method, path, headers, claims, peer)
+        _unknown_peer(t, rule, peer)
         if why is None:
             t.step("callee", "authorization", f"allow[{i}] matches: allowed", rule.source, rule=f"allow[{i}]")
             return None
@@ -95,8 +132,16 @@ def authorize(t: Trace, access: Access | None, who: str | None, path: str, claim
     return None if access.dry_run else 403
 
 
-def http_side(t: Trace, callee: Sidecar, listener: HttpListener, who: str | None, targets) -> int | None:
-    """The status the callee's sidecar answers, or None: delivered to each target's version."""
+def _unknown_peer(t: Trace, rule: AccessRule, peer: str | None) -> None:
+    """In pods the caller's address is the pod's, which the IR does not know: a rule on it leaves the answer open."""
+    if peer is None and (rule.ip_blocks or rule.not_ip_blocks):
+        t.certain = False
+
+
+def http_side(t: Trace, callee: Sidecar, listener: HttpListener, who: str | None, targets,
+              peer: str | None = None) -> int | None:
+    """The status the callee's sidecar answers, or None: delivered to each target's version. `peer`: the
+    caller's address as the callee sees it (its sidecar's own address on one host; None in pods)."""
     n = normalise(listener.paths, t.path)
     if n.note:
         t.step("callee", "path", n.note)
@@ -120,7 +165,7 @@ def http_side(t: Trace, callee: Sidecar, listener: HttpListener, who: str | None
         for header, value in jwt.forwarded_claims(listener.jwt, v):
             t.headers[header.lower()] = value
             t.step("callee", "jwt", f"claim forwarded as {header}: {value}")
-    status = authorize(t, listener.access, who, path, claims)
+    status = authorize(t, listener.access, who, path, claims, peer=peer)
     if status is not None:
         return status
     rate_limits(t, "callee", callee.service, listener)
@@ -159,9 +204,9 @@ def deliver(t: Trace, listener: HttpListener, marks: tuple[tuple[str, str], ...]
     return None
 
 
-def tcp_side(t: Trace, listener: TcpListener, who: str | None) -> str | None:
-    """A tcp service: authorization on `from` only (per connection); returns the version or None (closed)."""
-    status = authorize(t, listener.access, who, "/", {}, tcp=True)
+def tcp_side(t: Trace, listener: TcpListener, who: str | None, peer: str | None = None) -> str | None:
+    """A tcp service: authorization on who calls only (per connection); returns the version or None (closed)."""
+    status = authorize(t, listener.access, who, "/", {}, tcp=True, peer=peer)
     if status is not None:
         return None
     c = listener.cluster

@@ -210,7 +210,7 @@ def _reach(t: Trace, sidecars: dict[str, Sidecar], caller: Sidecar, answer) -> O
     if not connected:
         return Outcome("unreachable", 503, certain=t.certain, service=first.service, alternatives=tuple(t.alternatives),
                        summary=f"no connection to {first.service}: the sidecar of {caller.service} answers 503")
-    status = inbound_side.http_side(t, callee, listener, who, targets)
+    status = inbound_side.http_side(t, callee, listener, who, targets, peer=caller.source_address)
     if status is not None:
         return Outcome("response", status, certain=t.certain, service=first.service, alternatives=tuple(t.alternatives),
                        summary=f"{status} answered by the sidecar of {callee.service}")
@@ -240,7 +240,7 @@ def _tcp(t: Trace, sidecars: dict[str, Sidecar], caller: Sidecar, tcp: TcpListen
     connected, who = inbound_side.connection(t, caller, c, listener)
     if not connected:
         return Outcome("unreachable", None, service=c.service, summary=f"no connection to {c.service}")
-    version = inbound_side.tcp_side(t, listener, who)
+    version = inbound_side.tcp_side(t, listener, who, peer=caller.source_address)
     if version is None:
         return Outcome("unreachable", None, service=c.service,
                        summary=f"connection closed by {c.service}'s sidecar (authorization)")

@@ -14,19 +14,36 @@ def security_path(kind: str, value: str, paths: Paths) -> PathCondition:
     return PathCondition("path_prefix" if kind == "prefix" else kind, value, ignore_case=not paths.case_sensitive)
 
 
-def _rule(rule, policy: AuthorizationPolicy, kind: str, i: int, view: Resolved) -> AccessRule:
-    paths = []
-    for p in rule.paths:
+def _paths(matches, paths: Paths) -> tuple[PathCondition, ...]:
+    out = []
+    for p in matches:
         for k in ("prefix", "exact", "regex"):
             if getattr(p, k) is not None:
-                paths.append(security_path(k, getattr(p, k), view.mesh.paths))
+                out.append(security_path(k, getattr(p, k), paths))
+    return tuple(out)
+
+
+def namespace_prefix(trust_domain: str, namespace: str) -> str:
+    """What every SPIFFE ID of a namespace starts with (compiler/policy/placement.py spiffe_id)."""
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/"
+
+
+def _rule(rule, policy: AuthorizationPolicy, kind: str, i: int, view: Resolved) -> AccessRule:
+    td = view.mesh.trust_domain
     return AccessRule(
         principals=tuple(view.identity_of(name) for name in rule.from_),  # a Service or a Gateway
-        paths=tuple(paths),
+        paths=_paths(rule.paths, view.mesh.paths),
         methods=tuple(sorted(set(rule.methods))),
         headers=tuple(header_condition(h) for h in rule.headers),
         source=policy.where(kind, i),
         claims=tuple(sorted(rule.claims.items())),
+        namespaces=tuple(namespace_prefix(td, ns) for ns in sorted(set(rule.namespaces))),
+        ip_blocks=tuple(sorted(set(rule.ip_blocks))),
+        not_principals=tuple(view.identity_of(name) for name in rule.not_from),
+        not_namespaces=tuple(namespace_prefix(td, ns) for ns in sorted(set(rule.not_namespaces))),
+        not_ip_blocks=tuple(sorted(set(rule.not_ip_blocks))),
+        not_paths=_paths(rule.not_paths, view.mesh.paths),
+        not_methods=tuple(sorted(set(rule.not_methods))),
     )
 
 

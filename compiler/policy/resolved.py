@@ -46,6 +46,8 @@ ENFORCEABLE: dict[str, frozenset[str]] = {
             "from",  # AuthorizationPolicy conditions
             "paths",
             "methods",
+            "not_paths",
+            "not_methods",
             "headers",
             "claims",
             "request_authentication",  # JWT verification

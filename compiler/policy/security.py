@@ -9,9 +9,11 @@ effect without a restart.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import ipaddress
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from compiler.policy.base import Document, PolicyModel
 from compiler.policy.jwks import check_jwks
@@ -36,11 +38,47 @@ class Mtls(PolicyModel):
     """Where each sidecar finds cert.pem (its chain), key.pem and ca.pem (the mesh's trust bundle)."""
 
 
+def _cidr(value: Any) -> str:
+    """`10.1.0.0/16`, `fd00::/8`, or one address (`10.1.2.3` is `10.1.2.3/32`); normalised; no host bits."""
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise PydanticCustomError("cidr_format", "'{value}' is not an IP address or CIDR block", {"value": value}) from None
+    if str(net.network_address) != str(ipaddress.ip_interface(value).ip):
+        raise PydanticCustomError(
+            "cidr_host_bits", "'{value}' has bits set after its prefix: write {net}", {"value": value, "net": str(net)}
+        )
+    return str(net)
+
+
+Cidr = Annotated[str, Field(strict=True, min_length=1), AfterValidator(_cidr)]
+"""An IPv4 or IPv6 CIDR block (`10.1.0.0/16`) or one address (`/32`, `/128`)."""
+
+
 class AuthzRule(PolicyModel):
-    """Requests that match all given conditions; an empty condition matches anything."""
+    """Requests that match all given conditions; an empty condition matches anything.
+
+    Each list is one condition, met by any of its items; a `not_` list is met when the request matches
+    none of its items (Istio's `notPrincipals`, `notNamespaces`, `notIpBlocks`, `notPaths`, `notMethods`).
+    """
 
     from_: list[Name] = Field(default=[], alias="from")
     """Calling services, by their certificate's SPIFFE ID (needs mTLS on this service)."""
+    namespaces: list[Name] = []
+    """Callers whose certificate says one of these namespaces (any service account in it:
+    `spiffe://<trust_domain>/ns/<namespace>/sa/...`); needs mTLS on this service, like `from`."""
+    ip_blocks: list[Cidr] = []
+    """The connection's peer address is in one of these CIDR blocks (Envoy `direct_remote_ip`, Istio
+    `ipBlocks`): the calling sidecar's address (in one host, each sidecar's own loopback address; in pods,
+    the pod's IP). A request through a Gateway comes from the gateway's address, never the client's:
+    `X-Forwarded-For` and a Gateway's `trusted_hops` are not read here, so a header cannot forge it."""
+    not_from: list[Name] = []
+    """Met when the caller is none of these services (a plaintext caller, with no identity, is none of them:
+    needs mTLS like `from`)."""
+    not_namespaces: list[Name] = []
+    """Met when the caller's certificate is from none of these namespaces (needs mTLS like `from`)."""
+    not_ip_blocks: list[Cidr] = []
+    """Met when the peer address is in none of these CIDR blocks (see `ip_blocks`)."""
     paths: list[PathMatch] = []
     """Any of these paths (after normalisation, see Mesh `paths`). A `prefix` is a path prefix, not a string
     prefix: `/admin` is `/admin` and everything under `/admin/`, never `/administrator`; a prefix ending in
@@ -49,6 +87,10 @@ class AuthzRule(PolicyModel):
     """Any of these methods (empty: any method)."""
     headers: list[HeaderMatch] = []
     """Request headers that must all match."""
+    not_paths: list[PathMatch] = []
+    """Met when the path is none of these (each matched as in `paths`)."""
+    not_methods: list[Method] = []
+    """Met when the method is none of these."""
     claims: dict[NonEmpty, str] = {}
     """Verified JWT claims (string values) that must hold; needs a RequestAuthentication on the service."""
 
@@ -62,7 +104,8 @@ class AuthorizationPolicy(Document):
     they do not allow is refused (403). `mode: dry_run` only logs and counts
     what would be refused (`shadow_rules`), for rolling a policy out safely.
     A tcp service is authorized per connection by `envoy.filters.network.rbac`,
-    on `from` only (a refused connection is closed).
+    on who calls only (`from`, `namespaces`, `ip_blocks` and their `not_` forms; a refused connection is
+    closed).
     """
 
     kind: Literal["AuthorizationPolicy"] = "AuthorizationPolicy"
