@@ -38,7 +38,7 @@ def check_tcp_route(view: Resolved, route: Route) -> Iterator[Diagnostic]:
         extra = [k for k in sorted(given) if k not in (ONLY, "match") and getattr(rule, k) not in (None, [])]
         if "match" in given and rule.match.model_fields_set:
             extra.insert(0, "match")
-        for field in extra[:1]:
+        for field in extra:
             yield Diagnostic(
                 "E208",
                 f"`{field}` does not apply to tcp service '{route.service}': its connections carry bytes, not "

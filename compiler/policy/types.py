@@ -47,7 +47,7 @@ def _percentage(value: Any) -> int | float:
             raise PydanticCustomError(
                 "percentage_decimals",
                 "{value}: at most 4 decimals (Envoy counts in millionths: 0.0001 is one request in a million)",
-                {"value": value},
+                {"value": f"{value:.12f}".rstrip("0")},
             )
         if value.is_integer():
             return int(value)  # 10.0 is 10: whole percentages stay whole in the output

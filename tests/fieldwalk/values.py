@@ -140,6 +140,8 @@ def _sample(ann: Any, meta: list, spec: FieldSpec, pool: Pool) -> list:
         lo, hi = _bounds(meta)
         start = lo if lo is not None else 1
         return [start + 1 if hi is None or start + 1 <= hi else start]
+    if ann is float:
+        return [0.5]  # a fractional percentage (Percentage)
     if ann is Duration:
         return ["1700ms", "2300ms"]  # not a round default anywhere
     if ann is Endpoint:
@@ -173,6 +175,8 @@ def _variants(ann: Any, meta: list, current: Any, spec: FieldSpec, pool: Pool) -
         lo, hi = _bounds(meta)
         picks = [v for v in (current + 1, current - 1) if (hi is None or v <= hi) and (lo is None or v >= lo)]
         return [Candidate(f"{current} -> {v}", v) for v in picks]
+    if ann is float:
+        return [Candidate(f"{current} -> {round(current / 2, 4)}", round(current / 2, 4))]
     if ann is Duration:
         ms = Duration.parse(current).ms
         out = [Candidate(f"{current} -> {ms * 2 or 1000}ms", f"{ms * 2 or 1000}ms")]
