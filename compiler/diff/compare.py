@@ -66,6 +66,7 @@ def _protections(view: Resolved, name: str) -> dict:
         "health_check": plain(tp and tp.health_check),
         "rate_limit": plain(tp and tp.rate_limit),
         "global_rate_limit": plain(tp and tp.global_rate_limit),
+        "websockets": bool(tp and tp.websockets),
         "connect_timeout": str(mesh.defaults.connect_timeout),
     }
 
