@@ -119,9 +119,23 @@ def _rewrite(t: Trace, side: Side, route: HttpRoute) -> None:
         t.step(side, "rewrite", f"Host -> {rw.host}", route.source)
 
 
+def _upgrade(t: Trace) -> str | None:
+    """The protocol a request asks to upgrade to (`Connection: upgrade` and `Upgrade: <protocol>`), else None."""
+    tokens = [x.strip().lower() for x in t.headers.get("connection", "").split(",")]
+    return t.headers.get("upgrade", "").strip().lower() or None if "upgrade" in tokens else None
+
+
 def act(t: Trace, side: Side, sidecar: Sidecar, listener: HttpListener, route: HttpRoute, host: str) -> Answer:
     """The matched route's filters and action."""
     src = route.source
+    upgrade = _upgrade(t)
+    if upgrade is not None:
+        # Envoy decides an upgrade when it builds the stream's filters, before any of them runs.
+        if upgrade == "websocket" and route.websocket:
+            t.step(side, "upgrade", "websocket: allowed on this route (TrafficPolicy websockets)", src)
+        else:
+            t.step(side, "upgrade", f"{upgrade}: not allowed on this route: 403 (Envoy: upgrade_failed)", src, status=403)
+            return Answer(status=403, route=route)
     if route.cors is not None and "origin" in t.headers:
         c, origin = route.cors, t.headers["origin"]
         allowed = origin in c.origins_exact or any(full_match(r, origin) for r in c.origins_regex)
