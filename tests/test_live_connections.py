@@ -25,7 +25,8 @@ import h2.events
 import h2.exceptions
 import pytest
 
-from harness import report, send_many, wait_until
+from compiler.explain import Request, explain
+from harness import report, wait_until
 
 pytestmark = pytest.mark.envoy
 
@@ -491,4 +492,12 @@ def test_websockets_pass_through_both_sidecars_only_where_enabled(live_mesh, app
     }
     assert upgrades["caller"] == {"http.outbound_http.downstream_cx_upgrades_total": 1}, upgrades
     assert upgrades["chat"] == {"http.inbound_http.downstream_cx_upgrades_total": 1}, upgrades
-    report("websockets", frames_echoed=len(echoed), refused_status=status, upgrades=upgrades)
+    # meshc explain predicts both answers from the IR alone.
+    upgrade = (("connection", "Upgrade"), ("upgrade", "websocket"))
+    ir = live_mesh.last_build.ir
+    allowed = explain(ir, Request(CALLER, "chat", "GET", "/room/1", upgrade)).outcome
+    refused = explain(ir, Request(CALLER, CALLEE, "GET", "/room/1", upgrade)).outcome
+    assert (allowed.kind, allowed.versions) == ("forwarded", (("default", 1.0),)), allowed
+    assert (refused.kind, refused.status) == ("response", 403), refused
+    report("websockets", frames_echoed=len(echoed), refused_status=status, upgrades=upgrades,
+           explain=(allowed.kind, refused.status))
