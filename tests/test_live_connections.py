@@ -27,6 +27,7 @@ import pytest
 
 from compiler.explain import Request, explain
 from harness import report, wait_until
+from harness.gateway import start_gateway
 
 pytestmark = pytest.mark.envoy
 
@@ -501,3 +502,41 @@ def test_websockets_pass_through_both_sidecars_only_where_enabled(live_mesh, app
     assert (refused.kind, refused.status) == ("response", 403), refused
     report("websockets", frames_echoed=len(echoed), refused_status=status, upgrades=upgrades,
            explain=(allowed.kind, refused.status))
+
+
+def test_websockets_pass_a_gateway_to_the_service_that_allows_them(live_mesh, apps):
+    """An outside client upgrades through a Gateway's http listener: /chat (chat: websockets true) gets 101 and
+    its frames echoed through the gateway and chat's sidecar; / (catalog) gets 403 from the gateway."""
+    chat_app, catalog_app = apps(WebSocketEcho), apps(WebSocketEcho)
+    address = live_mesh.loopback.address()
+    live_mesh.build(
+        [
+            live_mesh.mesh_doc(),
+            live_mesh.service("chat", versions={"default": [chat_app.endpoint]}),
+            live_mesh.service(CALLEE, versions={"default": [catalog_app.endpoint]}),
+            {"kind": "TrafficPolicy", "service": "chat", "websockets": True},
+            {
+                "kind": "Gateway", "name": "edge", "address": address, "admin_port": live_mesh.loopback.port(address),
+                "listeners": [{"name": "web", "port": live_mesh.loopback.port(address)}],
+                "routes": [{"path": "/chat", "to": "chat"}, {"to": CALLEE}],
+            },
+        ]
+    )
+    assert live_mesh.last_build.ok, [d.render() for d in live_mesh.last_build.diagnostics]
+    live_mesh.start("chat", CALLEE)
+    gw = start_gateway(live_mesh, "edge")
+    host, port = gw.edge("web")
+
+    status, sock, buf, head = ws_upgrade(host, port, "shop.example", "/chat/room")
+    with sock:
+        assert status == 101, head
+        sock.sendall(frame(0x1, b"from outside", os.urandom(4)))
+        opcode, payload, buf = read_frame(sock, buf)
+    assert (opcode, payload) == (0x1, b"echo:from outside")
+    assert chat_app.records == [("upgrade", "/chat/room")], chat_app.records
+
+    status, sock, _, head = ws_upgrade(host, port, "shop.example", "/room")
+    sock.close()
+    assert status == 403, head
+    assert catalog_app.records == [], catalog_app.records
+    report("websockets_gateway", echoed=payload.decode(), refused_status=status)
