@@ -15,7 +15,9 @@ The finding numbers (F1...) are those of the fuzz report (issue 12).
 KNOWN_OPEN: dict[str, str] = {
     # tag (prefix) -> finding. F2-F11 (durations, uint32 counts, header names and values, health-check paths,
     # respond.body, JWKS, tracing tags, regexes, an empty metrics prefix, an empty match prefix), F12 (a token
-    # header prefix with NUL/CR/LF) and F13 (an empty claim name) are fixed.
+    # header prefix with NUL/CR/LF) and F13 (an empty claim name) are fixed. Issue 13's kinds (edgeparts.py): F14
+    # (gateway trusted_hops, limits.max_request_bytes and max_connections beyond uint32: Envoy refused the config;
+    # replicas beyond int32) is fixed, kept as tests/errors/edge_ranges.
 }
 
 
