@@ -245,4 +245,6 @@ def _tcp(t: Trace, sidecars: dict[str, Sidecar], caller: Sidecar, tcp: TcpListen
         return Outcome("unreachable", None, service=c.service,
                        summary=f"connection closed by {c.service}'s sidecar (authorization)")
     drawn = tcp.split or listener.split
+    if not drawn and callee.kubernetes is not None:
+        version = c.version  # in pods the caller's cluster is the version's headless Service: its pods answer
     return _forwarded(t, c.service, _versions(drawn) if drawn else ((version, 1.0),), False, c.service)
