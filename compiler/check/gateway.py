@@ -252,7 +252,9 @@ def _refused(view: Resolved, gateway: str, name: str) -> str | None:
     if ap is not None and ap.mode != "enforce":
         return None
     for rule in ap.deny if ap else []:
-        if gateway in rule.from_ and not (rule.paths or rule.methods or rule.headers or rule.claims):
+        others = (rule.paths, rule.methods, rule.headers, rule.claims, rule.namespaces, rule.ip_blocks, rule.not_from,
+                  rule.not_namespaces, rule.not_ip_blocks, rule.not_paths, rule.not_methods)
+        if gateway in rule.from_ and not any(others):
             return f"its AuthorizationPolicy denies '{gateway}'"
     allow = ap.allow if ap else []
     if not allow and view.mesh.authorization.default == "deny":

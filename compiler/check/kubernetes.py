@@ -176,19 +176,27 @@ def _mixed_hosts(view: Resolved) -> Iterator[Diagnostic]:
 def _health_checks(view: Resolved, in_pods: list[ServiceView]) -> Iterator[Diagnostic]:
     for sv in in_pods:
         tp = sv.traffic
-        if tp is None or tp.health_check is None or sv.listener != "http":
+        if tp is None or sv.listener != "http":
             continue
-        path = tp.health_check.path
-        for caller in sorted((c for c in view.views.values() if sv.name in c.service.calls), key=lambda c: c.name):
-            reason = _refuses(view, sv, caller, path)
-            if reason:
-                yield Diagnostic(
-                    "W296",
-                    f"'{caller.name}' health-checks each pod of '{sv.name}' through its sidecar (GET {path}, "
-                    f"as '{caller.name}', without a token), and {reason}: every pod would look unhealthy to "
-                    f"'{caller.name}'; allow GET {path} to its callers",
-                    tp.where("health_check", "path"), tp.subject, severity=Severity.WARNING,
-                )
+        # Each distinct health check of its versions (a version's own, else the TrafficPolicy's).
+        checks: dict[tuple, str] = {}
+        for v in sv.versions:
+            p = sv.protections[v]
+            if p.health_check is not None:
+                at = ("versions", v, "health_check", "path") if p.origin["health_check"][0] == "version" else (
+                    "health_check", "path")
+                checks.setdefault(at, p.health_check.path)
+        for at, path in checks.items():
+            for caller in sorted((c for c in view.views.values() if sv.name in c.service.calls), key=lambda c: c.name):
+                reason = _refuses(view, sv, caller, path)
+                if reason:
+                    yield Diagnostic(
+                        "W296",
+                        f"'{caller.name}' health-checks each pod of '{sv.name}' through its sidecar (GET {path}, "
+                        f"as '{caller.name}', without a token), and {reason}: every pod would look unhealthy to "
+                        f"'{caller.name}'; allow GET {path} to its callers",
+                        tp.where(*at), tp.subject, severity=Severity.WARNING,
+                    )
 
 
 def _refuses(view: Resolved, sv: ServiceView, caller: ServiceView, path: str) -> str | None:
@@ -197,8 +205,18 @@ def _refuses(view: Resolved, sv: ServiceView, caller: ServiceView, path: str) ->
     sensitive = mesh.paths.case_sensitive
     identity = caller.name if sv.mtls != "disable" and caller.mtls != "disable" else None
 
-    def matches(rule: AuthzRule) -> bool:
+    def matches(rule: AuthzRule, deny: bool) -> bool:
+        """Deny rules: certainly matches; allow rules: may match (the sidecar's address is not known here)."""
         if rule.from_ and identity not in rule.from_:
+            return False
+        namespace = caller.service.namespace if identity else None
+        if rule.namespaces and namespace not in rule.namespaces:
+            return False
+        if identity and (identity in rule.not_from or namespace in rule.not_namespaces):
+            return False
+        if any(_path_holds(p, path, sensitive) for p in rule.not_paths) or "GET" in rule.not_methods:
+            return False
+        if deny and (rule.ip_blocks or rule.not_ip_blocks):
             return False
         if rule.paths and not any(_path_holds(p, path, sensitive) for p in rule.paths):
             return False
@@ -212,9 +230,9 @@ def _refuses(view: Resolved, sv: ServiceView, caller: ServiceView, path: str) ->
     if ap is None or ap.mode == "enforce":
         deny = ap.deny if ap else []
         allow = ap.allow if ap else []
-        if any(matches(r) for r in deny):
+        if any(matches(r, deny=True) for r in deny):
             return "its AuthorizationPolicy denies it"
-        if (allow or mesh.authorization.default == "deny") and not any(matches(r) for r in allow):
+        if (allow or mesh.authorization.default == "deny") and not any(matches(r, deny=False) for r in allow):
             return "its AuthorizationPolicy does not allow it"
     authn = sv.authn
     if authn is not None:
