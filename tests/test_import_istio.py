@@ -566,6 +566,34 @@ def test_authz_claims_and_request_principals(tmp_path: Path) -> None:
         {"claims": {"role": "ops", "iss": "https://issuer", "sub": "alice"}}]
 
 
+def test_authz_namespaces_ip_blocks_and_negations(tmp_path: Path) -> None:
+    result = run(tmp_path, authz("""
+        rules:
+          - from:
+              - source: {namespaces: [shop], notIpBlocks: [10.1.0.0/16]}
+              - source: {ipBlocks: [10.0.0.0/8], notNamespaces: [test], notPrincipals: ["cluster.local/ns/default/sa/ratings"]}
+            to: [{operation: {notPaths: ["/admin/*"], notMethods: [DELETE]}}]
+            when:
+              - {key: source.namespace, values: [shop, web], notValues: [legacy]}
+              - {key: source.ip, values: [10.0.0.1]}
+              - {key: source.principal, notValues: ["cluster.local/ns/default/sa/reviews-sa"]}
+    """))
+    assert not result.problems, messages(result)
+    when = {"namespaces": ["shop", "web"], "not_namespaces": ["legacy"], "ip_blocks": ["10.0.0.1"],
+            "not_from": ["reviews"]}
+    op = {"not_paths": [{"prefix": "/admin/"}], "not_methods": ["DELETE"]}
+    assert one(result, "AuthorizationPolicy")["allow"] == [
+        {"namespaces": ["shop"], "not_ip_blocks": ["10.1.0.0/16"]} | op | {k: v for k, v in when.items()
+                                                                           if k != "namespaces"},
+        {"ip_blocks": ["10.0.0.1"], "not_namespaces": ["test", "legacy"], "not_from": ["ratings", "reviews"]} | op
+        | {"namespaces": ["shop", "web"]}]
+
+
+def test_authz_namespace_wildcard_principal(tmp_path: Path) -> None:
+    result = run(tmp_path, authz('rules: [{from: [{source: {principals: ["cluster.local/ns/shop/sa/*"]}}]}]'))
+    assert one(result, "AuthorizationPolicy")["allow"] == [{"namespaces": ["shop"]}]
+
+
 def test_authz_trust_domain_from_principals(tmp_path: Path) -> None:
     result = run(tmp_path, authz("rules: [{from: [{source: {principals: [\"corp.example/ns/default/sa/ratings\"]}}]}]"))
     assert one(result, "Mesh")["trust_domain"] == "corp.example"
@@ -578,16 +606,13 @@ def test_authz_allow_nothing_mesh_wide(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("rules: [{from: [{source: {namespaces: [a]}}]}]", "namespaces: not yet in meshc"),
-    ("rules: [{from: [{source: {ipBlocks: [10.0.0.0/8]}}]}]", "ipBlocks: not yet in meshc"),
-    ("rules: [{from: [{source: {notPrincipals: [x]}}]}]", "notPrincipals: not yet in meshc"),
-    ("rules: [{to: [{operation: {notPaths: [/a]}}]}]", "notPaths: not yet in meshc"),
-    ("rules: [{to: [{operation: {notMethods: [GET]}}]}]", "notMethods: not yet in meshc"),
+    ("rules: [{from: [{source: {remoteIpBlocks: [10.0.0.0/8]}}]}]", "meshc never reads X-Forwarded-For"),
+    ("rules: [{from: [{source: {notRequestPrincipals: [a/b]}}]}]", "meshc has no negated token condition"),
     ("rules: [{to: [{operation: {ports: ['80']}}]}]", "meshc authorizes per service"),
     ("rules: [{to: [{operation: {paths: ['*.png']}}]}]", "a suffix or inner wildcard"),
-    ("rules: [{when: [{key: source.namespace, values: [a]}]}]", "source.namespace: not yet in meshc"),
-    ("rules: [{when: [{key: destination.port, values: ['80']}]}]", "meshc conditions are request headers and JWT"),
-    ("rules: [{when: [{key: 'request.headers[a]', notValues: [b]}]}]", "notValues: not yet in meshc"),
+    ("rules: [{when: [{key: destination.port, values: ['80']}]}]", "meshc conditions are the caller"),
+    ("rules: [{when: [{key: 'request.headers[a]', notValues: [b]}]}]", "meshc has no negated header condition"),
+    ("rules: [{when: [{key: 'request.auth.claims[a]', notValues: [b]}]}]", "meshc has no negated claim condition"),
     ("rules: [{from: [{source: {principals: [\"cluster.local/ns/default/sa/nobody\"]}}]}]",
      "no imported Service runs as service account nobody"),
     ("rules: [{from: [{source: {requestPrincipals: ['*']}}]}]", "meshc matches a token's iss and sub exactly"),
@@ -603,7 +628,7 @@ def test_authz_unsupported(tmp_path: Path, spec: str, message: str) -> None:
 def test_authz_rule_with_an_unsupported_condition_is_left_out(tmp_path: Path) -> None:
     result = run(tmp_path, authz("""
         rules:
-          - from: [{source: {namespaces: [a]}}]
+          - from: [{source: {remoteIpBlocks: [10.0.0.0/8]}}]
           - to: [{operation: {methods: [GET]}}]
     """))
     assert one(result, "AuthorizationPolicy")["allow"] == [{"methods": ["GET"]}]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+import re
 
-from compiler.importer.model import NOT_YET, Context, Doc, name_of
+from compiler.importer.model import Context, Doc, name_of
 from compiler.importer.read import Resource
 
 ROOT_NAMESPACE = "istio-system"
@@ -81,90 +83,146 @@ def import_authorization_policy(res: Resource, ctx: Context, policies: dict[str,
         doc.body.setdefault(action.lower(), []).extend(rules)
 
 
+_SOURCE = {"namespaces": "namespaces", "notNamespaces": "not_namespaces", "ipBlocks": "ip_blocks",
+           "notIpBlocks": "not_ip_blocks"}
+_SOURCE_NONE = {
+    "remoteIpBlocks": "meshc never reads X-Forwarded-For: authorize on ipBlocks (the direct peer)",
+    "notRemoteIpBlocks": "meshc never reads X-Forwarded-For: authorize on notIpBlocks (the direct peer)",
+    "notRequestPrincipals": "meshc has no negated token condition",
+}
+_WHEN = {"source.namespace": ("namespaces", "not_namespaces"), "source.ip": ("ip_blocks", "not_ip_blocks")}
+
+
 def _rules(res: Resource, path: tuple, rule: dict, ctx: Context) -> list[dict]:
-    base: dict = {}
-    callers = []
+    """One Istio rule -> meshc rules: Istio ORs its sources, its operations and the values of a `when`;
+    a meshc rule ANDs its conditions (each a list met by any item), so each combination is one rule."""
+    sources: list[list[dict]] = []
     for i, f in enumerate(rule.get("from") or []):
-        src = f.get("source") or {}
-        for key in src:
-            if key == "principals":
-                for j, p in enumerate(src[key]):
-                    name = _principal(res, path + ("from", i, "source", key, j), str(p), ctx)
-                    if name:
-                        callers.append(name)
-            elif key == "requestPrincipals":
-                continue
-            else:
-                ctx.refuse(res, path + ("from", i, "source", key), f"{key}: {NOT_YET}"
-                           if key in ("namespaces", "ipBlocks", "remoteIpBlocks", "notPrincipals", "notNamespaces",
-                                      "notIpBlocks", "notRemoteIpBlocks", "notRequestPrincipals")
-                           else f"{key}: meshc has no equivalent")
-    if callers:
-        base["from"] = sorted(set(callers), key=callers.index)
-    claim_sets: list[list[dict]] = []
-    for i, f in enumerate(rule.get("from") or []):
-        rps = (f.get("source") or {}).get("requestPrincipals")
-        if rps:
-            options = []
-            for j, rp in enumerate(rps):
-                iss, _, sub = str(rp).rpartition("/")
-                if rp == "*" or not iss or not sub or "*" in rp:
-                    ctx.refuse(res, path + ("from", i, "source", "requestPrincipals", j),
-                               f"{rp}: meshc matches a token's iss and sub exactly (a RequestAuthentication without "
-                               "allow_missing requires a token)")
-                    continue
-                options.append({"iss": iss, "sub": sub})
-            claim_sets.append(options)
+        sources.append(_source(res, path + ("from", i, "source"), f.get("source") or {}, ctx))
     operations = []
     for i, t in enumerate(rule.get("to") or []):
         op = t.get("operation") or {}
         out: dict = {}
         for key, value in op.items():
-            if key == "paths":
-                out["paths"] = [_path(res, path + ("to", i, "operation", "paths", j), str(p), ctx)
-                                for j, p in enumerate(value)]
-                out["paths"] = [p for p in out["paths"] if p]
-            elif key == "methods":
-                out["methods"] = [str(m) for m in value]
+            if key in ("paths", "notPaths"):
+                converted = [_path(res, path + ("to", i, "operation", key, j), str(p), ctx) for j, p in enumerate(value)]
+                out["paths" if key == "paths" else "not_paths"] = [p for p in converted if p]
+            elif key in ("methods", "notMethods"):
+                out["methods" if key == "methods" else "not_methods"] = [str(m) for m in value]
             else:
-                ctx.refuse(res, path + ("to", i, "operation", key), f"{key}: {NOT_YET}" if key.startswith("not")
-                           else f"{key}: meshc authorizes per service (one port, its own host)")
+                ctx.refuse(res, path + ("to", i, "operation", key), f"{key}: meshc authorizes per service (one port, "
+                           "its own host)")
         operations.append(out)
-    conditions: list[list[tuple]] = []
+    conditions: list[list[dict]] = []
     for i, w in enumerate(rule.get("when") or []):
         key, values = str(w.get("key", "")), [str(v) for v in w.get("values") or []]
-        if w.get("notValues"):
-            ctx.refuse(res, path + ("when", i, "notValues"), f"notValues: {NOT_YET}")
-        if key.startswith("request.headers[") and key.endswith("]"):
+        negated = [str(v) for v in w.get("notValues") or []]
+        wpath = path + ("when", i)
+        if key in _WHEN:
+            yes, no = _WHEN[key]
+            if values:
+                conditions.append([{yes: values}])
+            if negated:
+                conditions.append([{no: negated}])
+        elif key == "source.principal":
+            if values:
+                names = [_principal(res, wpath + ("values",), v, ctx) for v in values]
+                conditions.append([{"from": [n for n in names if n]}])
+            if negated:
+                names = [_principal(res, wpath + ("notValues",), v, ctx) for v in negated]
+                conditions.append([{"not_from": [n for n in names if n]}])
+        elif key.startswith("request.headers[") and key.endswith("]"):
             name = key[len("request.headers["):-1].lower()
-            conditions.append([("header", name, v) for v in values])
+            if negated:
+                ctx.refuse(res, wpath + ("notValues",), "notValues on a header: meshc has no negated header condition")
+            conditions.append([{"headers": [_header(name, v)]} for v in values])
         elif key.startswith("request.auth.claims[") and key.endswith("]"):
             claim = key[len("request.auth.claims["):-1]
-            conditions.append([("claim", claim, v) for v in values])
+            if negated:
+                ctx.refuse(res, wpath + ("notValues",), "notValues on a claim: meshc has no negated claim condition")
+            conditions.append([{"claims": {claim: v}} for v in values])
         else:
-            ctx.refuse(res, path + ("when", i, "key"), f"{key}: {NOT_YET}" if key.startswith(("source.", "remote."))
-                       else f"{key}: meshc conditions are request headers and JWT claims")
+            ctx.refuse(res, wpath + ("key",), f"{key}: meshc conditions are the caller (source.principal, "
+                       "source.namespace, source.ip), request headers and JWT claims")
+    if rule.get("from") and not any(sources):
+        return []  # every source was refused (listed): the rule is left out
     out_rules = []
-    for op in operations or [{}]:
-        for combo in itertools.product(*conditions, *[[("claims", c) for c in s] for s in claim_sets if s]):
-            one = dict(base) | op
-            for cond in combo:
-                if cond[0] == "header":
-                    value = cond[2]
-                    match = {"name": cond[1]}
-                    if value == "*":
-                        match["present"] = True
-                    elif value.endswith("*"):
-                        match["prefix"] = value[:-1]
-                    else:
-                        match["exact"] = value
-                    one.setdefault("headers", []).append(match)
-                elif cond[0] == "claim":
-                    one.setdefault("claims", {})[cond[1]] = cond[2]
-                else:
-                    one.setdefault("claims", {}).update(cond[1])
-            out_rules.append(one)
+    alternatives = [x for s in sources for x in s] or [{}]
+    for combo in itertools.product(alternatives, operations or [{}], *conditions):
+        one: dict = {}
+        for part in combo:
+            for key, value in part.items():
+                if key == "headers":
+                    one.setdefault(key, []).extend(value)
+                elif key == "claims":
+                    one.setdefault(key, {}).update(value)
+                elif key not in one:
+                    one[key] = list(value)
+                elif key.startswith("not_"):  # none of A and none of B: none of either
+                    one[key] += [v for v in value if v not in one[key]]
+                elif key == "ip_blocks":  # in one of A and in one of B: the blocks inside both
+                    one[key] = _cidr_and(one[key], value)
+                else:  # any of A and any of B: any of both
+                    one[key] = [v for v in one[key] if v in value]
+        if any(v == [] for v in one.values()):
+            ctx.note(res, path, "a combination of its conditions that no request meets is left out")
+            continue
+        out_rules.append(one)
     return out_rules
+
+
+def _cidr_and(a: list[str], b: list[str]) -> list[str]:
+    out = []
+    for x in a:
+        for y in b:
+            try:
+                nx, ny = ipaddress.ip_network(x, strict=False), ipaddress.ip_network(y, strict=False)
+            except ValueError:
+                out.extend(v for v in (x, y) if v not in out)  # meshc check names the bad one
+                continue
+            if nx.version == ny.version and (nx.subnet_of(ny) or ny.subnet_of(nx)):
+                inner = x if nx.subnet_of(ny) else y
+                if inner not in out:
+                    out.append(inner)
+    return out
+
+
+def _source(res: Resource, path: tuple, src: dict, ctx: Context) -> list[dict]:
+    """One Istio source (its fields ANDed) -> meshc conditions; several request principals are several."""
+    base: dict = {}
+    for key, value in src.items():
+        if key in ("principals", "notPrincipals"):
+            whole = [str(p).split("/")[2] for p in value if re.fullmatch(r"[^/]+/ns/[^/]+/sa/\*", str(p))]
+            if whole:  # <trust domain>/ns/<namespace>/sa/*: every account of a namespace
+                base["namespaces" if key == "principals" else "not_namespaces"] = whole
+            names = [_principal(res, path + (key, j), str(p), ctx) for j, p in enumerate(value)
+                     if not str(p).endswith("/sa/*")]
+            if names or not whole:
+                base["from" if key == "principals" else "not_from"] = [n for n in dict.fromkeys(names) if n]
+        elif key in _SOURCE:
+            base[_SOURCE[key]] = [str(v) for v in value]
+        elif key in _SOURCE_NONE:
+            ctx.refuse(res, path + (key,), f"{key}: {_SOURCE_NONE[key]}")
+        elif key != "requestPrincipals":
+            ctx.refuse(res, path + (key,), f"{key}: meshc has no equivalent")
+    out = []
+    for j, rp in enumerate(src.get("requestPrincipals") or []):
+        iss, _, sub = str(rp).rpartition("/")
+        if rp == "*" or not iss or not sub or "*" in rp:
+            ctx.refuse(res, path + ("requestPrincipals", j),
+                       f"{rp}: meshc matches a token's iss and sub exactly (a RequestAuthentication without "
+                       "allow_missing requires a token)")
+            continue
+        out.append(base | {"claims": {"iss": iss, "sub": sub}})
+    return out if src.get("requestPrincipals") else [base]
+
+
+def _header(name: str, value: str) -> dict:
+    if value == "*":
+        return {"name": name, "present": True}
+    if value.endswith("*"):
+        return {"name": name, "prefix": value[:-1]}
+    return {"name": name, "exact": value}
 
 
 def _principal(res: Resource, path: tuple, principal: str, ctx: Context) -> str | None:
