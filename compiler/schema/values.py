@@ -72,6 +72,9 @@ _VALIDATORS: dict[Callable, dict] = {
                         "headers (use rewrite.host for the Host)."},
     traffic._request_path: {"pattern": rf"^[^\u0000-\u0008\u000a-\u001f\u007f]*{_END}",
                             "patternErrorMessage": "A path cannot hold control characters (but tab)."},
+    traffic._whole_seconds: {"pattern": r"^\s*0*[1-9][0-9]*((s|m|h)|000ms)\s*$",
+                             "patternErrorMessage": "Expected a whole number of seconds, at least 1s, e.g. 60s.",
+                             "description": "A whole number of seconds, at least 1s (Envoy counts keepalive in seconds)."},
     observability._not_empty: {"minLength": 1},
     regex.check_regex: {
         "description": "A regular expression in RE2 syntax (Envoy's), matching the whole value; meshc checks it "
