@@ -239,35 +239,56 @@ def _pools(graph: CallGraph) -> Iterator[Diagnostic]:
         callers = graph.callers_of(name)
         if route is None or not retrying or not callers:
             continue
-        pool, budget = view.pool_of(name), route.retry_budget
-        # A caller's sidecar has at most max_requests requests (retries included) active toward the service.
-        per_caller = min(pool.max_requests, max(budget.min_concurrency, math.ceil(budget.percent * pool.max_requests / 100)))
+        budget = route.retry_budget
         # An ExternalService has no inbound side: each caller's own cluster is the pool.
         senders = callers if name in view.views else callers[:1]
-        total = len(senders) * per_caller
-        if total < pool.max_requests:
-            continue
-        tp = view.traffic.get(name)
-        pool_at = (
+        for pool, versions, pool_at in _version_pools(view, name):
+            # A caller's sidecar has at most max_requests requests (retries included) active toward a version.
+            per_caller = min(
+                pool.max_requests, max(budget.min_concurrency, math.ceil(budget.percent * pool.max_requests / 100))
+            )
+            total = len(senders) * per_caller
+            if total < pool.max_requests:
+                continue
+            if "retry_budget" in route.model_fields_set:
+                where, path = route.where("retry_budget"), "retry_budget"
+            else:
+                where, path = route.where("rules", retrying[0][0], "retries"), f"rules[{retrying[0][0]}].retries"
+            count = f"{len(senders)} callers ({', '.join(senders)}) × " if len(senders) > 1 else f"{senders[0]}: "
+            whose = f"version {', '.join(versions)}'s" if versions else "its"
+            yield _warn(
+                "W603",
+                f"retries to '{name}' can fill {whose} connection pool: {count}up to {per_caller} retries in flight "
+                f"(retry_budget: {budget.percent}% of max_requests {pool.max_requests}, at least min_concurrency "
+                f"{budget.min_concurrency}{', at most max_requests' if per_caller == pool.max_requests else ''}; with "
+                f"a budget Envoy ignores max_retries) = {total}, not less than "
+                f"max_requests {pool.max_requests} ({{0}}): in an outage retries alone can take every slot and first "
+                f"tries fail with 503 (overflow); lower retry_budget.percent or min_concurrency, or raise max_requests",
+                where, route.subject, path, refs=(pool_at,),
+            )
+
+
+def _version_pools(view, name: str):
+    """(pool, the versions with a pool of their own or () for the service's, where max_requests is written) for
+    each distinct pool of the service's versions: each version's clusters have their own circuit breaker."""
+    target = view.views.get(name) or view.externals.get(name)
+    tp = view.traffic.get(name)
+    shared: list[str] = []
+    out = []
+    for v in target.versions:
+        p = target.protections[v]
+        if p.origin["connection_pool"][0] == "version":
+            out.append((p.connection_pool, (v,), tp.where("versions", v, "connection_pool", "max_requests")))
+        else:
+            shared.append(v)
+    if shared:
+        at = (
             tp.where("connection_pool", "max_requests")
             if tp is not None and tp.connection_pool is not None
             else view.mesh.where("defaults", "connection_pool", "max_requests")
         )
-        if "retry_budget" in route.model_fields_set:
-            where, path = route.where("retry_budget"), "retry_budget"
-        else:
-            where, path = route.where("rules", retrying[0][0], "retries"), f"rules[{retrying[0][0]}].retries"
-        count = f"{len(senders)} callers ({', '.join(senders)}) × " if len(senders) > 1 else f"{senders[0]}: "
-        yield _warn(
-            "W603",
-            f"retries to '{name}' can fill its connection pool: {count}up to {per_caller} retries in flight "
-            f"(retry_budget: {budget.percent}% of max_requests {pool.max_requests}, at least min_concurrency "
-            f"{budget.min_concurrency}{', at most max_requests' if per_caller == pool.max_requests else ''}; with a "
-            f"budget Envoy ignores max_retries) = {total}, not less than "
-            f"max_requests {pool.max_requests} ({{0}}): in an outage retries alone can take every slot and first "
-            f"tries fail with 503 (overflow); lower retry_budget.percent or min_concurrency, or raise max_requests",
-            where, route.subject, path, refs=(pool_at,),
-        )
+        out.insert(0, (view.pool_of(name), (), at))
+    return out
 
 
 # ---------------------------------------------------------------- W604

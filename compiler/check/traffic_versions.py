@@ -61,6 +61,19 @@ def _version(tp, v: str, vt, target, external: bool) -> Iterator[Diagnostic]:
                     f"{name(*path)} needs an http or grpc service ({why}), but '{tp.service}' is tcp",
                     at(*path), subject, name(*path),
                 )
+    pool = vt.connection_pool
+    protocol = target.service.protocol
+    if pool is not None and pool.upstream_protocol == "http1" and protocol == "grpc":
+        yield Diagnostic(
+            "E238", f"'{tp.service}' is grpc: gRPC needs HTTP/2, so upstream_protocol cannot be http1",
+            at("connection_pool", "upstream_protocol"), subject, name("connection_pool", "upstream_protocol"),
+        )
+    if pool is not None and pool.upstream_protocol == "http2" and tp.websockets and protocol == "http":
+        yield Diagnostic(
+            "E239", f"websockets need HTTP/1.1 to the app (an upgrade is an HTTP/1.1 request), but version {v}'s "
+            "connection_pool says upstream_protocol: http2",
+            at("connection_pool", "upstream_protocol"), subject, name("connection_pool", "upstream_protocol"),
+        )
     hc = vt.health_check
     if hc is not None and not external and hc.timeout >= hc.interval:
         yield Diagnostic(

@@ -68,7 +68,24 @@ def _protections(view: Resolved, name: str) -> dict:
         "global_rate_limit": plain(tp and tp.global_rate_limit),
         "websockets": bool(tp and tp.websockets),
         "connect_timeout": str(mesh.defaults.connect_timeout),
+        **_versions(view, name),
     }
+
+
+def _versions(view: Resolved, name: str) -> dict:
+    """`versions`: each version's effective settings that differ from the service's (TrafficPolicy `versions`);
+    nothing when no version has its own."""
+    target = view.views.get(name) or view.externals.get(name)
+    own = {v: p for v, p in target.protections.items() if p.own}
+    if not own:
+        return {}
+    return {"versions": {v: {f: _setting(p, f) for f in sorted(p.own)} for v, p in own.items()}}
+
+
+def _setting(p, field: str):
+    if field == "load_balancer":
+        return {"policy": p.lb_policy}
+    return plain(getattr(p, field))
 
 
 def protections(old: Resolved, new: Resolved) -> list[Change]:
