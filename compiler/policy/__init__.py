@@ -67,6 +67,8 @@ from compiler.policy.traffic import (
     RateLimit,
     SuccessRate,
     TrafficPolicy,
+    VersionLoadBalancer,
+    VersionTraffic,
 )
 from compiler.policy.types import Duration, Endpoint
 
@@ -147,6 +149,8 @@ __all__ = [
     "RateLimit",
     "SuccessRate",
     "TrafficPolicy",
+    "VersionLoadBalancer",
+    "VersionTraffic",
     "Abort",
     "Backoff",
     "CookieMatch",

@@ -49,7 +49,9 @@ def protections(mesh: Mesh | None, tp: TrafficPolicy | None, version: str) -> Pr
         if own is not None and getattr(own, field) is not None:
             origin[field] = ("version", version)
             return getattr(own, field)
-        if tp is not None and getattr(tp, field) is not None and (field != "load_balancer" or "load_balancer" in tp.model_fields_set):
+        # (A TrafficPolicy always has a load_balancer: the model's round_robin unless it says one.)
+        said = field != "load_balancer" or (tp is not None and "load_balancer" in tp.model_fields_set)
+        if tp is not None and getattr(tp, field) is not None and said:
             origin[field] = ("service",)
             return getattr(tp, field)
         origin[field] = ("mesh",) if mesh_default is not None else ("default",)
