@@ -170,8 +170,8 @@ STEPS = {
     ("callee", "rate limit"), ("callee", "endpoints"),
 }
 """Steps explain must have taken somewhere in the draw (so that agreement covers every kind of decision)."""
-RULES = {f"AuthorizationPolicy/reviews/{r}" for r in ("deny[0]", "deny[1]", "deny[2]")} | {
-    f"AuthorizationPolicy/reviews/allow[{i}]" for i in range(5)
+RULES = {f"AuthorizationPolicy/reviews/deny[{i}]" for i in range(5)} | {
+    f"AuthorizationPolicy/reviews/allow[{i}]" for i in range(7)
 }
 """reviews' authorization rules: each must have decided some request."""
 ANSWERS = {200, 301, 401, 403, 404, 502, 503, "reviews/v1", "reviews/v2", "reviews/v3", "ratings/default",

@@ -13,8 +13,10 @@ One mesh that exercises every decision `meshc explain` makes (strict mTLS, the M
             regex/present/absent, query exact/prefix/regex/present, cookies, deterministic splits (100, 100/0),
             a 100% and a 0% fault abort, a prefix rewrite with a mirror and CORS, a 50/50 weighted split last;
             RequestAuthentication (inline JWKS; /public and /items optional, /secure required, elsewhere no
-            rule) and an enforcing AuthorizationPolicy (deny on paths/headers/methods+from, allow on
-            from/methods/paths/headers/claims)
+            rule) and an enforcing AuthorizationPolicy (deny on paths/headers/methods+from, PATCH from
+            any address but frontend's, the gateway's POST off /public; allow on from/methods/paths/headers/
+            claims, OPTIONS-like methods from namespace default but not the gateway nor /admin, PATCH from
+            frontend's address)
   ratings   AuthorizationPolicy in dry_run (it denies everything, so nothing is refused); a rate limit that
             never empties here (explain: forwarded, uncertain, or 429)
   ledger    no policy: the Mesh's `authorization.default: deny` refuses everything
@@ -90,7 +92,9 @@ def reviews_route() -> dict:
     }
 
 
-def reviews_security(signer: Signer) -> list[dict]:
+def reviews_security(signer: Signer, frontend_address: str) -> list[dict]:
+    """reviews' RequestAuthentication and AuthorizationPolicy; `frontend_address`: frontend's sidecar's own
+    address, where its calls come from (an IP block names it)."""
     provider = {
         "name": "agree-issuer",
         "issuer": ISSUER,
@@ -116,6 +120,8 @@ def reviews_security(signer: Signer) -> list[dict]:
                 {"paths": [{"prefix": "/admin"}]},
                 {"headers": [{"name": "x-block", "present": True}]},
                 {"from": [GW], "methods": ["PUT", "DELETE"]},
+                {"not_ip_blocks": [f"{frontend_address}/32"], "methods": ["PATCH"]},  # PATCH only from frontend
+                {"from": [GW], "methods": ["POST"], "not_paths": [{"prefix": "/public"}]},
             ],
             "allow": [
                 {"from": ["frontend"], "methods": ["GET", "HEAD", "POST"]},
@@ -127,6 +133,9 @@ def reviews_security(signer: Signer) -> list[dict]:
                 {"from": ["frontend"], "methods": ["DELETE"], "claims": {"role": "admin"}},
                 {"methods": ["PUT"], "headers": [{"name": "x-tenant", "exact": "acme"}]},
                 {"paths": [{"regex": "/v1/[a-z]+"}]},
+                {"namespaces": ["default"], "not_namespaces": ["ops"], "not_from": [GW], "not_paths": [{"prefix": "/admin"}],
+                 "not_methods": ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]},
+                {"ip_blocks": [f"{frontend_address}/32"], "methods": ["PATCH"]},
             ],
         },
     ]
@@ -207,7 +216,7 @@ def agreement_mesh(live_mesh, tmp_path, signer: Signer, paths: dict | None = Non
         live_mesh.service("ratings", versions={"default": apps[("ratings", "default")]}),
         live_mesh.service("ledger", versions={"default": apps[("ledger", "default")]}),
         reviews_route(),
-        *reviews_security(signer),
+        *reviews_security(signer, live_mesh.placement("frontend").address),
         {"kind": "AuthorizationPolicy", "service": "ratings", "mode": "dry_run", 
          "deny": [{"paths": [{"prefix": "/"}]}]},
         {"kind": "TrafficPolicy", "service": "ratings", "rate_limit": {"requests": 1_000_000, "per": "1s"}},
@@ -251,6 +260,12 @@ def mutants(docs: list[dict]) -> dict[str, list[dict]]:
         "jason to v2": edit("Route", lambda d: d["rules"][3].update(to={"v2": 100}), "reviews"),
         "abort never": edit("Route", lambda d: d["rules"][5]["fault"]["abort"].update(percent=0), "reviews"),
         "no deny of /admin": edit("AuthorizationPolicy", lambda d: d["deny"].pop(0), "reviews"),
+        "PATCH denied from every address": edit(
+            "AuthorizationPolicy", lambda d: d["deny"][3].pop("not_ip_blocks"), "reviews"
+        ),
+        "no not_paths on the gateway's POST": edit(
+            "AuthorizationPolicy", lambda d: d["deny"][4].pop("not_paths"), "reviews"
+        ),
         "/secure token optional": edit(
             "RequestAuthentication", lambda d: d["rules"][2].update(allow_missing=True), "reviews"
         ),
