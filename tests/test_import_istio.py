@@ -780,3 +780,38 @@ def test_unknown_kinds_and_versions_are_listed(tmp_path: Path) -> None:
     assert messages(result) == [
         "istio.yaml:2:1: EnvoyFilter (networking.istio.io/v1alpha3): not an Istio or Kubernetes kind the import reads; "
         "skipped", "istio.yaml:5:1: networking.istio.io/v2: only v1alpha3, v1beta1, v1 are read"]
+
+
+# ---------------------------------------------------------------- robustness
+
+def _paths(data, path=()):
+    yield path
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _paths(v, path + (k,))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _paths(v, path + (i,))
+
+
+def _replaced(data, path, value):
+    if not path:
+        return value
+    out = dict(data) if isinstance(data, dict) else list(data)
+    out[path[0]] = _replaced(data[path[0]], path[1:], value)
+    return out
+
+
+@pytest.mark.parametrize("case", ["routing", "security", "edge", "traffic"])
+def test_no_traceback_on_wrong_shapes(tmp_path: Path, case: str) -> None:
+    """Every field of every fixture input replaced by a value of another type: listed, never an exception."""
+    inputs = sorted((CASES / case / "input").glob("*.yaml"))
+    for source in inputs:
+        others = [p for p in inputs if p != source]
+        docs_in = list(yaml.safe_load_all(source.read_text()))
+        for d, doc in enumerate(docs_in):
+            for path in list(_paths(doc))[1:]:
+                for value in ("x", 7, [], None):
+                    changed = docs_in[:d] + [_replaced(doc, path, value)] + docs_in[d + 1:]
+                    (tmp_path / source.name).write_text(yaml.safe_dump_all(changed))
+                    import_istio(others + [tmp_path / source.name])

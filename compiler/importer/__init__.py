@@ -30,26 +30,20 @@ def import_istio(paths: list[Path], mesh_name: str = "mesh") -> ImportResult:
     resources, problems = read_files([Path(p) for p in paths])
     ctx = Context(mesh_name)
     ctx.problems.extend(problems)
-    of = lambda kind: [r for r in resources if r.kind == kind]  # noqa: E731
-    workloads.read_workloads(resources, ctx)
-    for res in of("ServiceEntry"):
-        edge.import_service_entry(res, ctx)
-    for res in of("Gateway"):
-        edge.import_gateway(res, ctx)
-    for res in of("DestinationRule"):
-        traffic.import_destination_rule(res, ctx)
-    for res in of("VirtualService"):
-        routes.import_virtual_service(res, ctx)
-    for res in of("PeerAuthentication"):
-        security.import_peer_authentication(res, ctx)
     policies: dict = {}
-    for res in of("AuthorizationPolicy"):
-        security.import_authorization_policy(res, ctx, policies)
-    for res in of("RequestAuthentication"):
-        security.import_request_authentication(res, ctx)
     calls: dict[str, list[str]] = {}
-    for res in of("Sidecar"):
-        edge.import_sidecar(res, ctx, calls)
+    steps = [
+        ("Service", workloads.import_service), ("ServiceEntry", edge.import_service_entry),
+        ("Gateway", edge.import_gateway), ("DestinationRule", traffic.import_destination_rule),
+        ("VirtualService", routes.import_virtual_service), ("PeerAuthentication", security.import_peer_authentication),
+        ("AuthorizationPolicy", lambda r, c: security.import_authorization_policy(r, c, policies)),
+        ("RequestAuthentication", security.import_request_authentication),
+        ("Sidecar", lambda r, c: edge.import_sidecar(r, c, calls)),
+    ]
+    deployments = [r for r in resources if r.kind == "Deployment"]
+    for kind, step in steps:
+        for res in (r for r in resources if r.kind == kind):
+            _guarded(res, ctx, lambda r=res, s=step: s(r, ctx) if kind != "Service" else s(r, deployments, ctx))
     _calls(ctx, calls)
     _mesh_defaults(ctx)
     docs = [Doc("mesh.yaml", ctx.mesh, ctx.mesh_comments)]
@@ -61,6 +55,16 @@ def import_istio(paths: list[Path], mesh_name: str = "mesh") -> ImportResult:
             gw.body.pop("routes", None)
     key = lambda p: (p.source.file, p.source.line, p.source.column, p.message)  # noqa: E731
     return ImportResult(render(docs), sorted(ctx.problems, key=key), sorted(ctx.notes, key=key))
+
+
+def _guarded(res, ctx: Context, step) -> None:
+    """A resource whose fields do not have the shapes Istio or Kubernetes define is listed, never a traceback;
+    what it had added so far stays (each field was checked as it was read)."""
+    try:
+        step()
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError, StopIteration) as exc:
+        ctx.refuse(res, ("spec",) if "spec" in res.data else (), f"not the shape {res.kind} has in its API "
+                   f"({type(exc).__name__}: {exc}); check it with kubectl apply --dry-run=server")
 
 
 def _calls(ctx: Context, calls: dict[str, list[str]]) -> None:

@@ -21,13 +21,7 @@ def protocol_of(port: dict) -> tuple[str, str]:
     return "http", "no appProtocol or name prefix: http assumed (Istio would sniff the protocol)"
 
 
-def read_workloads(resources: list[Resource], ctx: Context) -> None:
-    deployments = [r for r in resources if r.kind == "Deployment"]
-    for res in (r for r in resources if r.kind == "Service"):
-        _service(res, deployments, ctx)
-
-
-def _service(res: Resource, deployments: list[Resource], ctx: Context) -> None:
+def import_service(res: Resource, deployments: list[Resource], ctx: Context) -> None:
     spec = res.spec
     ports = spec.get("ports") or []
     if not ports or not isinstance(ports, list):
