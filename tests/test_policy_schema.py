@@ -59,6 +59,7 @@ CANNOT_SEE = {
         "needs a path",
         "is not an IP address or CIDR block",  # AuthzRule ip_blocks: an address or CIDR, its host bits clear
         "has bits set after its prefix",
+        "at most 4 decimals",  # a Percentage's decimals (a float multipleOf is not exact in JSON Schema validators)
     ),
     # Also invisible, though no error case shows them: requests above limits, names listed twice, the
     # combinations of Rewrite, Redirect and Fault fields, a Secret name that is no DNS label.

@@ -15,7 +15,7 @@ import typing
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
-from pydantic import AfterValidator, BaseModel, TypeAdapter
+from pydantic import AfterValidator, BaseModel, TypeAdapter, WithJsonSchema
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -125,6 +125,10 @@ class SchemaBuilder:
                 schema.setdefault("allOf", []).append(extra)
             for key, value in hint.items():
                 _constrain(schema, key, value)
+            return
+        if isinstance(item, WithJsonSchema) and item.json_schema is not None:  # Percentage says its own schema
+            schema.clear()
+            schema.update(item.json_schema)
             return
         replaced = value_type(item)  # IPAddress is `Annotated[str, _IP]`
         if replaced is not None:
