@@ -94,6 +94,9 @@ REQUIRED = {
     "edge_ranges",  # gateway numbers beyond Envoy's uint32 fields (found by the mesh fuzzer)
     # mesh-wide resilience analysis (issue 14): its warnings, positioned, beside an error
     "resilience_analysis",
+    # per-version traffic policies (issue 15): unknown versions, what cannot be per version, and why
+    "per_version_policy",
+    "per_version_refused",
 }
 
 
