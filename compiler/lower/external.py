@@ -75,7 +75,9 @@ def external_cluster(mesh: Mesh, ev: ExternalView) -> Cluster:
     dns = Dns(DNS_REFRESH, logical=ev.resolve_dns)
     tls = None
     if ext.tls is not None:
-        alpn = ("h2",) if ext.protocol == "grpc" else ()
+        # HTTP/2 over TLS is chosen in the handshake: offer only h2 when the cluster speaks nothing else.
+        http2 = ev.protections["default"].connection_pool.upstream_protocol == "http2"
+        alpn = ("h2",) if ext.protocol == "grpc" or (http2 and ext.protocol == "http") else ()
         tls = OriginateTls(ev.sni, ext.tls.ca, ext.tls.min_version, alpn)
     return Cluster(
         direction="outbound",
