@@ -94,3 +94,19 @@ def test_diff_shows_a_version_change_under_its_version():
         ("versions.v2.connection_pool.max_connections", "changed"),
         ("versions.v2.connection_pool.max_pending_requests", "changed"),
     ]
+
+
+def test_an_external_service_takes_settings_for_its_one_version_default(tmp_path):
+    import shutil
+
+    shutil.copytree(ROOT / "policies" / "egress", tmp_path / "p")
+    routes = tmp_path / "p" / "routes.yaml"
+    routes.write_text(
+        routes.read_text().replace(
+            "service: geo\n", "service: geo\nversions:\n  default:\n    connection_pool: {max_connections: 3}\n"
+        )
+    )
+    view = _view(tmp_path / "p")
+    assert view.externals["geo"].protections["default"].connection_pool.max_connections == 3
+    clusters = [c for s in lower(view).sidecars for c in s.clusters if c.service == "geo"]
+    assert clusters and {c.protection.max_connections for c in clusters} == {3}
