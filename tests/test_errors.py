@@ -97,6 +97,9 @@ REQUIRED = {
     # per-version traffic policies (issue 15): unknown versions, what cannot be per version, and why
     "per_version_policy",
     "per_version_refused",
+    # connection settings (issue 15): HTTP-only ones on tcp, HTTP versions a protocol cannot take, keepalive seconds
+    "connection_settings",
+    "keepalive_seconds",
 }
 
 
