@@ -815,3 +815,48 @@ def test_no_traceback_on_wrong_shapes(tmp_path: Path, case: str) -> None:
                     changed = docs_in[:d] + [_replaced(doc, path, value)] + docs_in[d + 1:]
                     (tmp_path / source.name).write_text(yaml.safe_dump_all(changed))
                     import_istio(others + [tmp_path / source.name])
+
+
+def test_second_virtual_service_destination_rule_request_authentication(tmp_path: Path) -> None:
+    ra = ("apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: j}\nspec:\n"
+          "  selector: {matchLabels: {app: reviews}}\n  jwtRules: [{issuer: x, jwks: '{\"keys\": []}'}]\n")
+    result = run(tmp_path, "---\n".join([vs("- route: [{destination: {host: reviews}}]")] * 2
+                                        + [dr("trafficPolicy: {loadBalancer: {simple: RANDOM}}")] * 2 + [ra, ra]))
+    assert [m.split(": ", 3)[-1] for m in messages(result)] == [
+        "a second VirtualService for reviews: meshc has one Route per service (merge the rules into the first)",
+        "a second DestinationRule for reviews: meshc has one TrafficPolicy per service (merge them into the first)",
+        "a second RequestAuthentication for reviews: meshc has one per service (list every provider in the first)"]
+
+
+def test_selector_of_one_version(tmp_path: Path) -> None:
+    result = run(tmp_path, authz("rules: [{}]").replace("{app: reviews}", "{app: reviews, version: v2}"))
+    assert any("one version of reviews; meshc security policies are per service" in m for m in messages(result))
+
+
+def test_route_to_an_external_service(tmp_path: Path) -> None:
+    result = run(tmp_path, """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ext}
+spec:
+  hosts: [api.example.com]
+  http:
+    - timeout: 3s
+      retries: {attempts: 2}
+      route: [{destination: {host: api.example.com}}]
+""")
+    assert not result.problems, messages(result)
+    assert one(result, "Route") == {"kind": "Route", "service": "api-example-com", "rules": [
+        {"to": {"default": 100}, "timeout": "3s", "retries": {"attempts": 2, "non_idempotent": True}}]}
+    assert "kind: Route" in result.files["external.yaml"]
+    write_files(result.files, tmp_path / "out")
+    diags, view = check_policies(tmp_path / "out")
+    assert view is not None, [str(d.message) for d in diags]

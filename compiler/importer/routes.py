@@ -56,6 +56,10 @@ def import_virtual_service(res: Resource, ctx: Context) -> None:
     if not services:
         return
     service = services[0]
+    if any(d.body["kind"] == "Route" for d in ctx.docs.get(service, [])):
+        ctx.refuse(res, ("spec", "hosts"), f"a second VirtualService for {service}: meshc has one Route per service "
+                   "(merge the rules into the first)")
+        return
     rules = []
     for i, http in enumerate(spec.get("http") or []):
         rules.extend(_http_rule(res, ("spec", "http", i), http, service, ctx))
@@ -73,7 +77,8 @@ def import_virtual_service(res: Resource, ctx: Context) -> None:
             rules.append({"to": to})
     if not rules:
         return
-    ctx.add(service, Doc(f"{service}.yaml", {"kind": "Route", "service": service, "rules": rules},
+    file = f"{service}.yaml" if service in ctx.workloads else "external.yaml"
+    (ctx.add if service in ctx.workloads else lambda _, d: ctx.edge.append(d))(service, Doc(file, {"kind": "Route", "service": service, "rules": rules},
                          [f"from VirtualService {res.name} ({res.where()}): one rule per Istio match, in order"]))
 
 

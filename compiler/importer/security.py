@@ -19,7 +19,12 @@ def _targets(res: Resource, ctx: Context) -> list[str] | None:
     if not sel:
         return None
     picked = [w.name for w in ctx.by_labels(sel, res.namespace)]
-    if not picked:
+    versions = [w.name for w in ctx.workloads.values() if w.namespace == res.namespace and any(
+        all(labels.get(k) == v for k, v in sel.items()) for labels in w.version_labels.values())]
+    if not picked and versions:
+        ctx.refuse(res, ("spec", "selector"), f"selects {sel}: one version of {versions[0]}; meshc security "
+                   "policies are per service")
+    elif not picked:
         ctx.refuse(res, ("spec", "selector"), f"selects {sel}: no imported Service has these labels")
     return picked
 
@@ -291,6 +296,10 @@ def import_request_authentication(res: Resource, ctx: Context) -> None:
                 ctx.refuse(res, path + (key,), "meshc has no equivalent")
         providers.append(p)
     for name in targets:
+        if any(d.body["kind"] == "RequestAuthentication" for d in ctx.docs.get(name, [])):
+            ctx.refuse(res, ("spec", "selector"), f"a second RequestAuthentication for {name}: meshc has one per "
+                       "service (list every provider in the first)")
+            continue
         body = {"kind": "RequestAuthentication", "service": name, "providers": providers,
                 "rules": [{"allow_missing": True}]}
         ctx.add(name, Doc(f"{name}.yaml", body, [

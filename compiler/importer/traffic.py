@@ -19,6 +19,10 @@ def import_destination_rule(res: Resource, ctx: Context) -> None:
     if target in ctx.externals:
         _external(res, target, ctx)
         return
+    if any(d.body["kind"] == "TrafficPolicy" for d in ctx.docs.get(target, [])):
+        ctx.refuse(res, ("spec", "host"), f"a second DestinationRule for {target}: meshc has one TrafficPolicy per "
+                   "service (merge them into the first)")
+        return
     wl = ctx.workloads[target]
     per_version: dict = {}
     if spec.get("subsets"):
