@@ -709,7 +709,7 @@ def test_gateway_and_bound_virtual_service(tmp_path: Path) -> None:
     (("protocol: HTTPS}", "protocol: TCP}"), "TCP: a meshc Gateway listens for http or https"),
     (("mode: MUTUAL", "mode: PASSTHROUGH"), "PASSTHROUGH: a meshc Gateway terminates TLS"),
     (("hosts: [shop.example]\n      tls", "hosts: ['*']\n      tls"), "a meshc certificate names its hosts"),
-    (("{prefix: /ratings}", "{exact: /ratings}"), "uri exact: meshc Gateway routes match a prefix"),
+    (("{prefix: /ratings}", "{regex: /r.*}"), "uri regex: meshc Gateway routes match a prefix"),
     (("route: [{destination: {host: ratings}}]", "route: [{destination: {host: ratings, subset: v1}}]"),
      "subsets at the gateway"),
     (("gateways: [gw, mesh]", "gateways: [other]"), "gateway other: no Istio Gateway of that name"),
@@ -717,6 +717,18 @@ def test_gateway_and_bound_virtual_service(tmp_path: Path) -> None:
 def test_gateway_unsupported(tmp_path: Path, change, message: str) -> None:
     result = run(tmp_path, GATEWAY.replace(*change))
     assert any(message in m for m in messages(result)), messages(result)
+
+
+def test_gateway_exact_uri_is_a_prefix(tmp_path: Path) -> None:
+    result = run(tmp_path, GATEWAY.replace("{prefix: /ratings}", "{exact: /ratings}"))
+    assert one(result, "Gateway")["routes"][0] == {"hosts": ["shop.example"], "path": "/ratings", "to": "ratings"}
+    assert "exact /ratings: a meshc Gateway route matches a prefix" in str(result.notes[0])
+
+
+def test_other_kubernetes_kinds_are_notes(tmp_path: Path) -> None:
+    result = run(tmp_path, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: reviews-sa}\n")
+    assert not result.problems
+    assert str(result.notes[0]).startswith("istio.yaml:2:1: ServiceAccount (v1): skipped")
 
 
 def test_service_entry_and_tls_origination(tmp_path: Path) -> None:

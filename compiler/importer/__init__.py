@@ -27,9 +27,10 @@ class ImportResult:
 
 
 def import_istio(paths: list[Path], mesh_name: str = "mesh") -> ImportResult:
-    resources, problems = read_files([Path(p) for p in paths])
+    resources, problems, notes = read_files([Path(p) for p in paths])
     ctx = Context(mesh_name)
     ctx.problems.extend(problems)
+    ctx.notes.extend(notes)
     policies: dict = {}
     calls: dict[str, list[str]] = {}
     steps = [

@@ -97,6 +97,10 @@ def gateway_routes(res: Resource, gateways: list[str], ctx: Context) -> None:
             for j, m in enumerate(http.get("match") or [{}]):
                 uri = (m or {}).get("uri") or {"prefix": "/"}
                 kind, value = next(iter(uri.items()))
+                if kind == "exact":
+                    ctx.note(res, path + ("match", j, "uri"), f"exact {value}: a meshc Gateway route matches a "
+                             f"prefix, so {value} and longer paths go to {to}")
+                    kind = "prefix"
                 if kind != "prefix":
                     ctx.refuse(res, path + ("match", j, "uri"), f"uri {kind}: meshc Gateway routes match a prefix")
                     continue

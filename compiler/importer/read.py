@@ -68,10 +68,12 @@ class Problem:
         return f"{self.source.file}:{self.source.line}:{self.source.column}: {self.message}"
 
 
-def read_files(paths: list[Path]) -> tuple[list[Resource], list[Problem]]:
-    """Every document of every file, in file then document order; other kinds are reported and skipped."""
+def read_files(paths: list[Path]) -> tuple[list[Resource], list[Problem], list[Problem]]:
+    """Every document of every file, in file then document order; other Istio kinds are problems, other
+    Kubernetes kinds notes (both skipped)."""
     resources: list[Resource] = []
     problems: list[Problem] = []
+    notes: list[Problem] = []
     for path, name in zip(paths, _names(paths)):
         try:
             text = path.read_text(encoding="utf-8")
@@ -81,10 +83,10 @@ def read_files(paths: list[Path]) -> tuple[list[Resource], list[Problem]]:
         docs, errors = parse_yaml(text, name)
         problems.extend(Problem(d.source or Source(name, 1, 1), d.message) for d in errors)
         for doc in docs:
-            res = _resource(doc, name, problems)
+            res = _resource(doc, name, problems, notes)
             if res is not None:
                 resources.append(res)
-    return resources, problems
+    return resources, problems, notes
 
 
 def _names(paths: list[Path]) -> list[str]:
@@ -96,7 +98,7 @@ def _names(paths: list[Path]) -> list[str]:
     return [p.relative_to(common).as_posix() for p in absolute]
 
 
-def _resource(doc: RawDocument, file: str, problems: list[Problem]) -> Resource | None:
+def _resource(doc: RawDocument, file: str, problems: list[Problem], notes: list[Problem]) -> Resource | None:
     data = doc.data
     if data is None:
         return None
@@ -114,6 +116,10 @@ def _resource(doc: RawDocument, file: str, problems: list[Problem]) -> Resource 
         return res
     if kind in KUBERNETES_KINDS and api in ("v1", "apps/v1"):
         return res
+    if group not in ISTIO_GROUPS and not group.endswith(".istio.io"):  # a ServiceAccount, a ConfigMap...: not policy
+        notes.append(Problem(res.at("kind"), f"{kind} ({api or 'no apiVersion'}): skipped (not a policy; meshc "
+                                             "writes the Kubernetes objects its sidecars need)"))
+        return None
     problems.append(Problem(res.at("kind"), f"{kind} ({api or 'no apiVersion'}): not an Istio or Kubernetes kind "
                                             "the import reads; skipped"))
     return None
