@@ -872,3 +872,17 @@ spec:
     write_files(result.files, tmp_path / "out")
     diags, view = check_policies(tmp_path / "out")
     assert view is not None, [str(d.message) for d in diags]
+
+
+def test_sidecar_precedence(tmp_path: Path) -> None:
+    """A workload's own Sidecar wins over its namespace's, which wins over the root namespace's."""
+    sidecar = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: {n}, namespace: {ns}}}\nspec:\n{sel}" \
+              "  egress: [{{hosts: [{hosts}]}}]\n"
+    result = run(tmp_path, "---\n".join([
+        sidecar.format(n="root", ns="istio-system", sel="", hosts='"./*"'),
+        sidecar.format(n="own", ns="default", sel="  workloadSelector: {labels: {app: reviews}}\n",
+                       hosts='"istio-system/*"'),
+    ]))
+    assert not result.problems, messages(result)
+    assert "calls" not in one(result, "Service", "reviews")  # its own Sidecar lists nothing of the mesh
+    assert one(result, "Service", "ratings")["calls"] == ["reviews"]  # the root Sidecar: its namespace

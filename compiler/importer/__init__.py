@@ -32,7 +32,7 @@ def import_istio(paths: list[Path], mesh_name: str = "mesh") -> ImportResult:
     ctx.problems.extend(problems)
     ctx.notes.extend(notes)
     policies: dict = {}
-    calls: dict[str, list[str]] = {}
+    calls: dict[str, tuple[int, list[str]]] = {}
     steps = [
         ("Service", workloads.import_service), ("ServiceEntry", edge.import_service_entry),
         ("Gateway", edge.import_gateway), ("DestinationRule", traffic.import_destination_rule),
@@ -68,12 +68,12 @@ def _guarded(res, ctx: Context, step) -> None:
                    f"({type(exc).__name__}: {exc}); check it with kubectl apply --dry-run=server")
 
 
-def _calls(ctx: Context, calls: dict[str, list[str]]) -> None:
+def _calls(ctx: Context, calls: dict[str, tuple[int, list[str]]]) -> None:
     """`calls` from Sidecar egress hosts; without a Sidecar, every other service and ExternalService (as in Istio)."""
     everyone = sorted(ctx.workloads) + sorted(ctx.externals)
     for name, wl in ctx.workloads.items():
         if name in calls:
-            listed = calls[name]
+            listed = calls[name][1]
             why = "calls: the egress hosts of its Sidecar"
         else:
             listed = [n for n in everyone if n != name]

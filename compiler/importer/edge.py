@@ -162,33 +162,43 @@ def import_service_entry(res: Resource, ctx: Context) -> None:
         ctx.externals[name] = External(name, (host.lower(),), doc, res)
 
 
-def import_sidecar(res: Resource, ctx: Context, calls: dict[str, list[str]]) -> None:
+def import_sidecar(res: Resource, ctx: Context, calls: dict[str, tuple[int, list[str]]]) -> None:
+    """Sidecar egress hosts -> `calls`. As in Istio, a workload's own Sidecar wins over its namespace's, which
+    wins over the root namespace's (istio-system)."""
     spec = res.spec
+    root = res.namespace == "istio-system"
     policy = (spec.get("outboundTrafficPolicy") or {}).get("mode")
     if policy:
         ctx.mesh["egress"] = {"undeclared": "allow" if policy == "ALLOW_ANY" else "refuse"}
         ctx.mesh_comments.append(f"egress: outboundTrafficPolicy {policy} of Sidecar {res.name} "
-                                 f"({res.where('spec', 'outboundTrafficPolicy')})")
+                                 f"({res.where('spec', 'outboundTrafficPolicy')})" + ("" if root else
+                                                                                      ": mesh-wide in meshc"))
     if spec.get("ingress"):
         ctx.refuse(res, ("spec", "ingress"), "meshc sidecars take the Service's port")
     labels = (spec.get("workloadSelector") or {}).get("labels")
-    targets = [w.name for w in ctx.by_labels(labels, res.namespace)] if labels else \
-        [w.name for w in ctx.workloads.values() if w.namespace == res.namespace]
-    for i, eg in enumerate(spec.get("egress") or []):
-        names = []
-        for j, host in enumerate(eg.get("hosts") or []):
-            ns, _, h = str(host).partition("/")
-            ns = res.namespace if ns == "." else ns
-            if h == "*":
-                names.extend(w.name for w in ctx.workloads.values() if ns == "*" or w.namespace == ns)
-                names.extend(ctx.externals)
-                continue
-            target = ctx.resolve(h, ns if ns != "*" else res.namespace)
-            if target is None:
-                if ns != "istio-system":
-                    ctx.refuse(res, ("spec", "egress", i, "hosts", j), f"{host}: no Service or ServiceEntry of that name")
-                continue
-            names.append(target)
-        for t in targets:
-            calls.setdefault(t, [])
-            calls[t].extend(n for n in names if n != t and n not in calls[t])
+    if labels:
+        rank, targets = 0, ctx.by_labels(labels, res.namespace)
+    else:
+        rank, targets = (2, list(ctx.workloads.values())) if root else \
+            (1, [w for w in ctx.workloads.values() if w.namespace == res.namespace])
+    for wl in targets:
+        names: list[str] = []
+        for i, eg in enumerate(spec.get("egress") or []):
+            for j, host in enumerate(eg.get("hosts") or []):
+                ns, _, h = str(host).partition("/")
+                ns = wl.namespace if ns == "." else ns
+                if h == "*":
+                    names.extend(w.name for w in ctx.workloads.values() if ns == "*" or w.namespace == ns)
+                    names.extend(ctx.externals)
+                    continue
+                target = ctx.resolve(h, ns if ns != "*" else wl.namespace)
+                if target is not None:
+                    names.append(target)
+                elif ns != "istio-system" and wl is targets[0]:
+                    ctx.refuse(res, ("spec", "egress", i, "hosts", j), f"{host}: no Service or ServiceEntry of "
+                               "that name")
+        if wl.name not in calls or calls[wl.name][0] > rank:
+            calls[wl.name] = (rank, [])
+        if calls[wl.name][0] == rank:
+            listed = calls[wl.name][1]
+            listed.extend(n for n in dict.fromkeys(names) if n != wl.name and n not in listed)
