@@ -213,7 +213,7 @@ def tcp_side(t: Trace, listener: TcpListener, who: str | None, peer: str | None 
     if listener.split:  # a tcp Route on one host: this sidecar draws the version (compiler/lower/tcp.py)
         split = ", ".join(f"{x.cluster.version} {percent_text(x.weight)}%" for x in listener.split)
         t.step("callee", "targets", f"one version drawn per connection: {split} (tcp Route; bytes, nothing else "
-               "applies)", listener.split[0].cluster.source, weights={x.cluster.version: x.weight for x in listener.split})
+               "applies)", listener.source, weights={x.cluster.version: x.weight for x in listener.split})
         return c.version
     t.step("callee", "endpoints", f"{c.version}: {', '.join(str(e) for e in c.endpoints)} (bytes, nothing else applies)",
            c.source, version=c.version)

@@ -46,6 +46,7 @@ from compiler.lower.external import (
 from compiler.lower.kubernetes import ca_bundles, kubernetes_sidecar
 from compiler.lower.protection import bucket, hash_key, protection
 from compiler.lower.routes import VERSION_HEADER, lower_rule
+from compiler.lower.tcp import source as tcp_source
 from compiler.lower.tcp import split as tcp_split
 from compiler.policy import PolicySet, RouteRule
 from compiler.policy.resolved import Resolved, ServiceView, resolve
@@ -216,7 +217,8 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
         one, weighted = tcp_split(sv, {c.version: c for c in inbound_clusters}, here=not sv.in_pods)
         listeners.append(
             TcpListener(
-                "inbound", p.address, p.inbound_port, one or default, svc.source, tls_mode=tls_mode,
+                "inbound", p.address, p.inbound_port, one or default,
+                tcp_source(sv, svc.source) if not sv.in_pods else svc.source, tls_mode=tls_mode,
                 access=access(shared.view, sv.authz), split=weighted,
             )
         )

@@ -11,6 +11,7 @@ A Route applies to every caller alike, so both give each caller the same shares.
 
 from __future__ import annotations
 
+from compiler.diagnostics import Source
 from compiler.ir import Cluster, Target
 from compiler.policy.resolved import ServiceView
 
@@ -34,3 +35,8 @@ def split(sv: ServiceView, clusters: dict[str, Cluster], here: bool) -> tuple[Cl
     if len(drawn) == 1:
         return clusters[drawn[0][0]], ()
     return None, tuple(Target(clusters[v], w) for v, w in drawn)
+
+
+def source(sv: ServiceView, default: Source) -> Source:
+    """Where a drawing listener's weights come from: the tcp Route's rule (`default` without one)."""
+    return sv.route.where("rules", 0, "to") if weights(sv) else default
