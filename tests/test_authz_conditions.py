@@ -91,6 +91,9 @@ def test_diff_decides_namespaces_and_negations_and_leaves_ip_blocks_open():
     assert decide(access, web, "DELETE", "/x") == DENIED
     assert decide(access, ops, "GET", "/x") == CONDITIONAL, "not web, and maybe from 127.0.0.0/8"
     assert decide(access, None, "GET", "/x") == CONDITIONAL
+    # on one host the caller's address is its sidecar's: the IP block is decided
+    assert decide(access, ops, "GET", "/x", peer="127.0.50.2") == ALLOWED
+    assert decide(access, ops, "GET", "/x", peer="10.0.0.1") == DENIED
 
 
 def test_kubelet_style_health_checks_see_the_new_conditions():

@@ -5,14 +5,15 @@ which is what its Envoy enforces, the Mesh's `authorization.default` included. T
 services and gateways that exist (each by its SPIFFE identity on that side); the requests are the paths
 and methods that the target's rules mention on either side, plus one representative of everything
 else ("other paths", "other methods"). A rule that also needs request headers or JWT claims makes the
-outcome `conditional` (it depends on what the request carries), as do IP blocks (it depends on the
-address it comes from); namespaces and the `not_` conditions are decided like `from`, paths and methods.
+outcome `conditional` (it depends on what the request carries), as do IP blocks when the caller's
+address is not known (in pods; on one host it is its sidecar's own); namespaces and the `not_` conditions are decided like `from`, paths and methods.
 A dry-run policy refuses nothing, so its requests are `allowed`. A call to a service without mTLS carries no identity; a caller without a
 certificate is refused by a strict service before any rule (`refused (no mTLS)`). A tcp service is authorized per connection, on the caller only (`connect`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from compiler.explain.match import path_matches  # Envoy's path matching, RE2 regexes (shared with explain)
@@ -73,9 +74,21 @@ def callers(ir: MeshIR) -> dict[str, str | None]:
     return {sc.service: (sc.tls.identity if sc.tls else None) for sc in ir.sidecars}
 
 
-def _rule(rule: AccessRule, identity: str | None, method: str | None, path: str | None) -> str | None:
+def addresses(ir: MeshIR) -> dict[str, str | None]:
+    """Service or gateway name -> the address its connections come from (one host: its sidecar's own; None in
+    pods or elsewhere, where IP blocks stay `conditional`)."""
+    return {sc.service: sc.source_address for sc in ir.sidecars}
+
+
+def _in(peer: str, blocks: tuple[str, ...]) -> bool:
+    return any(ipaddress.ip_address(peer) in ipaddress.ip_network(b) for b in blocks)
+
+
+def _rule(rule: AccessRule, identity: str | None, method: str | None, path: str | None,
+          peer: str | None = None) -> str | None:
     """True-ish outcome of one rule: ALLOWED (it matches), None (it does not), CONDITIONAL (only with some
-    headers or claims). `method`/`path` None: a connection (tcp), where only the caller counts."""
+    headers or claims, or on IP blocks when the caller's address is not known). `method`/`path` None: a
+    connection (tcp), where only the caller counts."""
     if rule.principals and identity not in rule.principals:
         return None
     if rule.namespaces and not (identity and identity.startswith(rule.namespaces)):
@@ -89,32 +102,39 @@ def _rule(rule: AccessRule, identity: str | None, method: str | None, path: str 
             return None
         if method in rule.not_methods or any(path_matches(p, path) for p in rule.not_paths):
             return None
-    # IP blocks: it depends on the address the request comes from
-    return CONDITIONAL if (rule.headers or rule.claims or rule.ip_blocks or rule.not_ip_blocks) else ALLOWED
+    if peer is not None:
+        if (rule.ip_blocks and not _in(peer, rule.ip_blocks)) or (rule.not_ip_blocks and _in(peer, rule.not_ip_blocks)):
+            return None
+        blocks_unknown = False
+    else:  # it depends on the address the request comes from
+        blocks_unknown = bool(rule.ip_blocks or rule.not_ip_blocks)
+    return CONDITIONAL if (rule.headers or rule.claims or blocks_unknown) else ALLOWED
 
 
-def decide(access: Access | None, identity: str | None, method: str | None, path: str | None) -> str:
+def decide(access: Access | None, identity: str | None, method: str | None, path: str | None,
+           peer: str | None = None) -> str:
     if access is None or access.dry_run:
         return ALLOWED
-    denied = [_rule(r, identity, method, path) for r in access.deny]
+    denied = [_rule(r, identity, method, path, peer) for r in access.deny]
     if ALLOWED in denied:
         return DENIED
     if access.allow is None:
         verdict = ALLOWED
     else:
-        allowed = [_rule(r, identity, method, path) for r in access.allow]
+        allowed = [_rule(r, identity, method, path, peer) for r in access.allow]
         verdict = ALLOWED if ALLOWED in allowed else CONDITIONAL if CONDITIONAL in allowed else DENIED
     return CONDITIONAL if (CONDITIONAL in denied and verdict != DENIED) else verdict
 
 
-def outcome(target: Inbound, identity: str | None, method: str | None, path: str | None) -> str:
+def outcome(target: Inbound, identity: str | None, method: str | None, path: str | None,
+            peer: str | None = None) -> str:
     """What the target does with a caller's request: a plaintext call carries no identity; a strict
     service refuses it before any rule."""
     if target.tls_mode is None:
         identity = None
     elif identity is None and target.tls_mode == "strict":
         return NO_MTLS
-    return decide(target.access, identity, method, path)
+    return decide(target.access, identity, method, path, peer)
 
 
 def _rules(access: Access | None) -> tuple[AccessRule, ...]:
@@ -139,22 +159,24 @@ def pair_changes(old: MeshIR, new: MeshIR) -> list[Pair]:
     gateways) of the new side (one that is new is tried against the old rules with its new identity)."""
     old_in, new_in = inbound(old), inbound(new)
     old_callers, new_callers = callers(old), callers(new)
+    old_at, new_at = addresses(old), addresses(new)
     out: list[Pair] = []
     for service in sorted(set(old_in) & set(new_in)):
         a, b = old_in[service], new_in[service]
-        if a == b and old_callers == new_callers:
+        if a == b and old_callers == new_callers and old_at == new_at:
             continue
         tcp = a.tcp or b.tcp
         tries = [(CONNECT, None, "", None)] if tcp else requests([a.access, b.access])
         unchanged = a == b  # then only callers that are new or known by another identity can fare otherwise
         for caller in sorted(new_callers):
-            if caller == service or (unchanged and old_callers.get(caller, "") == new_callers[caller]):
+            same_caller = old_callers.get(caller, "") == new_callers[caller] and old_at.get(caller, "") == new_at[caller]
+            if caller == service or (unchanged and same_caller):
                 continue
             id_old = old_callers.get(caller, new_callers.get(caller))
             id_new = new_callers.get(caller, id_old)
             for method_label, method, path_label, path in tries:
-                before = outcome(a, id_old, method, path)
-                after = outcome(b, id_new, method, path)
+                before = outcome(a, id_old, method, path, old_at.get(caller, new_at.get(caller)))
+                after = outcome(b, id_new, method, path, new_at.get(caller))
                 if before != after:
                     out.append(Pair(caller, service, method_label, path_label, before, after, (method, path)))
     return out
