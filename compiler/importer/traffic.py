@@ -37,6 +37,10 @@ def import_destination_rule(res: Resource, ctx: Context) -> None:
                 if own:
                     per_version[version] = own
         wl.service["versions"] = versions
+        subset_labels = [str((sub.get("labels") or {}).get("version")) for sub in spec["subsets"]]
+        for label in sorted(set(wl.version_labels) - set(subset_labels)):
+            ctx.note(res, ("spec", "subsets"), f"the Deployment of {target} labelled version {label} is in no subset: "
+                     "it is not a meshc version (its pods get no traffic)")
         comments = ctx.docs[target][0].comments
         comments[:] = [c for c in comments if not c.startswith("versions:")]
         comments.append(
