@@ -118,6 +118,21 @@ def test_namespaces_ip_blocks_and_negations(live_mesh, tmp_path, echo):  # noqa:
     totals = http_stats(cart)
     assert totals.get("deny.denied") == 1 and totals.get("allow.denied") == 4 and totals.get("allow.allowed") == 5, totals
 
+    # ip_blocks is the connection's peer: X-Forwarded-For cannot forge it either way.
+    scanner, frontend = (live_mesh.placement(n).address for n in ("scanner", "frontend"))
+    forged = [
+        ("scanner", {"x-forwarded-for": frontend}, 403),  # still scanner's address: deny[0]
+        ("frontend", {"x-forwarded-for": scanner}, 200),  # still frontend's: not denied
+    ]
+    for caller, headers, status in forged:
+        r = live_mesh.call_one(caller, "cart", "/items", headers=headers)
+        assert r.status == status, (caller, headers, r.status, r.text)
+        said = explain(ir, Request(caller, "cart", "GET", "/items", tuple(headers.items()))).outcome
+        assert (said.status if said.kind == "response" else 200) == status, said
+    assert scanner in cart_app.requests[-1].headers.get("x-forwarded-for", ""), "the forged header reached the app"
+    totals = http_stats(cart)
+    assert totals.get("deny.denied") == 2, totals
+
     # inventory (tcp): any namespace but ops, from any address but frontend's: only batch and scanner pass.
     port = next(s for s in ir.sidecars if s.service == "inventory").listeners[0].port
     inventory = live_mesh["inventory"]
