@@ -50,6 +50,11 @@ def _in_blocks(peer: str, blocks: tuple[str, ...]) -> bool:
     return any(address in ipaddress.ip_network(b) for b in blocks)
 
 
+def _names(prefixes: tuple[str, ...]) -> str:
+    """Namespaces by name: `spiffe://<td>/ns/<ns>/sa/` -> `<ns>`."""
+    return ", ".join(p.rsplit("/ns/", 1)[-1].removesuffix("/sa/") for p in prefixes)
+
+
 def _who_mismatch(rule: AccessRule, who: str | None, peer: str | None) -> str | None:
     """Why the caller is not who the rule is about (None: it is). A plaintext caller has no identity, so it is
     none of `from`/`namespaces` and meets every `not_from`/`not_namespaces`."""
@@ -57,11 +62,11 @@ def _who_mismatch(rule: AccessRule, who: str | None, peer: str | None) -> str | 
     if rule.principals and who not in rule.principals:
         return f"from {', '.join(rule.principals)}: caller is {caller}"
     if rule.namespaces and not (who and any(who.startswith(n) for n in rule.namespaces)):
-        return f"namespaces {', '.join(n + '*' for n in rule.namespaces)}: caller is {caller}"
+        return f"namespaces {_names(rule.namespaces)}: caller is {caller}"
     if who is not None and who in rule.not_principals:
         return f"not_from {', '.join(rule.not_principals)}: caller is {who}"
     if who is not None and any(who.startswith(n) for n in rule.not_namespaces):
-        return f"not_namespaces {', '.join(n + '*' for n in rule.not_namespaces)}: caller is {who}"
+        return f"not_namespaces {_names(rule.not_namespaces)}: caller is {who}"
     if (rule.ip_blocks or rule.not_ip_blocks) and peer is None:
         return "ip blocks: the caller's address is not known here (it runs in pods)"
     if rule.ip_blocks and not _in_blocks(peer, rule.ip_blocks):
