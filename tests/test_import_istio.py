@@ -3,7 +3,7 @@
 Fixture cases live in tests/import/<case>/: `input/*.yaml` is what a user has, `expected/` is what the import
 writes plus `problems.txt` (what is not imported, then the notes). Regenerate after an intended change with
 `MESHC_REGEN=1 .venv/bin/python -m pytest -q tests/test_import_istio.py` and review the diff. Every case's
-output must pass `meshc check` with no error. The unit tests below map one Istio field each (or check the
+output must pass `meshc check` with no error and build. The unit tests below map one Istio field each (or check the
 message for one that cannot be imported).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler.build import check_policies
+from compiler.build import build, check_policies
 from compiler.cli import main
 from compiler.importer import import_istio
 from compiler.importer.write import write_files
@@ -50,9 +50,9 @@ def test_case(case: str, tmp_path: Path) -> None:
     for name in want:
         assert got[name] == want[name], f"{case}/{name}: run with MESHC_REGEN=1 and review the change"
     write_files(result.files, tmp_path / "policies")
-    diags, view = check_policies(tmp_path / "policies")
-    errors = [f"{d.source}: {d.code} {d.message}" for d in diags if d.is_error]
-    assert view is not None and not errors, errors
+    built = build(tmp_path / "policies")  # meshc check's checks, then the sidecars' configs and manifests
+    errors = [f"{d.source}: {d.code} {d.message}" for d in built.diagnostics if d.is_error]
+    assert built.ok and not errors, errors
 
 
 def test_output_is_deterministic() -> None:
