@@ -108,8 +108,16 @@ def _conditions(rule: AccessRule) -> str:
         parts.append(",".join(rule.methods))
     if rule.paths:
         parts.append(", ".join(_cond_path(p) for p in rule.paths))
+    if rule.not_methods:
+        parts.append("not " + ",".join(rule.not_methods))
+    if rule.not_paths:
+        parts.append("not " + ", ".join(_cond_path(p) for p in rule.not_paths))
     parts += [_cond_header(h) for h in rule.headers]
     parts += [f"claim {k}={v}" for k, v in rule.claims]
+    if rule.ip_blocks:
+        parts.append("from " + ", ".join(rule.ip_blocks))
+    if rule.not_ip_blocks:
+        parts.append("not from " + ", ".join(rule.not_ip_blocks))
     return " ".join(parts)
 
 
@@ -124,7 +132,12 @@ def authz_text(access: Access | None, principal: str | None) -> tuple[str, str]:
         return "open", "authz open"
 
     def applies(rule: AccessRule) -> bool:
-        return not rule.principals or principal in rule.principals
+        """The rule is about this caller: its callers and namespaces name it, its `not_` ones do not."""
+        if rule.principals and principal not in rule.principals:
+            return False
+        if rule.namespaces and not (principal and principal.startswith(rule.namespaces)):
+            return False
+        return principal is None or not (principal in rule.not_principals or principal.startswith(rule.not_namespaces or ("\0",)))
 
     denies = [r for r in access.deny if applies(r)]
     allows = None if access.allow is None else [r for r in access.allow if applies(r)]
