@@ -258,3 +258,72 @@ def test_tcp_canary(live_mesh, echoes):
     # The draw happens on ledger's sidecar (one host): its tcp_proxy has the weighted clusters.
     dump = json.dumps(ledger.config_dump("dynamic_listeners"))
     assert "weighted_clusters" in dump and '"weight": 90' in dump and '"weight": 10' in dump
+
+
+# --------------------------------------------------------------------------
+# tcp canary in pods (the cluster in a box: tests/harness/cluster.py)
+# --------------------------------------------------------------------------
+
+POD_N = 300  # connections of the tcp canary in pods
+
+
+def _over_tcp(netns: str, port: int) -> dict:
+    """One connection from inside `netns` to its sidecar's outbound tcp listener; an HTTP request as the
+    bytes (the tcp proxy does not read them; the pod's app answers JSON naming its version and pod)."""
+    from harness.netns import socket_in
+
+    sock = socket_in(netns)
+    sock.settimeout(IO_TIMEOUT)
+    got = b""
+    try:
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: ledger\r\nConnection: close\r\n\r\n")
+        deadline = time.monotonic() + IO_TIMEOUT
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+            head, _, body = got.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), None)
+            if length is not None and len(body) >= length:
+                break
+    finally:
+        sock.close()
+    return json.loads(got.partition(b"\r\n\r\n")[2])
+
+
+def test_tcp_canary_in_pods_is_drawn_by_the_caller(kube_cluster):
+    """{v1: 80, v2: 20} on a tcp service in pods: the caller's outbound tcp listener draws each connection's
+    version over the versions' headless Services; 300 connections, v2 within 60 ± 5 sd (sd 6.9): 25..95,
+    and every pod that answered is of the version the caller's sidecar connected to."""
+    c = kube_cluster
+    c.build([
+        c.mesh_doc(),
+        {"kind": "Service", "name": "frontend", "port": 9080, "app_port": 9081, "calls": ["ledger"]},
+        {"kind": "Service", "name": "ledger", "protocol": "tcp", "port": 5432, "app_port": 9081,
+         "versions": {"v1": {}, "v2": {}}, "default_version": "v1"},
+        {"kind": "Route", "service": "ledger", "rules": [{"to": {"v1": 80, "v2": 20}}]},
+    ])
+    assert c.last_build.ok, [d.render() for d in c.last_build.diagnostics]
+    c.run_pods([("frontend", "default", 1), ("ledger", "v1", 2), ("ledger", "v2", 1)])
+    caller = c.pod("frontend-default-0")
+    c.wait_routable(caller, "ledger")
+    seen: dict[str, int] = {}
+    pods: dict[str, int] = {}
+    started = time.monotonic()
+    for i in range(POD_N):
+        if time.monotonic() - started > 120:
+            pytest.fail(f"tcp canary in pods: only {i} of {POD_N} connections in 120 s")
+        answer = _over_tcp(caller.netns, 5432)
+        assert answer["service"] == "ledger", answer
+        seen[answer["version"]] = seen.get(answer["version"], 0) + 1
+        pods[answer["pod"]] = pods.get(answer["pod"], 0) + 1
+    stats = {v: caller.envoy.stat(f"cluster.outbound|ledger|{v}.upstream_cx_total") for v in ("v1", "v2")}
+    low, high = band(POD_N, 0.20)
+    print(f"\ntcp canary 80/20 in pods over {POD_N} connections: {seen} by pod {pods} "
+          f"(v2 allowed {low:.0f}..{high:.0f}); the caller's sidecar connected {stats}")
+    assert sum(seen.values()) == POD_N and set(seen) <= {"v1", "v2"}
+    assert low <= seen.get("v2", 0) <= high
+    assert stats == {"v1": seen.get("v1", 0), "v2": seen.get("v2", 0)}  # the caller drew, the pods agree
+    assert all(p.startswith(("ledger-v1-", "ledger-v2-")) for p in pods)
