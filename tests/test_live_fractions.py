@@ -13,6 +13,9 @@
    `weighted_clusters` over its inbound clusters): 400 connections through the
    caller's outbound tcp listener split 90/10 within mean ± 5 sd, as the echo
    apps and Envoy's per-cluster connection counters both count.
+3. The same canary in pods (the cluster in a box, tests/harness/cluster.py):
+   the caller's outbound tcp listener draws over the versions' headless
+   Services, and the pod that answers is of the drawn version.
 
 Loopback only; every loop is bounded in count and time.
 """
