@@ -86,8 +86,17 @@ def _apply_ops(t: Trace, side: Side, what: str, ops, source) -> None:
     t.step(side, what, "; ".join(parts), source)
 
 
-def _location(r: Redirect, host: str, path: str, matched_prefix: str | None) -> str:
-    scheme = r.scheme or "http"
+def _request_scheme(t: Trace, listener: HttpListener) -> str:
+    """The scheme a redirect that names none keeps (Envoy: the request's x-forwarded-proto). A gateway's edge
+    listener sets that header itself (https on a TLS listener); a sidecar's outbound listener keeps the app's."""
+    if listener.edge is not None:
+        return "https" if listener.edge.tls is not None else "http"
+    sent = (t.headers.get("x-forwarded-proto") or "").split(",")[0].strip().lower()
+    return sent if sent in ("http", "https") else "http"
+
+
+def _location(r: Redirect, host: str, path: str, matched_prefix: str | None, scheme: str = "http") -> str:
+    scheme = r.scheme or scheme
     name = r.host or host.split(":")[0]
     port = f":{r.port}" if r.port else ""
     p, sep, q = path.partition("?")
@@ -175,7 +184,7 @@ def act(t: Trace, side: Side, sidecar: Sidecar, listener: HttpListener, route: H
     if route.redirect is not None:
         r = route.redirect
         matched = route.path.value if route.path.kind == "prefix" else None
-        location = _location(r, host, t.path, matched)
+        location = _location(r, host, t.path, matched, _request_scheme(t, listener))
         t.step(side, "redirect", f"{r.code} to {location}", src, status=r.code, location=location)
         return Answer(status=r.code, route=route)
     if route.respond is not None:
