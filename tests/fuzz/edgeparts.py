@@ -215,6 +215,9 @@ def gateway(g: Gen, names: list[str], protocols: list[str], in_pods: bool, k: in
         r: dict = {"to": g.draw(st.sampled_from(targets))}
         if g.bool():
             r["hosts"] = g.draw(st.lists(st.sampled_from(HOSTS), min_size=1, max_size=2, unique=True))
+            if rare(g, 11):
+                g.used.add("gateway.route-host")
+                r["hosts"] = sorted(set(r["hosts"]) | {g.draw(st.sampled_from(ODD_HOSTS))})
         if g.bool():
             r["path"] = g.edge("gateway.route-path", st.sampled_from(["/", "/api", "/api/", "/shop/v1"]),
                                st.sampled_from(ODD_ROUTE_PATHS))
