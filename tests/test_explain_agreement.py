@@ -119,6 +119,14 @@ def curated(tokens: dict[str, str]) -> list[Case]:
         Case("frontend", "reviews", "GET", "/x", (("x-block", "1"),)),  # deny[1]
         Case("frontend", "reviews", "GET", "/a/../admin"),  # deny[0] after normalisation
         Case("frontend", "reviews", "GET", "/reviews/1", (("end-user", "jason"),)),  # v3, certain
+        # The address and namespace rules, whatever the draw: PATCH from frontend's address (allow[6]) and from the
+        # gateway's (deny[3]), the gateway's POST off /public (deny[4]), OPTIONS from namespace default (allow[5])
+        # but not from the gateway.
+        Case("frontend", "reviews", "PATCH", "/x"),
+        Case(GW, None, "PATCH", "/x", host=SHOP),
+        Case(GW, None, "POST", "/x", host=SHOP),
+        Case("frontend", "reviews", "OPTIONS", "/x"),
+        Case(GW, None, "OPTIONS", "/x", host=SHOP),
         # Disagreements found by this test once (explain fixed since): a token for another audience is 403,
         # even with a bad signature (jwt_authn checks the audience before the signature), but 401 when expired;
         # query parameters are matched as sent, not percent-decoded; normalisation decodes only unreserved
