@@ -103,3 +103,20 @@ def _cluster_in_a_box(cls, request, tmp_path, envoy_path):
             if tails:
                 print(f"\n=== cluster in a box logs ({tmp_path}) ===\n{tails}")
         cluster.close()
+
+
+@pytest.fixture
+def apps():
+    """`apps(handler_cls)` starts a raw-socket test app (tests/harness/socketapp.py); all stop at teardown."""
+    from harness.socketapp import App
+
+    started: list[App] = []
+
+    def make(handler_cls) -> App:
+        app = App(handler_cls)
+        started.append(app)
+        return app
+
+    yield make
+    for app in started:
+        app.stop()

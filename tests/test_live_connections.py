@@ -14,7 +14,6 @@ import re
 import socket
 import socketserver
 import subprocess
-import threading
 
 import h2.config
 import h2.connection
@@ -22,6 +21,7 @@ import h2.events
 import h2.exceptions
 import pytest
 
+from harness.socketapp import App
 from harness import report, wait_until
 
 pytestmark = pytest.mark.envoy
@@ -167,54 +167,6 @@ def test_tcp_keepalive_reaches_the_socket(live_mesh, keepalive):
 # --------------------------------------------------------------------------
 # 4. upstream_protocol: http2
 # --------------------------------------------------------------------------
-
-
-class _ThreadedTCP(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    block_on_close = False
-
-
-class App:
-    """A socketserver app on 127.0.0.1 (free port); records what it saw."""
-
-    def __init__(self, handler_cls):
-        self.server = _ThreadedTCP(("127.0.0.1", 0), handler_cls)
-        self.server.app = self  # type: ignore[attr-defined]
-        self.port = self.server.server_address[1]
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.records: list = []
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def record(self, item) -> None:
-        with self.lock:
-            self.records.append(item)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.thread.join(timeout=5)
-        self.server.server_close()
-
-
-@pytest.fixture
-def apps():
-    started: list[App] = []
-
-    def make(handler_cls) -> App:
-        a = App(handler_cls)
-        started.append(a)
-        return a
-
-    yield make
-    for a in started:
-        a.stop()
 
 
 class H2cOrHttp1(socketserver.BaseRequestHandler):

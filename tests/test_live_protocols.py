@@ -26,7 +26,6 @@ import http.client
 import re
 import socket
 import socketserver
-import threading
 import time
 from collections import Counter
 
@@ -35,6 +34,7 @@ import h2.connection
 import h2.events
 import pytest
 
+from harness.socketapp import App
 from harness import HarnessError, report, wait_until
 
 pytestmark = pytest.mark.envoy
@@ -50,54 +50,6 @@ def stats_of(sidecar, prefix: str) -> dict[str, int]:
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
-
-
-class _ThreadedTCP(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    block_on_close = False
-
-
-class App:
-    """A socketserver app on 127.0.0.1 with a free port, served in a thread; `stop()` at teardown."""
-
-    def __init__(self, handler_cls: type[socketserver.BaseRequestHandler]):
-        self.server = _ThreadedTCP(("127.0.0.1", 0), handler_cls)
-        self.server.app = self  # type: ignore[attr-defined]
-        self.host, self.port = self.server.server_address[:2]
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.records: list = []
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def record(self, item) -> None:
-        with self.lock:
-            self.records.append(item)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.thread.join(timeout=5)
-        self.server.server_close()
-
-
-@pytest.fixture
-def apps():
-    started: list[App] = []
-
-    def make(handler_cls) -> App:
-        a = App(handler_cls)
-        started.append(a)
-        return a
-
-    yield make
-    for a in started:
-        a.stop()
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:

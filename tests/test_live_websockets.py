@@ -18,7 +18,8 @@ import pytest
 from compiler.explain import Request, explain
 from harness import report
 from harness.gateway import start_gateway
-from test_live_connections import CALLEE, CALLER, IO_TIMEOUT, App, apps  # noqa: F401 (apps: a fixture)
+from harness.socketapp import App
+from test_live_connections import CALLEE, CALLER, IO_TIMEOUT
 
 pytestmark = pytest.mark.envoy
 
