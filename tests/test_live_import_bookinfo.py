@@ -1,0 +1,107 @@
+"""`meshc import istio` on Bookinfo (tests/import/bookinfo/input), run in real Envoy on loopback.
+
+The import is done in-process (`import_istio`, what `meshc import istio` calls) and checked against the committed
+fixture first. Its output is written for a Kubernetes pod (every Service on port 9080 with its app moved to 19080,
+the Gateway on port 8080 on every address); the test relocates it to loopback before building - it rewrites
+addresses, nothing else: each Service gets its own loopback address and free ports (`LiveMesh.service`) and each
+version's endpoint is a test app; the Gateway gets a loopback address, a free listener port and an admin port; the
+Mesh gets a trust domain and the certificates `meshc certs` would write. Routes, retries, faults, mirrors,
+traffic and authorization policies are the imported ones, unchanged. Then what the Istio docs say of the original:
+
+- traffic shifting: reviews 90/10 v1/v2 (400 requests from productpage; v2 in a binomial band);
+- request routing: `end-user: jason` always goes to reviews v2;
+- fault injection: ratings aborts jason's requests with HTTP 500, others pass;
+- authorization: productpage answers through the ingress gateway, and 403 when another service calls it directly
+  (reviews), while reviews may call ratings (its own AuthorizationPolicy allows it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from compiler import certs
+from compiler.importer import import_istio
+
+from harness.client import send_many
+from harness.gateway import start_gateway
+
+CASE = Path(__file__).parent / "import" / "bookinfo"
+TRUST_DOMAIN = "bookinfo.test"
+GW = "bookinfo-gateway"
+VERSIONS = {"productpage": ["v1"], "details": ["v1"], "reviews": ["v1", "v2", "v3"], "ratings": ["v1"]}
+N = 400
+
+
+def _imported() -> list[dict]:
+    result = import_istio(sorted((CASE / "input").glob("*.yaml")), mesh_name="bookinfo")
+    for name, text in result.files.items():  # the same import the fixture test pins
+        assert text == (CASE / "expected" / name).read_text(encoding="utf-8"), name
+    assert not result.problems, result.problems
+    return [d for text in result.files.values() for d in yaml.safe_load_all(text) if d]
+
+
+def _relocate(docs: list[dict], live_mesh) -> tuple[list, dict]:
+    """The imported documents with loopback addresses and ports; the apps of every version."""
+    apps = {s: {v: live_mesh.upstream(s, v) for v in vs} for s, vs in VERSIONS.items()}
+    out: list = []
+    for d in docs:
+        if d["kind"] == "Mesh":
+            assert d["mtls"] == {"mode": "strict"}, d
+            out.append(dict(d, trust_domain=TRUST_DOMAIN, mtls={"mode": "strict", "certs_dir": "/etc/meshc/certs"}))
+        elif d["kind"] == "Service":
+            rest = {k: v for k, v in d.items() if k not in ("kind", "name", "port", "app_port", "versions", "calls")}
+            assert sorted(d["versions"]) == VERSIONS[d["name"]], d
+            out.append(live_mesh.service(d["name"], versions=apps[d["name"]], calls=d["calls"], **rest))
+        elif d["kind"] == "Gateway":
+            address = live_mesh.loopback.address()
+            port = live_mesh.loopback.port
+            listeners = [dict(listener, port=port(address)) for listener in d["listeners"]]
+            out.append(dict(d, address=address, admin_port=port(address), listeners=listeners))
+        else:
+            out.append(d)
+    return out, apps
+
+
+def test_bookinfo_imported_runs_as_istio_says(live_mesh, tmp_path):
+    docs, apps = _relocate(_imported(), live_mesh)
+    root = tmp_path / "certs"
+    result = live_mesh.build(docs, certs_root=str(root))
+    assert result.ok and not [d for d in result.diagnostics if d.is_error], [d.render() for d in result.diagnostics]
+    identities = {s.service: s.tls.identity for s in result.ir.sidecars}
+    assert sorted(identities) == sorted([GW, *VERSIONS]), identities
+    certs.write_service_certs(root, TRUST_DOMAIN, identities)  # what `meshc certs` writes
+    live_mesh.start(*VERSIONS)
+    gw = start_gateway(live_mesh, GW)
+
+    # traffic shifting: 90/10 between reviews v1 and v2 (v3 gets nothing)
+    shifted = live_mesh.call("productpage", "reviews", "/reviews/0", N)
+    got = {v: sum(1 for r in shifted if r.status == 200 and r.json()["version"] == v) for v in ("v1", "v2", "v3")}
+    assert got["v1"] + got["v2"] == N and got["v3"] == 0, got
+    assert 15 <= got["v2"] <= 65, got  # binomial(400, 0.1): mean 40, sd 6; the band is about +-4 sd
+    print(f"\nreviews split over {N}: {got}")
+
+    # request routing: jason always sees v2
+    jason = live_mesh.call("productpage", "reviews", "/reviews/0", 40, headers={"end-user": "jason"})
+    assert [r.status for r in jason] == [200] * 40
+    assert {r.json()["version"] for r in jason} == {"v2"}
+
+    # fault injection: ratings aborts jason with HTTP 500 before the app; others reach ratings v1
+    ratings_before = apps["ratings"]["v1"].count
+    aborted = live_mesh.call("reviews", "ratings", "/ratings/0", 10, headers={"end-user": "jason"})
+    assert [r.status for r in aborted] == [500] * 10
+    assert apps["ratings"]["v1"].count == ratings_before
+    fine = live_mesh.call("reviews", "ratings", "/ratings/0", 5)
+    assert [r.status for r in fine] == [200] * 5 and {r.json()["version"] for r in fine} == {"v1"}
+
+    # authorization: productpage through the ingress gateway, not directly from reviews
+    host, port = gw.edge("http")
+    page = send_many(host, port, 5, "/productpage", host_header="bookinfo.example.com")
+    assert [r.status for r in page] == [200] * 5, [(r.status, r.body[:200]) for r in page]
+    assert {r.json()["path"] for r in page} == {"/productpage"}
+    unrouted = send_many(host, port, 1, "/admin", host_header="bookinfo.example.com")
+    assert unrouted[0].status == 404
+    direct = live_mesh.call("reviews", "productpage", "/productpage", 5)
+    assert [r.status for r in direct] == [403] * 5
+    assert apps["productpage"]["v1"].count == 5  # only the gateway's requests reached the app
