@@ -10,6 +10,8 @@ traffic and authorization policies are the imported ones, unchanged. Then what t
 
 - traffic shifting: reviews 90/10 v1/v2 (400 requests from productpage; v2 in a binomial band);
 - request routing: `end-user: jason` always goes to reviews v2;
+- retries: reviews' route retries a 5xx (two attempts), so one 503 from each version still answers 200;
+- mirroring: every request to details is copied to reviews v3;
 - fault injection: ratings aborts jason's requests with HTTP 500, others pass;
 - authorization: productpage answers through the ingress gateway, and 403 when another service calls it directly
   (reviews), while reviews may call ratings (its own AuthorizationPolicy allows it).
@@ -86,6 +88,22 @@ def test_bookinfo_imported_runs_as_istio_says(live_mesh, tmp_path):
     jason = live_mesh.call("productpage", "reviews", "/reviews/0", 40, headers={"end-user": "jason"})
     assert [r.status for r in jason] == [200] * 40
     assert {r.json()["version"] for r in jason} == {"v2"}
+
+    # retries (2 attempts on 5xx): one 503 from each of v1 and v2 still gives the caller a 200
+    apps["reviews"]["v1"].script(503)
+    apps["reviews"]["v2"].script(503)
+    before = sum(a.count for a in apps["reviews"].values())
+    retried = live_mesh.call_one("productpage", "reviews", "/reviews/0")
+    assert retried.status == 200, retried
+    tries = sum(a.count for a in apps["reviews"].values()) - before
+    assert tries in (2, 3), tries  # the first answer was a 503, then one or two retries
+
+    # mirroring: every request to details also reaches reviews v3 (its answer is dropped)
+    v3_before = apps["reviews"]["v3"].count
+    mirrored = live_mesh.call("productpage", "details", "/details/0", 10)
+    assert [r.status for r in mirrored] == [200] * 10 and {r.json()["service"] for r in mirrored} == {"details"}
+    apps["reviews"]["v3"].wait_for_count(v3_before + 10)
+    assert {r.path for r in apps["reviews"]["v3"].requests[v3_before:]} == {"/details/0"}
 
     # fault injection: ratings aborts jason with HTTP 500 before the app; others reach ratings v1
     ratings_before = apps["ratings"]["v1"].count
