@@ -31,11 +31,6 @@ CALLER, CALLEE = "web", "catalog"
 IN_CLUSTER, OUT_CLUSTER = f"inbound|{CALLEE}|default", f"outbound|{CALLEE}|default"
 
 
-def cluster_stats(sidecar, cluster: str) -> dict[str, int]:
-    prefix = f"cluster.{cluster}."
-    return {k[len(prefix):]: v for k, v in sidecar.stats(rf"^{re.escape(prefix)}").items()}
-
-
 def start_pair(live_mesh, app_endpoint: str, **policy):
     live_mesh.build(
         [
@@ -72,7 +67,7 @@ def test_max_requests_per_connection_opens_a_new_connection_every_n_requests(liv
         # Each connection carried exactly `limit` requests, in order.
         runs = [ports[i : i + limit] for i in range(0, n, limit)]
         assert all(len(set(run)) == 1 for run in runs), ports
-    out_stats, in_stats = cluster_stats(front, OUT_CLUSTER), cluster_stats(back, IN_CLUSTER)
+    out_stats, in_stats = front.cluster_stats(OUT_CLUSTER), back.cluster_stats(IN_CLUSTER)
     assert out_stats.get("upstream_cx_total") == expected, out_stats
     assert in_stats.get("upstream_cx_total") == expected, in_stats
     # Envoy counts the connections it closed for reaching the limit (the last one too, once it carried 3).
@@ -99,7 +94,7 @@ def test_idle_timeout_closes_idle_upstream_connections(live_mesh):
     assert live_mesh.call_one(CALLER, CALLEE, "/first").status == 200
 
     def idled():
-        o, i = cluster_stats(front, OUT_CLUSTER), cluster_stats(back, IN_CLUSTER)
+        o, i = front.cluster_stats(OUT_CLUSTER), back.cluster_stats(IN_CLUSTER)
         if o.get("upstream_cx_idle_timeout", 0) >= 1 and i.get("upstream_cx_idle_timeout", 0) >= 1:
             return o, i
         return None
@@ -234,7 +229,7 @@ def test_upstream_protocol_http2_reaches_the_app_as_h2c(live_mesh, apps, upstrea
     assert [(r.status, r.text) for r in rs] == [(200, want)] * 5
     wait_until(lambda: len(app.records) >= 5, timeout=5, message="the app to record 5 requests")
     assert app.records == [(want, "/search")] * 5, app.records
-    out_stats = cluster_stats(front, OUT_CLUSTER)
+    out_stats = front.cluster_stats(OUT_CLUSTER)
     h2_streams = {k: v for k, v in front.stats(rf"^cluster\.{re.escape(OUT_CLUSTER)}\.http2\.").items()}
     if upstream_protocol:
         assert out_stats.get("upstream_cx_http2_total") == 1, out_stats

@@ -79,11 +79,6 @@ def call(live_mesh, host: str, path: str = "/", n: int = 1, caller: str = CALLER
     return send_many(h, p, n, path, host_header=host, **kwargs)
 
 
-def cluster_stats(sidecar, cluster: str = CLUSTER) -> dict[str, int]:
-    prefix = f"cluster.{cluster}."
-    return {k[len(prefix):]: v for k, v in sidecar.stats(f"^{prefix.replace('|', '[|]')}").items()}
-
-
 # --------------------------------------------------------------------------
 # TLS origination and verification
 # --------------------------------------------------------------------------
@@ -116,7 +111,7 @@ def test_plaintext_call_leaves_over_verified_tls_with_sni_and_no_mesh_certificat
     assert app.handshakes and all(h["sni"] == HOST for h in app.handshakes), app.handshakes
     assert all(h["version"] == "TLSv1.3" for h in app.handshakes)
     assert all(not h["peer_cert"] for h in app.handshakes), "the sidecar presented a certificate to an external host"
-    stats = cluster_stats(front)
+    stats = front.cluster_stats(CLUSTER)
     assert stats["upstream_rq_200"] == 4
     assert stats.get("ssl.handshake", 0) == len(app.handshakes) >= 1
     report(
@@ -156,10 +151,10 @@ def test_a_server_the_ca_does_not_vouch_for_gets_no_request(live_mesh, servers, 
     assert [r.status for r in refused] == [503] * 3, [(r.status, r.text) for r in refused]
     assert [r.status for r in wrong_name] == [503] * 3, [(r.status, r.text) for r in wrong_name]
     assert rogue.requests == [] and misnamed.requests == []
-    ca_failures = cluster_stats(front, "outbound|impostor|default").get("ssl.fail_verify_error", 0)
-    san_failures = cluster_stats(front, "outbound|misnamed|default").get("ssl.fail_verify_san", 0)
-    assert ca_failures >= 3, cluster_stats(front, "outbound|impostor|default")
-    assert san_failures >= 3, cluster_stats(front, "outbound|misnamed|default")
+    ca_failures = front.cluster_stats("outbound|impostor|default").get("ssl.fail_verify_error", 0)
+    san_failures = front.cluster_stats("outbound|misnamed|default").get("ssl.fail_verify_san", 0)
+    assert ca_failures >= 3, front.cluster_stats("outbound|impostor|default")
+    assert san_failures >= 3, front.cluster_stats("outbound|misnamed|default")
     assert rogue.failed_handshakes >= 3 and misnamed.failed_handshakes >= 3
     report(
         "verification",
@@ -187,7 +182,7 @@ def test_a_rotated_ca_bundle_applies_without_restart(live_mesh, servers, tmp_pat
 
     before = call(live_mesh, "payments")[0]
     assert before.status == 503 and app.requests == []
-    assert cluster_stats(front).get("ssl.fail_verify_error", 0) >= 1  # refused for its CA, not for want of one
+    assert front.cluster_stats(CLUSTER).get("ssl.fail_verify_error", 0) >= 1  # refused for its CA, not for want of one
     staged = bundle_dir / ".ca.pem.new"
     staged.write_bytes(old_ca.read_bytes() + new_ca.read_bytes())
     staged.replace(bundle)  # one rename: the watched folder sees the new bundle whole
@@ -243,7 +238,7 @@ def test_retry_on_503_outlier_ejection_and_pool_limits(live_mesh, servers, tmp_p
     r = call(live_mesh, "payments", "/retried")[0]
     assert r.status == 200, (r.status, r.text)
     assert len(app.requests) == 2  # the 503 and the retry
-    retries = cluster_stats(front)["upstream_rq_retry"]
+    retries = front.cluster_stats(CLUSTER)["upstream_rq_retry"]
     assert retries >= 1
 
     # Three 503s in a row (no retries on this path): the endpoint is ejected.
@@ -283,7 +278,7 @@ def test_the_pool_limit_refuses_what_does_not_fit(live_mesh, servers, tmp_path):
         responses = [f.result() for f in [ex.submit(call, live_mesh, "payments") for _ in range(6)]]
     statuses = sorted(r[0].status for r in responses)
     overloaded = [r[0] for r in responses if r[0].headers.get("x-envoy-overloaded") == "true"]
-    stats = cluster_stats(front)
+    stats = front.cluster_stats(CLUSTER)
     assert statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
     assert len(overloaded) == statuses.count(503)
     assert stats.get("upstream_rq_pending_overflow", 0) == len(overloaded)
@@ -374,6 +369,6 @@ def test_allow_forwards_an_undeclared_host_even_from_a_service_that_calls_nothin
     assert [r.status for r in responses] == [200] * 3, [(r.status, r.text) for r in responses]
     assert responses[0].json()["service"] == "outside"
     assert outside.count == 3
-    forwarded = cluster_stats(legacy, "outbound|undeclared_hosts|any").get("upstream_rq_200", 0)
+    forwarded = legacy.cluster_stats("outbound|undeclared_hosts|any").get("upstream_rq_200", 0)
     assert forwarded == 3
     report("egress_allow", forwarded=forwarded, reached=outside.count)

@@ -19,7 +19,6 @@ A Route sends paths under /v2/ to v2 and the rest to v1.
 
 from __future__ import annotations
 
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,23 +32,6 @@ CALLER = "shop"
 BURST = 10
 DELAY = 0.5  # seconds the slow apps take per request
 OVERFLOW = ("upstream_rq_pending_overflow", "upstream_rq_overflow", "upstream_cx_overflow")
-
-
-def cluster_stats(sidecar, cluster: str) -> dict[str, int]:
-    prefix = f"cluster.{cluster}."
-    return {k[len(prefix):]: v for k, v in sidecar.stats(rf"^{re.escape(prefix)}").items()}
-
-
-def health_flags(sidecar, cluster: str) -> dict[str, str]:
-    """endpoint 'host:port' -> health_flags of `cluster`, from admin /clusters (text format)."""
-    status, body = sidecar.admin_get("/clusters")
-    assert status == 200, body[:300]
-    out = {}
-    for line in body.splitlines():
-        parts = line.split("::")
-        if len(parts) == 4 and parts[0] == cluster and parts[2] == "health_flags":
-            out[parts[1]] = parts[3]
-    return out
 
 
 def split_route(service: str) -> dict:
@@ -112,7 +94,7 @@ def test_a_version_pool_of_one_overflows_while_the_other_version_serves_the_burs
         assert live_mesh.call_one(CALLER, callee, f"/{version}/warm").status == 200
     v1.reset()
     v2.reset()
-    before = {v: cluster_stats(front, f"outbound|{callee}|{v}") for v in ("v1", "v2")}
+    before = {v: front.cluster_stats(f"outbound|{callee}|{v}") for v in ("v1", "v2")}
 
     host, port = front.outbound
 
@@ -128,7 +110,7 @@ def test_a_version_pool_of_one_overflows_while_the_other_version_serves_the_burs
             return list(pool.map(one, range(BURST)))
 
     got = {v: burst(v) for v in ("v1", "v2")}
-    after = {v: cluster_stats(front, f"outbound|{callee}|{v}") for v in ("v1", "v2")}
+    after = {v: front.cluster_stats(f"outbound|{callee}|{v}") for v in ("v1", "v2")}
     delta = {v: {k: after[v].get(k, 0) - before[v].get(k, 0) for k in OVERFLOW} for v in after}
 
     # v1: the service's pool of 100 takes the whole burst.
@@ -201,12 +183,12 @@ def test_a_version_outlier_detection_ejects_its_failing_instance_while_the_other
     v2_statuses = []
     for i in range(30):
         v2_statuses.append(live_mesh.call_one(CALLER, callee, f"/v2/rate/{i}").status)
-        if "failed_outlier_check" in health_flags(back, in_v2).get(bad2.endpoint, ""):
+        if "failed_outlier_check" in back.health_flags(in_v2).get(bad2.endpoint, ""):
             break
-    assert "failed_outlier_check" in health_flags(back, in_v2)[bad2.endpoint], (bad2.count, health_flags(back, in_v2))
+    assert "failed_outlier_check" in back.health_flags(in_v2)[bad2.endpoint], (bad2.count, back.health_flags(in_v2))
     assert bad2.count == 2, bad2.count  # consecutive_5xx: 2
-    assert health_flags(back, in_v2)[good2.endpoint] == "healthy"
-    assert cluster_stats(back, in_v2).get("outlier_detection.ejections_enforced_consecutive_5xx") == 1
+    assert back.health_flags(in_v2)[good2.endpoint] == "healthy"
+    assert back.cluster_stats(in_v2).get("outlier_detection.ejections_enforced_consecutive_5xx") == 1
     # After the ejection (30 s) every v2 request lands on the good instance.
     n = 20
     after_ejection = [r.status for r in live_mesh.call(CALLER, callee, "/v2/rate/after", n)]
@@ -217,8 +199,8 @@ def test_a_version_outlier_detection_ejects_its_failing_instance_while_the_other
     v1_statuses = [r.status for r in live_mesh.call(CALLER, callee, "/v1/rate", 2 * n)]
     assert set(v1_statuses) == {200, 500}, v1_statuses
     assert bad1.count == v1_statuses.count(500) >= n // 2, (bad1.count, v1_statuses.count(500))
-    assert "failed_outlier_check" not in health_flags(back, in_v1)[bad1.endpoint]
-    assert cluster_stats(back, in_v1).get("outlier_detection.ejections_enforced_total", 0) == 0
+    assert "failed_outlier_check" not in back.health_flags(in_v1)[bad1.endpoint]
+    assert back.cluster_stats(in_v1).get("outlier_detection.ejections_enforced_total", 0) == 0
     report(
         "per_version_outlier",
         v2_requests_to_eject=len(v2_statuses),
@@ -226,5 +208,5 @@ def test_a_version_outlier_detection_ejects_its_failing_instance_while_the_other
         v2_after_ejection_ok=after_ejection.count(200),
         v1_requests=len(v1_statuses),
         v1_500s=v1_statuses.count(500),
-        v1_ejections=cluster_stats(back, in_v1).get("outlier_detection.ejections_enforced_total", 0),
+        v1_ejections=back.cluster_stats(in_v1).get("outlier_detection.ejections_enforced_total", 0),
     )

@@ -16,7 +16,6 @@ The test process plays the caller's app (calls its outbound listener with
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,23 +25,6 @@ import pytest
 from harness import Reply, report, send_many, wait_until
 
 pytestmark = pytest.mark.envoy
-
-
-def cluster_stats(sidecar, cluster: str) -> dict[str, int]:
-    prefix = f"cluster.{cluster}."
-    return {k[len(prefix):]: v for k, v in sidecar.stats(rf"^{re.escape(prefix)}").items()}
-
-
-def health_flags(sidecar, cluster: str) -> dict[str, str]:
-    """endpoint 'host:port' -> health_flags of `cluster`, from admin /clusters (text format)."""
-    status, body = sidecar.admin_get("/clusters")
-    assert status == 200, body[:300]
-    out = {}
-    for line in body.splitlines():
-        parts = line.split("::")
-        if len(parts) == 4 and parts[0] == cluster and parts[2] == "health_flags":
-            out[parts[1]] = parts[3]
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -97,7 +79,7 @@ def test_connection_pool_limits_fail_fast_with_503_overloaded(live_mesh):
     # Warm-up: one request alone goes through (and opens the one allowed connection on each side).
     assert live_mesh.call_one(CB_CALLER, CB_CALLEE, "/warm").status == 200
     app.reset()
-    before = {"caller": cluster_stats(front, out_cluster), "callee": cluster_stats(back, in_cluster)}
+    before = {"caller": front.cluster_stats(out_cluster), "callee": back.cluster_stats(in_cluster)}
 
     host, port = front.outbound
     gate = threading.Barrier(BURST, timeout=10)
@@ -125,7 +107,7 @@ def test_connection_pool_limits_fail_fast_with_503_overloaded(live_mesh):
     assert inflight["max"] == 1, inflight
     assert app.count == len(ok)
 
-    after = {"caller": cluster_stats(front, out_cluster), "callee": cluster_stats(back, in_cluster)}
+    after = {"caller": front.cluster_stats(out_cluster), "callee": back.cluster_stats(in_cluster)}
     delta = {
         side: {k: after[side].get(k, 0) - before[side].get(k, 0) for k in ("upstream_rq_pending_overflow", "upstream_rq_overflow", "upstream_cx_overflow")}
         for side in after
@@ -195,26 +177,26 @@ def test_outlier_detection_ejects_a_failing_instance_and_lets_it_back(live_mesh)
     front = live_mesh.start(OD_CALLER)
     back = live_mesh.start(OD_CALLEE)
     out_cluster, in_cluster = f"outbound|{OD_CALLEE}|v1", f"inbound|{OD_CALLEE}|v1"
-    assert set(health_flags(back, in_cluster)) == {a.endpoint for a in apps}
+    assert set(back.health_flags(in_cluster)) == {a.endpoint for a in apps}
 
     # Closed -> open: GETs one at a time until the callee's sidecar marks the bad instance (bounded: 60 requests).
     statuses = []
     ejected_at = None
     for i in range(60):
         statuses.append(live_mesh.call_one(OD_CALLER, OD_CALLEE, f"/pay/{i}").status)
-        if "failed_outlier_check" in health_flags(back, in_cluster).get(bad.endpoint, ""):
+        if "failed_outlier_check" in back.health_flags(in_cluster).get(bad.endpoint, ""):
             ejected_at = time.monotonic()
             break
-    assert ejected_at is not None, (bad.count, health_flags(back, in_cluster))
+    assert ejected_at is not None, (bad.count, back.health_flags(in_cluster))
     requests_to_eject, bad_tries_at_ejection = len(statuses), bad.count
     assert statuses == [200] * len(statuses)  # retries hid the 500s even before the ejection
     assert 3 <= bad_tries_at_ejection <= 4, bad_tries_at_ejection  # consecutive_5xx: 3 (+1 racing the main thread)
-    flags = health_flags(back, in_cluster)
+    flags = back.health_flags(in_cluster)
     assert all(flags[g.endpoint] == "healthy" for g in good), flags
-    assert cluster_stats(back, in_cluster).get("outlier_detection.ejections_enforced_consecutive_5xx") == 1
+    assert back.cluster_stats(in_cluster).get("outlier_detection.ejections_enforced_consecutive_5xx") == 1
     # The caller's single endpoint (the callee's sidecar) is not ejected.
-    assert all(f == "healthy" for f in health_flags(front, out_cluster).values()), health_flags(front, out_cluster)
-    assert cluster_stats(front, out_cluster).get("outlier_detection.ejections_enforced_total", 0) == 0
+    assert all(f == "healthy" for f in front.health_flags(out_cluster).values()), front.health_flags(out_cluster)
+    assert front.cluster_stats(out_cluster).get("outlier_detection.ejections_enforced_total", 0) == 0
 
     # Open: traffic only to the two healthy instances; no errors for callers (GET with retries, POST without).
     counts = [a.count for a in apps]
@@ -232,7 +214,7 @@ def test_outlier_detection_ejects_a_failing_instance_and_lets_it_back(live_mesh)
     # Half-open: after base_ejection_time (checked every interval) the flag clears and the bad instance
     # is tried again. Poll the flag, then send GETs until the bad instance gets one (bounded).
     wait_until(
-        lambda: "failed_outlier_check" not in health_flags(back, in_cluster)[bad.endpoint],
+        lambda: "failed_outlier_check" not in back.health_flags(in_cluster)[bad.endpoint],
         timeout=BASE_EJECTION + 2 * INTERVAL + 1.0,
         message="the bad instance to be let back in",
     )

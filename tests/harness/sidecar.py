@@ -259,6 +259,22 @@ class EnvoySidecar:
         wait_until(check, timeout, message=lambda: f"stat {name} on '{self.service}' (now {holder[0] if holder else '?'})")
         return holder[0]
 
+    def cluster_stats(self, cluster: str) -> dict[str, int]:
+        """The counters and gauges of one cluster, by their name after `cluster.<cluster>.`."""
+        prefix = f"cluster.{cluster}."
+        return {k[len(prefix):]: v for k, v in self.stats(rf"^{re.escape(prefix)}").items()}
+
+    def health_flags(self, cluster: str) -> dict[str, str]:
+        """Endpoint 'host:port' -> its health_flags in `cluster`, from admin /clusters (text format)."""
+        status, body = self.admin_get("/clusters")
+        assert status == 200, body[:300]
+        out = {}
+        for line in body.splitlines():
+            parts = line.split("::")
+            if len(parts) == 4 and parts[0] == cluster and parts[2] == "health_flags":
+                out[parts[1]] = parts[3]
+        return out
+
     def server_info(self) -> dict:
         return self.admin_json("/server_info")
 
