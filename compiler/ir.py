@@ -25,6 +25,13 @@ Direction = Literal["inbound", "outbound", "edge"]
 Protocol = Literal["http", "grpc", "tcp"]
 
 
+CALLER_VERSION_ENV = "MESHC_VERSION"
+"""In pods: the sidecar's environment variable holding its pod's version (the pod's `version` label). An outbound
+listener with `caller_version` copies it into each connection's filter state (CALLER_VERSION_KEY), where the
+routes with `caller_versions` match it: the app cannot forge it, and requests carry nothing new."""
+CALLER_VERSION_KEY = "meshc.caller_version"
+
+
 @dataclass(frozen=True)
 class RetryBudget:
     percent: int
@@ -293,6 +300,7 @@ class HttpRoute:
     hash_key: HashKey | None = None
     rate_limit: TokenBucket | None = None
     websocket: bool = False  # WebSocket upgrades pass (TrafficPolicy websockets of the destination)
+    caller_versions: tuple[str, ...] = ()  # only calls from these versions of the sidecar's own service (in pods)
 
 
 @dataclass(frozen=True)
@@ -398,6 +406,7 @@ class HttpListener:
     jwt: JwtCheck | None = None  # inbound: verify request tokens
     paths: PathNormalization = PathNormalization()
     edge: Edge | None = None  # direction `edge`: a gateway listener for outside clients (compiler/ir_edge.py)
+    caller_version: bool = False  # outbound: keep the app's version (CALLER_VERSION_ENV) with each connection
 
 
 @dataclass(frozen=True)

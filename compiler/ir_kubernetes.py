@@ -57,3 +57,5 @@ class KubernetesSidecar:
     certs_secret: str | None  # the Secret mounted at tls.certs_dir; None when mTLS is off for the service
     selector: tuple[tuple[str, str], ...]  # pods of every version: (("app", <service>),), the ClusterIP Service's
     ca_bundles: tuple[KubernetesCaBundle, ...] = ()  # sorted by path: one per CA file its external clusters read
+    version_label: str | None = None  # routes match the app's version: the pod label the sidecar's
+    # environment takes it from (CALLER_VERSION_ENV, by the downward API); None when no route needs it

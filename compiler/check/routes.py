@@ -88,7 +88,7 @@ def check_routes(view: Resolved) -> Iterator[Diagnostic]:
 
 def matches_everything(rule: RouteRule) -> bool:
     m = rule.match
-    return m.path.prefix == "/" and not (m.headers or m.methods or m.cookies or m.query)
+    return m.path.prefix == "/" and not (m.headers or m.methods or m.cookies or m.query or m.callers)
 
 
 def _unknown_version(version: str, svc: Service | _External) -> str:

@@ -17,6 +17,7 @@ from typing import Iterator
 
 from compiler.diagnostics import Diagnostic, Severity
 from compiler.policy import PolicySet
+from compiler.policy.caller import covers_callers
 from compiler.policy.route import CookieMatch, HeaderMatch, Match, PathMatch, QueryMatch
 
 
@@ -65,6 +66,8 @@ def covers(a: Match, b: Match) -> bool:
     or an exact path or value; regexes are only compared as text), an exact
     path against a prefix, and implications across fields (a `:method` or
     `cookie` header condition against `methods` or `cookies`).
+    callers: `a` without callers admits every caller; else each of `b`'s callers
+      (and its versions) must be among `a`'s (compiler/policy/caller.py).
     Conditions that do not take part in matching (fault headers, actions)
     are ignored: they never change which rule a request takes.
     """
@@ -74,6 +77,7 @@ def covers(a: Match, b: Match) -> bool:
         and all(any(_value_covers(x, y) for y in b.headers if y.name == x.name) for x in a.headers)
         and all(any(_value_covers(x, y) for y in b.query if y.name == x.name) for x in a.query)
         and all(any(_cookie_covers(x, y) for y in b.cookies) for x in a.cookies)
+        and covers_callers(a.callers, b.callers)
     )
 
 

@@ -6,7 +6,7 @@ from compiler.emit import edge, names, observability, tcp_rbac, tls
 from compiler.emit.common import file_source, socket_address, typed
 from compiler.emit.http_filters import http_filters
 from compiler.emit.route_action import weights
-from compiler.ir import HttpListener, RouteTable, Sidecar, TcpListener
+from compiler.ir import CALLER_VERSION_ENV, CALLER_VERSION_KEY, HttpListener, RouteTable, Sidecar, TcpListener
 
 
 def _listener(s: Sidecar, l: HttpListener | TcpListener, filters: list[dict], static: bool) -> dict:
@@ -82,9 +82,27 @@ def http_listener(s: Sidecar, l: HttpListener, route_config: dict | None) -> dic
         hcm["access_log"] = logs
     hcm["http_filters"] = http_filters(l)
     filters = [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
+    if l.caller_version:
+        filters.insert(0, _caller_version_filter())
     if l.edge is not None:
         return edge.listener(s, l, filters, static=route_config is not None)
     return _listener(s, l, filters, static=route_config is not None)
+
+
+def _caller_version_filter() -> dict:
+    """Keeps the app's version (the sidecar's CALLER_VERSION_ENV, from its pod's `version` label) with each
+    connection the app opens, where the routes limited to some caller versions match it (`filter_state`)."""
+    return {
+        "name": "envoy.filters.network.set_filter_state",
+        "typed_config": typed(
+            "envoy.extensions.filters.network.set_filter_state.v3.Config",
+            on_new_connection=[{
+                "object_key": CALLER_VERSION_KEY,
+                "factory_key": "envoy.string",
+                "format_string": {"text_format_source": {"inline_string": f"%ENVIRONMENT({CALLER_VERSION_ENV})%"}},
+            }],
+        ),
+    }
 
 
 def _changes_server_header(table: RouteTable) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.ir import HeaderCondition, HttpRoute, PathCondition, QueryCondition
+from compiler.ir import CALLER_VERSION_KEY, HeaderCondition, HttpRoute, PathCondition, QueryCondition
 
 
 def _path(p: PathCondition) -> dict:
@@ -37,4 +37,9 @@ def route_match(r: HttpRoute) -> dict:
         match["headers"] = [header_matcher(h) for h in r.headers]
     if r.query:
         match["query_parameters"] = [_query(q) for q in r.query]
+    if r.caller_versions:
+        # The calling app's version, kept with its connection by the outbound listener (compiler/emit/listeners.py)
+        versions = r.caller_versions
+        string = {"exact": versions[0]} if len(versions) == 1 else {"safe_regex": {"regex": "|".join(versions)}}
+        match["filter_state"] = [{"key": CALLER_VERSION_KEY, "string_match": string}]
     return match

@@ -29,7 +29,7 @@ from __future__ import annotations
 import posixpath
 
 from compiler.emit.bootstrap import ENVOY_ARGS
-from compiler.ir import MeshIR, Sidecar
+from compiler.ir import CALLER_VERSION_ENV, MeshIR, Sidecar
 from compiler.kubernetes import layout
 from compiler.kubernetes.objects import inbound_port
 from compiler.policy.kubernetes import DNS_MARGIN  # a constant shared with the E294 check, not a model
@@ -145,7 +145,11 @@ def access_log_dir(s: Sidecar) -> str | None:
 def container(s: Sidecar, drain: int) -> dict:
     k = s.kubernetes
     ports = [{"name": "meshc-inbound", "containerPort": inbound_port(s), "protocol": "TCP"}]
-    return envoy_container(layout.CONTAINER, s, k, ports, drain, mounts(s), native_sidecar=True)
+    out = envoy_container(layout.CONTAINER, s, k, ports, drain, mounts(s), native_sidecar=True)
+    if k.version_label is not None:  # routes match the app's version: its pod's label (compiler/policy/caller.py)
+        field = {"fieldRef": {"fieldPath": f"metadata.labels['{k.version_label}']"}}
+        out["env"] = [{"name": CALLER_VERSION_ENV, "valueFrom": field}]
+    return out
 
 
 def envoy_container(name: str, s: Sidecar, k, ports: list[dict], drain: int, volumes, native_sidecar: bool = False) -> dict:

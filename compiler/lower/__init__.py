@@ -80,7 +80,7 @@ class _Shared:
         self.view = view
         self.mesh = view.mesh
         self._outbound: dict[str, dict[str, Cluster]] = {}
-        self._vhosts: dict[str, VirtualHost] = {}
+        self._vhosts: dict[tuple, VirtualHost] = {}
         self._undeclared: tuple[VirtualHost, Cluster | None] | None = None
 
     def callee(self, name: str):
@@ -122,29 +122,33 @@ class _Shared:
             }
         return self._outbound[name]
 
-    def virtual_host(self, name: str) -> VirtualHost:
-        if name not in self._vhosts and name in self.view.externals:
-            self._vhosts[name] = external_virtual_host(self.view, self.view.externals[name], self.outbound_clusters)
-        if name not in self._vhosts:
+    def virtual_host(self, name: str, caller: str) -> VirtualHost:
+        """`name`'s virtual host on `caller`'s sidecar (a Service's or a Gateway's): its Route's rules that apply
+        to that caller (Resolved.rules_on). Callers with the same rules share one IR node."""
+        applied = self.view.rules_on(name, caller)
+        key = (name, tuple((i, versions) for i, _, versions in applied))
+        if key not in self._vhosts and name in self.view.externals:
+            self._vhosts[key] = external_virtual_host(self.view, self.view.externals[name], self.outbound_clusters, applied)
+        if key not in self._vhosts:
             sv = self.view[name]
             svc, route = sv.service, sv.route
             if route is None:
-                rules = [(RouteRule(to={sv.default_version: 100}), svc.source)]
+                rules = [(RouteRule(to={sv.default_version: 100}), svc.source, ())]
             else:
-                rules = [(rule, route.where("rules", i)) for i, rule in enumerate(route.rules)]
+                rules = [(rule, route.where("rules", i), versions) for i, rule, versions in applied]
             http_routes = tuple(
-                unmarked(route)  # a mirror to an ExternalService carries no version marker out of the mesh
-                for rule, src in rules
+                replace(unmarked(route), caller_versions=versions)  # a mirror to an ExternalService carries no version marker out of the mesh
+                for rule, src, versions in rules
                 for route in lower_rule(
                     rule, src, name, self.outbound_clusters, self.view.timeout_of(rule), hash_key(sv.traffic)
                 )
             )
             if sv.traffic is not None and sv.traffic.websockets:  # upgrades pass on every forwarding route
                 http_routes = tuple(replace(r, websocket=True) if r.targets else r for r in http_routes)
-            self._vhosts[name] = VirtualHost(
+            self._vhosts[key] = VirtualHost(
                 name=svc.name, domains=(svc.name, f"{svc.name}:{svc.port}"), routes=http_routes
             )
-        return self._vhosts[name]
+        return self._vhosts[key]
 
     def undeclared(self) -> tuple[VirtualHost, Cluster | None]:
         """The catch-all virtual host of outbound route tables (Mesh `egress.undeclared`), and with `allow` the
@@ -261,7 +265,7 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
                 TcpListener("outbound", p.outbound_address, dep.service.port, target, svc.where("calls"), split=drawn[1])
             )
         else:
-            vhosts.append(shared.virtual_host(dep_name))
+            vhosts.append(shared.virtual_host(dep_name, svc.name))
     mirror_clusters(vhosts, clusters)  # mirrors may copy traffic to services the app does not call itself
     # Every other Host gets the catch-all (refused, or forwarded as it is with `allow`). With `allow` every
     # sidecar has an outbound listener, since the app's calls to undeclared hosts are meant to go through it.
@@ -274,6 +278,7 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
             HttpListener(
                 "outbound", p.outbound_address, p.outbound_port, RouteTable("outbound", tuple(vhosts)),
                 paths=PathNormalization(mesh.paths.escaped_slashes),
+                caller_version=any(r.caller_versions for v in vhosts for r in v.routes),
             )
         )
 
@@ -296,5 +301,8 @@ def _sidecar(sv: ServiceView, shared: _Shared, options: LowerOptions) -> Sidecar
         # On one host every connection would leave from 127.0.0.1; from its own address a caller stays
         # recognisable to the callee (source_ip hashing, logs).
         source_address=p.address if p.one_host else None,
-        kubernetes=kubernetes_sidecar(sv, mesh, ca_bundles(shared.view, clusters)) if sv.in_pods else None,
+        kubernetes=kubernetes_sidecar(
+            sv, mesh, ca_bundles(shared.view, clusters),
+            caller_version=any(isinstance(l, HttpListener) and l.caller_version for l in listeners),
+        ) if sv.in_pods else None,
     )

@@ -121,18 +121,19 @@ def _host_rewritten(route: HttpRoute, host: str) -> HttpRoute:
 
 
 def external_virtual_host(
-    view: Resolved, ev: ExternalView, clusters_of: Callable[[str], dict[str, Cluster]]
+    view: Resolved, ev: ExternalView, clusters_of: Callable[[str], dict[str, Cluster]], applied: list
 ) -> VirtualHost:
-    """The virtual host of an http/grpc ExternalService on its callers' outbound listeners."""
+    """The virtual host of an http/grpc ExternalService on a caller's outbound listener; `applied`: its Route's
+    rules on that caller (Resolved.rules_on)."""
     ext, route = ev.service, ev.route
     if route is None:
-        rules = [(RouteRule(to={ev.default_version: 100}), ext.source)]
+        rules = [(RouteRule(to={ev.default_version: 100}), ext.source, ())]
     else:
-        rules = [(rule, route.where("rules", i)) for i, rule in enumerate(route.rules)]
+        rules = [(rule, route.where("rules", i), versions) for i, rule, versions in applied]
     host = authority(ev)
     routes = tuple(
-        _host_rewritten(unmarked(r), host)
-        for rule, src in rules
+        replace(_host_rewritten(unmarked(r), host), caller_versions=versions)
+        for rule, src, versions in rules
         for r in lower_rule(rule, src, ext.name, clusters_of, view.timeout_of(rule), hash_key(ev.traffic))
     )
     domains = []

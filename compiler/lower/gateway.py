@@ -74,12 +74,12 @@ def _under(prefix: str, route: HttpRoute) -> HttpRoute | None:
     return replace(route, headers=(HeaderCondition(":path", "prefix", prefix),) + route.headers)
 
 
-def _routes_for(view_routes, host: str | None, shared: "_Shared") -> tuple[HttpRoute, ...]:
+def _routes_for(view_routes, host: str | None, shared: "_Shared", gateway: str) -> tuple[HttpRoute, ...]:
     out: list[HttpRoute] = []
     for r in view_routes:
         if host is None and r.hosts or host is not None and not serves(r, host):
             continue
-        for route in shared.virtual_host(r.to).routes:
+        for route in shared.virtual_host(r.to, gateway).routes:  # the rules that apply to this gateway as a caller
             under = _under(r.path, route)
             if under is not None:
                 out.append(under)
@@ -93,9 +93,9 @@ def route_table(gv: GatewayView, listener: GatewayListener, shared: "_Shared") -
     hosts: list[str] = []
     for r in routes:
         hosts.extend(h for h in r.hosts if h not in hosts)
-    vhosts = [VirtualHost(name=h, domains=(h,), routes=_routes_for(routes, h, shared)) for h in hosts]
+    vhosts = [VirtualHost(name=h, domains=(h,), routes=_routes_for(routes, h, shared, gv.name)) for h in hosts]
     if any(not r.hosts for r in routes):
-        vhosts.append(VirtualHost(name=ANY_HOST, domains=(ANY_HOST,), routes=_routes_for(routes, None, shared)))
+        vhosts.append(VirtualHost(name=ANY_HOST, domains=(ANY_HOST,), routes=_routes_for(routes, None, shared, gv.name)))
     return RouteTable(f"edge-{listener.name}", tuple(vhosts))
 
 

@@ -38,8 +38,11 @@ def ca_bundles(view: Resolved, clusters: Iterable[Cluster]) -> tuple[KubernetesC
     return tuple(KubernetesCaBundle(by_path[p].name, by_path[p].key, p) for p in paths)
 
 
-def kubernetes_sidecar(sv: ServiceView, mesh: Mesh, cas: tuple[KubernetesCaBundle, ...] = ()) -> KubernetesSidecar:
-    """`cas`: `ca_bundles` of the sidecar's clusters."""
+def kubernetes_sidecar(
+    sv: ServiceView, mesh: Mesh, cas: tuple[KubernetesCaBundle, ...] = (), caller_version: bool = False
+) -> KubernetesSidecar:
+    """`cas`: `ca_bundles` of the sidecar's clusters; `caller_version`: some outbound route matches the app's
+    version (compiler/policy/caller.py)."""
     svc, k = sv.service, mesh.kubernetes
     app = ((APP_LABEL, svc.name),)
     versions = tuple(
@@ -65,6 +68,7 @@ def kubernetes_sidecar(sv: ServiceView, mesh: Mesh, cas: tuple[KubernetesCaBundl
         certs_secret=k.certs_secret_of(svc.name) if sv.mtls != "disable" else None,
         selector=app,
         ca_bundles=cas,
+        version_label=VERSION_LABEL if caller_version else None,
     )
 
 

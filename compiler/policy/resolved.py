@@ -33,6 +33,7 @@ from compiler.policy.placement import (
     spiffe_id,
     version_reach,
 )
+from compiler.policy.caller import versions_for
 from compiler.policy.route import NON_IDEMPOTENT_METHODS, Route, RouteRule
 from compiler.policy.protections import Protections, protections
 from compiler.policy.security import AuthorizationPolicy, RequestAuthentication
@@ -244,6 +245,18 @@ class Resolved:
         if name in self.gateways:
             return self.gateways[name].identity
         return None
+
+    def rules_on(self, callee: str, caller: str) -> list[tuple[int, RouteRule, tuple[str, ...]]]:
+        """The rules of `callee`'s Route (a Service's or an ExternalService's) as `caller`'s sidecar (a Service or
+        a Gateway) applies them, in order: (index in the Route, rule, the caller versions it is limited to; ()
+        for all). A rule whose `match.callers` leaves `caller` out is not there (compiler/policy/caller.py)."""
+        route = self.routes.get(callee)
+        out = []
+        for i, rule in enumerate(route.rules if route is not None else ()):
+            versions = versions_for(rule.match.callers, caller)
+            if versions is not None:
+                out.append((i, rule, versions))
+        return out
 
     def timeout_of(self, rule: RouteRule) -> Duration | None:
         """A forwarding rule's whole-request timeout: its own, else the Mesh's default (None without one Mesh)."""

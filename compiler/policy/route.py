@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from compiler.policy.base import Document, PolicyModel
+from compiler.policy.caller import Caller, normalise
 from compiler.policy.regex import MAX_PROGRAM_SIZE, check_regex, cookie_regex, program_size
 from compiler.policy.traffic import RateLimit
 from compiler.policy.types import Duration, Name, NonEmpty, OneLine, Percentage, PositiveDuration, PositiveUInt32
@@ -157,6 +158,14 @@ class Match(PolicyModel):
     """Cookies that must all match (Envoy matches them in the Cookie header)."""
     query: list[QueryMatch] = []
     """Query parameters that must all match."""
+    callers: list[Union[Name, Caller]] = []
+    """Only calls from these callers (any of them; empty: every caller): service names, or
+    `{service, versions}` (compiler/policy/caller.py). The rule is left out of other callers' sidecars."""
+
+    @field_validator("callers", mode="after")
+    @classmethod
+    def _callers(cls, value: list) -> list[Caller]:
+        return normalise(value)
 
 
 # --------------------------------------------------------------------------
