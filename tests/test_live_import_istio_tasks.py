@@ -19,7 +19,8 @@ apps (fortio, productpage). Then what the Istio docs say of the original:
 
 meshc puts a TrafficPolicy on the caller's cluster *and* on the callee's inbound cluster (see
 test_live_protection.py): the overflow happens on fortio's sidecar (as in Istio), the ejection of a pod on
-httpbin's sidecar, whose inbound cluster lists the pods (Istio: on fortio's, whose cluster lists them).
+httpbin's sidecar, whose inbound cluster lists the pods (Istio: on fortio's, whose cluster lists them). One test
+shows where that differs: on httpbin's side the pool bounds all callers together (Istio: each caller alone).
 """
 
 from __future__ import annotations
@@ -125,6 +126,49 @@ def test_circuit_breaker_overflows_with_503(live_mesh, tmp_path):
     assert delta["upstream_rq_pending_overflow"] >= 1, delta
     assert delta["upstream_rq_pending_overflow"] + delta["upstream_rq_overflow"] == len(shed), delta
     assert sum(p.count for p in pods) == 1 + ok  # what was shed never reached a pod
+
+
+
+def test_the_pool_also_bounds_all_callers_together_on_httpbins_side(live_mesh, tmp_path):
+    """Where meshc differs from Istio: Istio enforces a DestinationRule's pool in each caller's sidecar only, so
+    three callers with one request each stay within their own limits and all pass. meshc applies the
+    TrafficPolicy on httpbin's inbound cluster too (README, TrafficPolicy): there the three are one pool of 1
+    connection and 1 pending request, and httpbin's sidecar sheds one or two of them. Bursts of three (at most
+    5) until one is shed: the three do not always arrive within one app's hold of each other."""
+    apps = _build(live_mesh, tmp_path, _imported())
+    for pod in apps["httpbin"]["v1"]:
+        _hold(pod, 0.5)
+    callers = ["fortio", "productpage", "reviews"]
+    live_mesh.start(*callers, "httpbin")
+    for caller in callers:
+        assert live_mesh.call_one(caller, "httpbin", "/get").status == 200
+
+    def shed_by_httpbin() -> int:
+        stats = live_mesh["httpbin"].cluster_stats("inbound|httpbin|v1")
+        return stats.get("upstream_rq_pending_overflow", 0) + stats.get("upstream_rq_overflow", 0)
+
+    def burst() -> list[int]:
+        gate = threading.Barrier(len(callers), timeout=10)
+
+        def one(caller):
+            host, port = live_mesh[caller].outbound
+            gate.wait()
+            return send_many(host, port, 1, "/get", host_header="httpbin", max_seconds=10)[0].status
+
+        before = shed_by_httpbin()
+        with ThreadPoolExecutor(len(callers)) as pool:
+            statuses = list(pool.map(one, callers))
+        assert set(statuses) <= {200, 503} and 200 in statuses, statuses
+        assert shed_by_httpbin() - before == statuses.count(503), statuses  # every 503 is httpbin's sidecar's
+        return statuses
+
+    bursts = [burst()]
+    while 503 not in bursts[-1] and len(bursts) < 5:
+        bursts.append(burst())
+    own = {c: sum(live_mesh[c].cluster_stats("outbound|httpbin|v1").get(k, 0) for k in OVERFLOW) for c in callers}
+    report("istio_pool_per_caller", bursts=bursts, callers_overflow=own, shed_by_httpbin=shed_by_httpbin())
+    assert 503 in bursts[-1], bursts
+    assert own == {c: 0 for c in callers}, own  # no caller went past its own limit
 
 
 def test_one_5xx_ejects_the_pod(live_mesh, tmp_path):
