@@ -1,4 +1,5 @@
-"""`meshc explain POLICY_DIR --from CALLER [--to SERVICE] [METHOD] [PATH] [-H name:value ...] [--format text|json]`
+"""`meshc explain POLICY_DIR --from CALLER [--from-version VERSION] [--to SERVICE] [METHOD] [PATH] [-H name:value ...]
+[--format text|json]`
 
 Follows one request through the mesh the policies compile to (in memory: nothing is written) and prints
 every decision with the policy place that made it, then the answer (compiler/explain). Exit 0 when the
@@ -52,6 +53,9 @@ def register(sub) -> None:
     p.add_argument("method", nargs="?", default="GET", help="HTTP method (default: GET)")
     p.add_argument("path", nargs="?", default="/", help="path, with ?query if any (default: /)")
     p.add_argument("--from", dest="caller", required=True, metavar="CALLER", help="the calling Service, or a Gateway")
+    p.add_argument("--from-version", dest="caller_version", metavar="VERSION",
+                   help="the calling pod's version (its `version` label), for route rules limited to some versions "
+                   "of their callers; without it such a rule is reported as depending on it")
     p.add_argument("--to", dest="service", metavar="SERVICE",
                    help="the called Service or ExternalService (optional from a Gateway: its routes decide)")
     p.add_argument("-H", "--header", dest="headers", action="append", type=_header, default=[], metavar="NAME:VALUE",
@@ -81,7 +85,8 @@ def run(args) -> int:
     _print_diags(diags, args.policy_dir)
     if view is None:
         return 1
-    request = Request(args.caller, args.service, method.upper(), path, tuple(args.headers), args.listener)
+    request = Request(args.caller, args.service, method.upper(), path, tuple(args.headers), args.listener,
+                      args.caller_version)
     try:
         result = explain(lower(view), request)
     except ExplainError as exc:

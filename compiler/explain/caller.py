@@ -50,12 +50,74 @@ def choose_route(t: Trace, side: Side, listener: HttpListener, host: str) -> tup
         twin = i + 1 < len(routes) and routes[i + 1].source == route.source and route.retry is None and routes[i + 1].retry
         if twin:  # compiler/lower/routes.py: non-idempotent methods get the rule without its retries, first
             name += " without retries (its non-idempotent methods)"
+        if why is None and route.caller_versions:
+            why, version = _caller_version(t, route)
+            if why is None and version is None:
+                _depends_on_version(t, side, route, i, name)
+                continue
         if why is None:
-            t.step(side, "route", f"{name} matched ({route_conditions(route)})", route.source, index=i, rule=name, matched=True)
+            held = route_conditions(route)
+            if route.caller_versions:
+                held = f"caller pod version {version}" + ("" if held == "any request" else f", {held}")
+            t.step(side, "route", f"{name} matched ({held})", route.source, index=i, rule=name, matched=True)
             return route, None
         t.step(side, "route", f"{name} did not match: {why}", route.source, index=i, rule=name, matched=False)
     t.step(side, "route", f"no route of {vhost.name} matches {t.method} {path}: 404 (Envoy: NR)")
     return None, 404
+
+
+def _either(versions) -> str:
+    return " or ".join(versions)
+
+
+def _what_it_does(route: HttpRoute) -> str:
+    """A matched route's action in short: where it forwards, or what it answers."""
+    if route.redirect is not None:
+        return f"redirects with {route.redirect.code}"
+    if route.respond is not None:
+        return f"answers {route.respond.status}"
+    total = sum(x.weight for x in route.targets) or 1
+    split = ", ".join(f"{x.cluster.version} {x.weight * 100 / total:g}%" for x in route.targets)
+    return f"sends it to {route.targets[0].cluster.service}: {split}" if route.targets else "matches"
+
+
+def _followed(t: Trace) -> list[str]:
+    """Without `--from-version`: the caller's versions the explanation still stands for (the rules above that
+    depend on the version were followed as the other versions)."""
+    return [v for v in t.pod_versions if v not in t.passed_versions]
+
+
+def _caller_version(t: Trace, route: HttpRoute) -> tuple[str | None, str | None]:
+    """A route limited to some caller versions whose other conditions hold: (why it does not match, None), or
+    (None, the version it matches as), or (None, None) when it depends on a version that was not given."""
+    versions = route.caller_versions
+    if t.caller_version is not None:
+        if t.caller_version in versions:
+            return None, t.caller_version
+        return f"only for caller pods of version {_either(versions)} (this one: {t.caller_version})", None
+    followed = _followed(t)
+    if followed and not set(followed) & set(versions):
+        return f"only for caller pods of version {_either(versions)} (followed here: {_either(followed)})", None
+    if followed and set(followed) <= set(versions):
+        return None, _either(followed)
+    return None, None
+
+
+def _depends_on_version(t: Trace, side: Side, route: HttpRoute, index: int, name: str) -> None:
+    """A rule that matches this request but only from some versions of the caller (`match.callers` with
+    versions): each pod's sidecar matches its own `version` label, which no request shows. Without
+    `--from-version` both ways are said, and the rules after it (what the other versions get) are followed."""
+    versions = route.caller_versions
+    t.passed_versions.update(versions)
+    others = _followed(t)
+    rest = f"version {_either(others)}" if others else "another version"
+    conditions = route_conditions(route)
+    also = "" if conditions == "any request" else f" ({conditions})"
+    t.step(side, "route", f"{name} depends on the caller's version: if the caller pod is version {_either(versions)} "
+           f"it matches{also} and {_what_it_does(route)}; followed here as a caller pod of {rest} "
+           f"(--from-version picks one)", route.source, index=index, rule=name, matched=False,
+           caller_versions=list(versions))
+    t.depends.append(f"if the caller pod is version {_either(versions)}: {name} {_what_it_does(route)} instead")
 
 
 def rule_name(route: HttpRoute, index: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from compiler.explain import callee as inbound_side
 from compiler.explain import jwt
 from compiler.explain.caller import act, choose_route
@@ -23,13 +25,34 @@ def explain(ir: MeshIR, request: Request) -> Explanation:
     for name, value in request.headers:  # a repeated header is seen as its values joined by commas (Envoy's matchers)
         name, value = name.lower(), value.strip(" \t")  # HTTP drops the whitespace around a value
         headers[name] = f"{headers[name]},{value}" if name in headers else value
-    t = Trace(request.method.upper(), request.path or "/", headers)
+    t = Trace(request.method.upper(), request.path or "/", headers, caller_version=request.caller_version,
+              pod_versions=_pod_versions(caller, request.caller_version))
     t.sidecars["edge" if caller.gateway is not None else "caller"] = caller.service
     if caller.gateway is not None:
         outcome = _from_gateway(t, ir, sidecars, caller, request)
     else:
         outcome = _from_service(t, ir, sidecars, caller, request)
+    if t.depends:  # a rule for some caller versions matched, and the caller pod's version was not given
+        outcome = replace(outcome, certain=False, summary=f"{outcome.summary}; {'; '.join(t.depends)}")
     return Explanation(request, tuple(t.steps), outcome)
+
+
+def _pod_versions(caller: Sidecar, version: str | None) -> tuple[str, ...]:
+    """The caller's versions in pods, and a check of `--from-version` against them: only a pod's sidecar knows
+    its version (from its `version` label); on one host and in Docker the versions share one sidecar."""
+    k = caller.kubernetes
+    versions = tuple(v.name for v in k.versions) if k is not None else ()
+    if version is None:
+        return versions
+    if caller.gateway is not None:
+        raise ExplainError(f"--from-version {version!r}: {caller.service} is a Gateway, which has no versions")
+    if k is None:
+        raise ExplainError(f"--from-version {version!r}: {caller.service} does not run in pods, where its versions "
+                           "share one sidecar: no route can tell them apart, so the version changes nothing")
+    if version not in versions:
+        raise ExplainError(f"--from-version {version!r}: {caller.service} has no such version "
+                           f"(its versions: {', '.join(versions)})")
+    return versions
 
 
 def _known(ir: MeshIR, sidecars: dict[str, Sidecar]) -> set[str]:
@@ -66,8 +89,9 @@ def _from_service(t: Trace, ir: MeshIR, sidecars: dict[str, Sidecar], caller: Si
             f"of Service {caller.service} (it calls: {', '.join(sorted(called)) or 'nothing'})")
     host = host or service
     t.headers["host"] = host
-    t.step("caller", "request", f"{t.method} {t.path} Host {host} from {caller.service}'s app to its outbound listener "
-           f"{listener.address}:{listener.port}", caller.source, method=t.method, path=t.path, host=host)
+    pod = f" (a pod of version {t.caller_version})" if t.caller_version else ""
+    t.step("caller", "request", f"{t.method} {t.path} Host {host} from {caller.service}'s app{pod} to its outbound "
+           f"listener {listener.address}:{listener.port}", caller.source, method=t.method, path=t.path, host=host)
     answer = _http_hop(t, "caller", caller, listener, host)
     if isinstance(answer, Outcome):
         return answer

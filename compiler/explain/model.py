@@ -7,7 +7,7 @@ The API (stable; other tools and the explain-versus-Envoy test code against it):
     e.outcome.kind      # "forwarded" | "response" | "unreachable"
     e.outcome.status    # the status the caller's app gets when a sidecar answers; None when forwarded
     e.outcome.versions  # ((version, probability), ...) where a forwarded request can land
-    e.outcome.certain   # False when a percentage or a counter decides (faults, rate limits)
+    e.outcome.certain   # False when a percentage, a counter or the caller pod's version (not given) decides
     e.steps             # (Step, ...): side, what, decision, source, data
     e.to_json()         # a dict with stable keys
 """
@@ -27,7 +27,10 @@ class Request:
 
     `path` may hold `?query`; header names are lowercase. A service caller sends `Host: <service>` unless a
     `host` header says otherwise. For a gateway caller `service` is optional (the gateway's routes decide)
-    and `listener` names the gateway listener (default: its first listener that routes)."""
+    and `listener` names the gateway listener (default: its first listener that routes). `caller_version`: the
+    version of the calling pod, for route rules limited to some versions of their callers (`match.callers`,
+    in pods: each pod's sidecar matches its own `version` label); None: such a rule is reported as depending
+    on it, and the rules after it are followed."""
 
     caller: str
     service: str | None = None
@@ -35,6 +38,7 @@ class Request:
     path: str = "/"
     headers: tuple[tuple[str, str], ...] = ()
     listener: str | None = None
+    caller_version: str | None = None
 
     def header(self, name: str) -> str | None:
         values = [v for n, v in self.headers if n.lower() == name.lower()]
@@ -114,6 +118,7 @@ class Explanation:
                 "path": r.path,
                 "headers": [[n, v] for n, v in r.headers],
                 "listener": r.listener,
+                "caller_version": r.caller_version,
             },
             "steps": [s.to_json() for s in self.steps],
             "outcome": self.outcome.to_json(),

@@ -24,6 +24,10 @@ class Trace:
     alternatives: list[Alternative] = field(default_factory=list)
     certain: bool = True
     sidecars: dict[str, str] = field(default_factory=dict)  # side -> the sidecar (service or gateway) on that side
+    caller_version: str | None = None  # the calling pod's version (`--from-version`); None: not given
+    pod_versions: tuple[str, ...] = ()  # the caller's versions in pods (each pod's sidecar knows its own)
+    depends: list[str] = field(default_factory=list)  # what a caller pod of another version would get instead
+    passed_versions: set[str] = field(default_factory=set)  # caller versions the rules followed past (not given)
 
     def step(self, side: Side, what: str, decision: str, source: Source | None = None, **data) -> None:
         data = {k: v for k, v in data.items() if v is not None}
