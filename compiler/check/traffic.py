@@ -24,8 +24,10 @@ _EXTERNAL_REFUSED = ("health_check", "rate_limit", "global_rate_limit")  # E525 
 
 
 def _get(obj, path: tuple[str, ...]):
+    """The value at `path`, None when unset or when the model has no such field (a version's load_balancer
+    has no hash_on: it is one per service)."""
     for part in path:
-        obj = getattr(obj, part) if obj is not None else None
+        obj = getattr(obj, part, None)
     return obj if obj is not False else None
 
 

@@ -101,6 +101,10 @@ def _http_options(c: Cluster, life: ConnectionLife | None) -> dict | None:
     options = typed(_HTTP_OPTIONS, **_VERSION[version or "http1"])
     if common:
         options["common_http_protocol_options"] = common
+    if c.forward_proxy:
+        # Envoy refuses a forward-proxy cluster with these options unless they keep what it sets itself without
+        # them: SNI and certificate check by the request's host (both unused in plaintext).
+        options["upstream_http_protocol_options"] = {"auto_sni": True, "auto_san_validation": True}
     return {_HTTP_OPTIONS: options}
 
 
