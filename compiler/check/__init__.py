@@ -9,6 +9,7 @@ one (`view.mesh` is None otherwise).
 
 from __future__ import annotations
 
+from compiler.check.callers import check_callers
 from compiler.check.external import check_externals
 from compiler.check.gateway import check_gateways
 from compiler.check.graph import check_call_cycles
@@ -39,6 +40,7 @@ CHECKS = (
     check_structure,
     check_references,
     check_routes,
+    check_callers,
     _shadowed_rules,
     check_gateways,
     check_shadowed_gateway_routes,
