@@ -333,3 +333,34 @@ connection_pool: {max_requests: 3}
     assert len(amplified) == 1 and "4 × 4 = 16 tries of 'psp' (web → a → b → psp)" in amplified[0]
     pools = _codes(diags, "W603")
     assert len(pools) == 1 and "a: up to 3 retries in flight (retry_budget: 20% of max_requests 3" in pools[0]
+
+
+def test_a_rule_for_some_callers_counts_only_on_their_edges(tmp_path):
+    """A rule with `match.callers` is only on those callers' sidecars: its retries (and its mirror copies) count
+    on their edges, not on the other callers' (web → a → b would be 3 × 4 = 12 tries of b otherwise)."""
+    from compiler.check.callgraph import CallGraph
+    from compiler.policy.resolved import resolve
+
+    routes = _retrying("a", 2) + """\
+---
+kind: Route
+service: b
+rules:
+  - match: {callers: [x]}
+    to: {default: 100}
+    retries: {attempts: 3}
+    mirror: [{service: c, to: default}]
+  - to: {default: 100}
+"""
+    calls = {"a": ["b"], "b": [], "c": [], "x": ["b"]}
+    assert _codes(_diags(tmp_path, calls, routes), "W601") == []
+    graph = CallGraph(resolve(load(tmp_path).policy))
+    edges = {(e.caller, e.callee, e.mirror): e.tries for n in graph.out for e in graph.out[n]}
+    assert edges[("web", "a", False)] == 3
+    assert edges[("a", "b", False)] == 1
+    assert edges[("x", "b", False)] == 4
+    assert ("x", "c", True) in edges and ("a", "c", True) not in edges
+    assert [i for i, _ in graph.rules_of("b", "a")] == [1] and [i for i, _ in graph.rules_of("b", "x")] == [0, 1]
+    # the rule for a too: a's edge makes 4 tries and web → a → b is 3 × 4 = 12 > 10
+    found = _codes(_diags(tmp_path, calls, routes.replace("callers: [x]", "callers: [x, a]")), "W601")
+    assert len(found) == 1 and "3 × 4 = 12 tries of 'b' (web → a → b)" in found[0]

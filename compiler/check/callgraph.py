@@ -2,8 +2,10 @@
 
 An edge goes from each Service to what its `calls` names, from each Gateway to each route's destination,
 and from such a caller to every service a rule of the destination's Route mirrors to (a copy per request,
-never retried). On an edge to C the caller's sidecar applies C's Route, so every caller of C sees the same
-rules: the edge's tries are the most any of them makes (`tries_of`: 1 + retries.attempts).
+never retried). On an edge to C the caller's sidecar applies C's Route: the rules of it that apply to that
+caller (a rule with `match.callers` is only on those callers' sidecars, Resolved.rules_on), so the edge's
+tries are the most any of those rules makes (`tries_of`: 1 + retries.attempts), and its mirror copies are
+those of those rules.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class CallGraph:
         for caller, callee in sorted(set(callers)):
             edges[(caller, callee, False)] = self._edge(caller, callee)
             route = self.route_of(callee)
-            for i, rule in self.rules_of(callee):
+            for i, rule in self.rules_of(callee, caller):
                 for j, mirror in enumerate(rule.mirror):
                     target = mirror.service
                     if target is None or target == callee or target == caller or not self.is_callee(target):
@@ -76,15 +78,20 @@ class CallGraph:
     def route_of(self, name: str) -> Route | None:
         return self.view.routes.get(name) if self.is_http(name) else None
 
-    def rules_of(self, name: str) -> list[tuple[int, RouteRule]]:
-        """The forwarding rules of its Route (index, rule); none without a Route."""
+    def rules_of(self, name: str, caller: str | None = None) -> list[tuple[int, RouteRule]]:
+        """The forwarding rules of its Route (index, rule); none without a Route. With `caller`, only those on
+        that caller's sidecar (a rule whose `match.callers` leaves the caller out is not there); without, all of
+        them (what some caller may apply)."""
         route = self.route_of(name)
-        return [(i, r) for i, r in enumerate(route.rules) if r.to is not None] if route else []
+        if route is None:
+            return []
+        rules = enumerate(route.rules) if caller is None else ((i, r) for i, r, _ in self.view.rules_on(name, caller))
+        return [(i, r) for i, r in rules if r.to is not None]
 
     def _edge(self, caller: str, callee: str) -> Edge:
         route = self.route_of(callee)
         best: tuple[int, int] | None = None
-        for i, rule in self.rules_of(callee):
+        for i, rule in self.rules_of(callee, caller):
             if best is None or tries_of(rule) > best[1]:
                 best = (i, tries_of(rule))
         if route is None or best is None or best[1] == 1:
