@@ -39,6 +39,7 @@ leave loopback, but only inside network namespaces the harness makes, in a priva
 - configmap   kubelet's `..data` swap (`project`) and a sidecar's ConfigMap data.
 - manifests   what the box reads from out/kubernetes: Services, the sidecar Component's container.
 - pod         `Pod`, `PodEnvoy` (the sidecar as the Component says, in the pod's namespaces).
+- podenv      kubelet's resolution of a container's `env` for a pod (values, downward API `fieldRef`).
 - podapp      the app inside a pod (`python -m harness.podapp`).
 - podload, traffic  the load client inside a caller pod and its samples (`PodLoad`, `tally`, `failures`).
 

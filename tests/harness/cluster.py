@@ -11,7 +11,7 @@ unchanged, binding 0.0.0.0 in a network namespace of its own per pod, reading
 /etc/meshc (a read-only bind mount of the pod's ConfigMap volume) and
 resolving the headless Services' names through c-ares and /etc/resolv.conf;
 what out/kubernetes/ says (the ConfigMaps' data, the Services' selectors, the
-sidecar container of the Component: args, mounts, user, read-only root,
+sidecar container of the Component: args, env, mounts, user, read-only root,
 sysctls, probes, preStop, grace); cluster DNS is the real dnsmasq; the kernel
 does the networking (veth pairs into a Linux bridge). What is simulated:
 kubelet (volumes written with its `..data` link swap, readiness probes from

@@ -5,7 +5,7 @@
   pods whose labels match its selector, under `<name>.<namespace>.svc.<cluster domain>`.
 - `sidecar_spec(out, service)`: the container the Component's patch adds to the service's Deployments
   (found by its target `labelSelector: app=<service>`): command and args, volume mounts and their
-  sources, user and read-only root, preStop sleep, termination grace, readiness probe.
+  sources, user and read-only root, preStop sleep, termination grace, readiness probe, environment.
 
 The ConfigMap's data is read by harness.configmap.configmap_data.
 """
@@ -56,6 +56,7 @@ class SidecarSpec:
     readiness: tuple[str, int] | None  # (path, port) of the readinessProbe's httpGet
     annotations: dict[str, str] = field(default_factory=dict)
     sysctls: dict[str, str] = field(default_factory=dict)  # the pod's securityContext.sysctls
+    env: list[dict] = field(default_factory=list)  # the container's `env` list (harness.podenv resolves it)
 
 
 def services(out: Path) -> list[ServiceObject]:
@@ -106,4 +107,5 @@ def sidecar_spec(out: Path, service: str, container: str = "meshc-sidecar") -> S
         readiness=(probe["path"], int(probe["port"])) if probe else None,
         annotations=dict((template.get("metadata") or {}).get("annotations") or {}),
         sysctls={x["name"]: str(x["value"]) for x in (pod.get("securityContext") or {}).get("sysctls", [])},
+        env=list(c.get("env") or []),
     )

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .manifests import SidecarSpec
 from .netns import NetnsHTTPConnection, exec_argv, http_get
+from .podenv import container_env
 from .sidecar import EnvoySidecar
 from .util import STOP_TIMEOUT, HarnessError
 
@@ -96,6 +97,13 @@ class PodEnvoy(EnvoySidecar):
         ro_root = "1" if self.spec.read_only_root else "0"
         start = ["sh", "-c", _START_SIDECAR, "sh", self.binary, user, ro_root, *binds, "--", *args]
         return exec_argv(self.pod.netns, start)
+
+    def process_env(self) -> dict[str, str] | None:
+        """The container's `env` as kubelet resolves it for this pod (e.g. MESHC_VERSION from the pod's
+        `version` label), over the test process's environment; None when the container declares none."""
+        if not self.spec.env:
+            return None
+        return {**os.environ, **container_env(self.spec.env, self.pod, annotations=self.spec.annotations)}
 
     @property
     def label(self) -> str:

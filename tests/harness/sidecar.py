@@ -135,9 +135,14 @@ class EnvoySidecar:
         self.log_path = self._new_log()
         self._log_fh = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True
+            self.command, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True,
+            env=self.process_env(),
         )
         return self
+
+    def process_env(self) -> dict[str, str] | None:
+        """The environment Envoy starts with; None: the test process's own."""
+        return None
 
     def wait_live(self, deadline: float, *, require_accepted: bool = True) -> None:
         """Wait (until `deadline`, time.monotonic()) for /ready LIVE, then check the config was accepted."""
