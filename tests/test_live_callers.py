@@ -59,7 +59,8 @@ class CallersMesh:
             ratings_rules = [{"to": {"v2": 100}}]
         return [
             m.mesh_doc(),
-            m.service("productpage", calls=["ratings"], versions={v: self.apps["productpage", v] for v in ("v1", "v2")}),
+            m.service("productpage", calls=["ratings"],
+                      versions={v: self.apps["productpage", v] for v in ("v1", "v2")}),
             m.service("reviews", calls=["ratings", "productpage"]),
             m.service("ratings", versions={v: self.apps["ratings", v] for v in ("v1", "v2")}),
             {"kind": "Route", "service": "ratings", "rules": ratings_rules},
@@ -140,7 +141,8 @@ def test_rule_for_the_gateway_applies_at_the_gateway_only(live_mesh):
     assert plain == Counter({"v1": N}) and other == Counter({"v1": N}), (plain, other)
     assert from_reviews == Counter({"v1": N}), from_reviews
     assert from_reviews_forged == Counter({"v1": N // 4}), from_reviews_forged
-    assert _routes_to(cm.gateway, "productpage", edge=True) == 2 and _routes_to(live_mesh["reviews"], "productpage") == 1
+    assert _routes_to(cm.gateway, "productpage", edge=True) == 2
+    assert _routes_to(live_mesh["reviews"], "productpage") == 1
     report("callers: productpage canary for the gateway only", gateway_canary=dict(canary), gateway_plain=dict(plain),
            reviews_with_header=dict(from_reviews))
 
