@@ -46,3 +46,24 @@ def test_w302_only_when_non_idempotent_methods_can_be_retried():
 def test_w203_when_no_rule_catches_everything():
     diags = _codes(RouteRule(match={"path": {"prefix": "/api"}}, to={"default": 100}), skip=())
     assert [c for c, *_ in diags] == ["W203"]
+
+
+def test_w203_when_every_rule_is_for_some_callers():
+    """Other callers' sidecars have none of the rules: their requests get 404."""
+    diags = _codes(RouteRule(match={"callers": ["a"]}, to={"default": 100}), skip=())
+    assert [c for c, *_ in diags] == ["W203"]
+
+
+def test_callers_must_call_and_have_the_versions_named():
+    """E255-E258 on policies built in memory (the error cases under tests/errors/caller* show the YAML positions)."""
+    assert _codes(_rule(match={"callers": ["a"]}), _rule()) == []
+    found = _codes(
+        _rule(match={"callers": ["c", "b", {"service": "a", "versions": ["v1"]}]}),
+        _rule(),
+    )
+    assert [(c, p) for c, p, _ in found] == [
+        ("E255", "rules[0].match.callers[0]"),
+        ("E256", "rules[0].match.callers[1]"),
+        ("E257", "rules[0].match.callers[2].versions"),
+    ]
+    assert "unknown caller 'c'" in found[0][2] and "this Route's own service" in found[1][2]

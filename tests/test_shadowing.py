@@ -124,6 +124,29 @@ CASES = [
     ("cookie exact vs regex", m(cookies=[h("ab", exact="b")]), m(cookies=[h("ab", regex="b")]), False),
     ("cookie vs nothing", m(cookies=[h("ab", exact="b")]), m(), False),
     ("cookie vs the Cookie header", m(cookies=[h("ab", exact="b")]), m(headers=[h("cookie", exact="ab=b")]), False),
+    # --- callers ---------------------------------------------------------
+    ("general rule covers a caller-limited one", m(), m(callers=["reviews"]), True),
+    ("caller-limited rule does not cover a general one", m(callers=["reviews"]), m(), False),
+    ("same caller covers", m(callers=["reviews"]), m(callers=["reviews"], path={"prefix": "/a"}), True),
+    ("more callers cover fewer", m(callers=["reviews", "ingress"]), m(callers=["ingress"]), True),
+    ("fewer callers do not cover more", m(callers=["reviews"]), m(callers=["reviews", "productpage"]), False),
+    ("another caller", m(callers=["reviews"]), m(callers=["productpage"]), False),
+    ("caller covers some of its versions", m(callers=["reviews"]), m(callers=[{"service": "reviews", "versions": ["v1"]}]), True),
+    (
+        "versions cover fewer versions",
+        m(callers=[{"service": "reviews", "versions": ["v1", "v2"]}]),
+        m(callers=[{"service": "reviews", "versions": ["v2"]}]),
+        True,
+    ),
+    ("some versions do not cover the caller", m(callers=[{"service": "reviews", "versions": ["v1"]}]), m(callers=["reviews"]), False),
+    (
+        "versions do not cover other versions",
+        m(callers=[{"service": "reviews", "versions": ["v1"]}]),
+        m(callers=[{"service": "reviews", "versions": ["v1", "v3"]}]),
+        False,
+    ),
+    ("a caller's versions in two entries", m(callers=[{"service": "reviews", "versions": ["v1"]}, {"service": "reviews", "versions": ["v2"]}]), m(callers=[{"service": "reviews", "versions": ["v2", "v1"]}]), True),
+    ("callers and a path both needed", m(callers=["reviews"], path={"prefix": "/a"}), m(callers=["reviews"]), False),
     # --- everything together ---------------------------------------------
     (
         "all conditions implied",
@@ -192,3 +215,23 @@ def test_no_report_when_each_rule_can_match():
 def test_runs_as_part_of_check():
     policy = _policy({"to": {"v1": 100}}, {"match": {"methods": ["GET"]}, "to": {"v2": 100}})
     assert [d.code for d in check(policy) if d.is_error] == ["E218"]
+
+
+def test_a_caller_limited_rule_does_not_shadow_a_later_general_one():
+    """callers: [productpage] first, the general rule after: other callers' sidecars have only the second."""
+    policy = _policy({"match": {"callers": ["productpage"]}, "to": {"v2": 100}}, {"to": {"v1": 100}})
+    assert list(check_shadowed_rules(policy)) == []
+    # the other way round the caller-limited rule never matches (on productpage's sidecar the general one wins)
+    policy = _policy({"to": {"v1": 100}}, {"match": {"callers": [{"service": "productpage", "versions": ["v1"]}]}, "to": {"v2": 100}})
+    assert [(d.code, d.path) for d in check_shadowed_rules(policy)] == [("E218", "rules[1]")]
+
+
+def test_a_caller_limited_rule_does_not_match_everything():
+    """W203 and the gateway's shadowing read matches_everything: a rule for some callers leaves the others' requests
+    to the next rules (404 when there is none)."""
+    from compiler.check.routes import matches_everything
+    from compiler.policy.route import RouteRule
+
+    assert matches_everything(RouteRule(to={"v1": 100}))
+    assert not matches_everything(RouteRule(match={"callers": ["productpage"]}, to={"v1": 100}))
+    assert not matches_everything(RouteRule(match={"callers": [{"service": "productpage", "versions": ["v1"]}]}, to={"v1": 100}))
