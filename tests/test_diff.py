@@ -120,6 +120,31 @@ def test_a_rule_is_known_by_its_match_not_its_place() -> None:
     ]
 
 
+def test_a_rule_for_some_callers_is_known_by_them_too() -> None:
+    # Callers are part of a rule's identity (a rule for reviews and the catch-all after it are two rules),
+    # sorted, versions after the name; a change of only the callers is said in words.
+    reviews_v3 = Match(callers=[{"service": "reviews", "versions": ["v3"]}])
+    assert match_label(reviews_v3) == "any request from reviews v3"
+    assert match_label(Match(headers=[{"name": "x", "exact": "1"}], callers=["reviews", "ingress"])) == (
+        "header x=1 from ingress or reviews")
+    assert rule_labels([RouteRule(match=Match(callers=["reviews"]), to={"v2": 100}), _rule()]) == [
+        "[any request from reviews]", "[any request]"]
+    from types import SimpleNamespace
+
+    from compiler.diff.routes import _compare_rules
+
+    view = SimpleNamespace(timeout_of=lambda rule: None)  # rule_content reads only the effective timeout
+    old = [RouteRule(match=Match(callers=["reviews"]), to={"v2": 100}), _rule()]
+    new = [RouteRule(match=reviews_v3, to={"v2": 100}), _rule()]
+    changes = _compare_rules("ratings", view, view, old, new)
+    assert [(c.item, c.before, c.after) for c in changes] == [
+        ("rule #1 [any request]: callers", "only reviews", "only reviews v3")]
+    everyone = [RouteRule(match=Match(), to={"v2": 100}), _rule(path={"prefix": "/a"})]
+    some = [RouteRule(match=Match(callers=["ingress"]), to={"v2": 100}), _rule(path={"prefix": "/a"})]
+    assert [(c.item, c.before, c.after) for c in _compare_rules("x", view, view, everyone, some)] == [
+        ("rule #1 [any request]: callers", "every caller", "only ingress")]
+
+
 def _access(*allow: AccessRule, deny: tuple = (), dry_run: bool = False, allow_list: bool = True) -> Access:
     return Access(deny=deny, allow=tuple(allow) if allow_list else None, dry_run=dry_run)
 

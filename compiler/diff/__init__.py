@@ -52,7 +52,7 @@ def rollout_changes(old: dict[str, bytes], new: dict[str, bytes]) -> list[Change
             out.append(Change("rollout", c.service, "", c.action, None, None))
         elif c.action != "unchanged":
             info = c.as_json()
-            if all(_provenance_only(old.get(f"{c.service}/{f}"), new.get(f"{c.service}/{f}")) for f in c.files):
+            if c.files and all(_provenance_only(old.get(f"{c.service}/{f}"), new.get(f"{c.service}/{f}")) for f in c.files):
                 info["provenance_only"] = True
             out.append(Change("rollout", c.service, "", "changed", None, info))
     outside = sorted(

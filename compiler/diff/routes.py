@@ -27,8 +27,24 @@ def _string_match(name: str, m) -> str:
     return f"{name}~{m.regex}"
 
 
+def callers_text(callers) -> str:
+    """A rule's callers as a reviewer reads them: `reviews v3`, `ingress or reviews v2/v3` (sorted), or
+    `every caller` for none (the rule applies on every caller's sidecar)."""
+    if not callers:
+        return "every caller"
+    texts = {c.service + (f" {'/'.join(sorted(c.versions))}" if c.versions else "") for c in callers}
+    return " or ".join(sorted(texts))
+
+
 def match_label(match: Match) -> str:
-    """The rule's identity: every condition of its match, in a fixed order, or `any request`."""
+    """The rule's identity: every condition of its match, in a fixed order, or `any request`; then the
+    callers it is limited to (`any request from reviews v3`)."""
+    label = _conditions_label(match)
+    return f"{label} from {callers_text(match.callers)}" if match.callers else label
+
+
+def _conditions_label(match: Match) -> str:
+    """What the match asks of the request itself (not of its caller)."""
     parts = []
     if match.methods:
         parts.append("|".join(sorted(set(match.methods))))
@@ -146,7 +162,7 @@ def _compare_rules(name: str, old: Resolved, new: Resolved, old_rules, new_rules
         after = rule_content(new, rule)
         if k in renamed:
             i, old_rule = old_by[renamed[k]]
-            out.append(Change("routes", name, f"rule #{j + 1}: match", "changed", renamed[k], k))
+            out.append(_match_changed(name, j, old_rule.match, rule.match, renamed[k], k))
             before, label = rule_content(old, old_rule), f"rule {k}"
         elif k in old_by:
             i, old_rule = old_by[k]
@@ -163,3 +179,14 @@ def _compare_rules(name: str, old: Resolved, new: Resolved, old_rules, new_rules
         for path, a, b in nested_changes(rest_before, rest_after):
             out.append(Change("routes", name, f"{label}: {path}", "changed", a, b))
     return out
+
+
+def _match_changed(name: str, j: int, old: Match, new: Match, old_key: str, new_key: str) -> Change:
+    """A rule at the same position whose match changed. Only its callers: said in words (`rule #1 [any
+    request]: callers: every caller -> only reviews v3`), since the other callers' sidecars lose or gain it."""
+    if _conditions_label(old) == _conditions_label(new):
+        def only(m: Match) -> str:
+            return "only " + callers_text(m.callers) if m.callers else callers_text(m.callers)
+
+        return Change("routes", name, f"rule #{j + 1} [{_conditions_label(new)}]: callers", "changed", only(old), only(new))
+    return Change("routes", name, f"rule #{j + 1}: match", "changed", old_key, new_key)
