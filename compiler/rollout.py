@@ -36,6 +36,10 @@ from pathlib import PurePosixPath
 import yaml
 
 KUBERNETES_BASE = "kubernetes/kustomization.yaml"  # compiler.kubernetes.layout.BASE
+KUBERNETES_PATCH = "kubernetes/sidecar/patch-{}.yaml"  # compiler.kubernetes.layout: a service's Deployment patch
+CALLER_VERSION_ENV = "MESHC_VERSION"  # compiler.ir.CALLER_VERSION_ENV
+CALLER_VERSION_KEY = "meshc.caller_version"  # compiler.ir.CALLER_VERSION_KEY
+POD_TEMPLATE_HASH = "meshc.dev/bootstrap-sha256"  # the pod template annotation that follows bootstrap.yaml
 
 BOOTSTRAP = "bootstrap.yaml"
 CLUSTERS = "clusters.yaml"
@@ -117,13 +121,76 @@ def changes(old: dict[str, bytes] | None, new: dict[str, bytes]) -> list[Sidecar
             out.append(SidecarChange(name, "removed"))
             continue
         touched = tuple(sorted(f for f in set(before) | set(after) if before.get(f) != after.get(f)))
-        if not touched:
+        patch = KUBERNETES_PATCH.format(name)
+        pods = pod_reasons(name, old.get(patch), new.get(patch), after.get("routes-outbound.yaml"))
+        if BOOTSTRAP in touched:
+            why = restart_reasons(before[BOOTSTRAP], after[BOOTSTRAP]) + pods
+            out.append(SidecarChange(name, "restart", touched, tuple(why)))
+        elif pods:
+            out.append(SidecarChange(name, "restart", touched, tuple(pods)))
+        elif not touched:
             out.append(SidecarChange(name, "unchanged"))
-        elif BOOTSTRAP in touched:
-            out.append(SidecarChange(name, "restart", touched, tuple(restart_reasons(before[BOOTSTRAP], after[BOOTSTRAP]))))
         else:
             out.append(SidecarChange(name, "reload", touched))
     return out
+
+
+def _sidecar_env(patch) -> set[str]:
+    """The environment variable names of the sidecar container in a Deployment patch."""
+    spec = (((patch or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
+    return {e.get("name") for c in containers if isinstance(c, dict) for e in c.get("env") or [] if isinstance(e, dict)}
+
+
+def _without_template_hash(patch):
+    """A Deployment patch without the annotation that follows bootstrap.yaml (a bootstrap change says why)."""
+    if not isinstance(patch, dict):
+        return patch
+    out = json.loads(json.dumps(patch))
+    annotations = ((out.get("spec") or {}).get("template") or {}).get("metadata", {}).get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(POD_TEMPLATE_HASH, None)
+    return out
+
+
+def _caller_version_rules(routes: bytes | None) -> list[str]:
+    """The policy places (`Route/ratings/rules[0]`) of the outbound routes that match the caller's version."""
+    found = []
+    for config in _resources(routes) if routes is not None else []:
+        for vhost in config.get("virtual_hosts") or []:
+            for route in vhost.get("routes") or []:
+                states = (route.get("match") or {}).get("filter_state") or []
+                if any(f.get("key") == CALLER_VERSION_KEY for f in states if isinstance(f, dict)):
+                    source = (((route.get("metadata") or {}).get("filter_metadata") or {}).get("meshc") or {}).get("source", "")
+                    found.append(source.split("#", 1)[-1] or vhost.get("name", "?"))
+    return list(dict.fromkeys(found))
+
+
+def pod_reasons(name: str, old: bytes | None, new: bytes | None, routes: bytes | None) -> list[str]:
+    """In pods: why a change of the service's Deployment patch (kubernetes/sidecar/patch-<service>.yaml) replaces
+    its pods. Kubernetes rolls the Deployment on `kubectl apply` (a new pod template), while its ConfigMap's files
+    reach the running pods without one. Empty when the patch did not change (or only with bootstrap.yaml)."""
+    if old is None or new is None or old == new:
+        return []
+    try:
+        a, b = _load(old), _load(new)
+    except yaml.YAMLError:
+        a, b = None, None
+    patch = KUBERNETES_PATCH.format(name)
+    if a is not None and _without_template_hash(a) == _without_template_hash(b):
+        return []
+    gained = CALLER_VERSION_ENV in _sidecar_env(b) and CALLER_VERSION_ENV not in _sidecar_env(a)
+    lost = CALLER_VERSION_ENV in _sidecar_env(a) and CALLER_VERSION_ENV not in _sidecar_env(b)
+    if gained:
+        rules = _caller_version_rules(routes)
+        which = f" ({', '.join(rules)})" if rules else ""
+        return [f"its sidecar now reads its pod's version label ({CALLER_VERSION_ENV}, {patch}): Kubernetes replaces "
+                f"{name}'s pods on kubectl apply; until a pod is replaced its sidecar has no version, so the rules "
+                f"for some caller versions{which} do not match its calls (they fall through to the next rule)"]
+    if lost:
+        return [f"its sidecar no longer reads its pod's version label ({CALLER_VERSION_ENV}, {patch}): Kubernetes "
+                f"replaces {name}'s pods on kubectl apply"]
+    return [f"its pods' Deployment patch changed ({patch}): Kubernetes replaces {name}'s pods on kubectl apply"]
 
 
 # --------------------------------------------------------------------------

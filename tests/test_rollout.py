@@ -157,3 +157,59 @@ def test_kubernetes_manifests_are_no_sidecar_and_land_last() -> None:
         ["reviews/clusters.yaml"],
         ["kubernetes/kustomization.yaml", "kubernetes/reviews/configmap.yaml", "reviews/bootstrap.yaml"],
     ]
+
+
+def test_pods_replaced_when_a_caller_version_rule_first_needs_the_pods_version(tmp_path: Path, capsys) -> None:
+    # In pods a rule for some caller versions matches the version each pod's sidecar reads from its `version`
+    # label (env MESHC_VERSION in the Deployment patch): the patch changes, so Kubernetes replaces the pods;
+    # until then the running ones have no version and those rules do not match their calls.
+    text = (ROOT / "policies" / "kubernetes-callers" / "mesh.yaml").read_text()
+    any_version = text.replace("callers: [{service: reviews, versions: [v3]}]", "callers: [reviews]")
+    assert any_version != text
+    before, after = _compile(tmp_path, any_version), _compile(tmp_path, text)
+    patch = "kubernetes/sidecar/patch-reviews.yaml"
+    assert b"MESHC_VERSION" not in before[patch] and b"MESHC_VERSION" in after[patch]
+    report = _by_service(before, after)
+    reviews = report["reviews"]
+    assert reviews.action == "restart" and reviews.files == ("listeners.yaml", "routes-outbound.yaml")
+    assert len(reviews.why) == 1
+    assert reviews.why[0].startswith(f"its sidecar now reads its pod's version label (MESHC_VERSION, {patch}): "
+                                     "Kubernetes replaces reviews's pods on kubectl apply")
+    assert "the rules for some caller versions (Route/ratings/rules[0]) do not match its calls" in reviews.why[0]
+    assert "RESTART NEEDED" in reviews.describe()
+    # The other sidecars' pods keep their patch: nothing to replace.
+    assert report["productpage"].action == "unchanged" and report["ratings"].action == "unchanged"
+    # The rule going back to every version: the variable goes, the pods are replaced again.
+    back = _by_service(after, before)["reviews"]
+    assert back.action == "restart" and "no longer reads its pod's version label" in back.why[0]
+    # Another caller-version rule once the pods have their version: a reload.
+    more = text.replace("  - to: {v1: 100}\n", "  - match:\n      callers: [{service: reviews, versions: [v2]}]\n"
+                        "      headers: [{name: x-debug, exact: '1'}]\n    to: {v2: 100}\n  - to: {v1: 100}\n")
+    assert more != text
+    assert _by_service(after, _compile(tmp_path, more))["reviews"].action == "reload"
+
+    # `meshc build` prints it, and the manifest records it.
+    policy, out = tmp_path / "policy", tmp_path / "out"
+    policy.mkdir()
+    (policy / "mesh.yaml").write_text(any_version)
+    assert main(["build", str(policy), "-o", str(out), "--settle", "0"]) == 0
+    capsys.readouterr()
+    (policy / "mesh.yaml").write_text(text)
+    assert main(["build", str(policy), "-o", str(out), "--settle", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "reviews: RESTART NEEDED: its sidecar now reads its pod's version label" in err
+    assert json.loads((out / "manifest.json").read_text())["rollout"]["reviews"]["action"] == "restart"
+
+
+def test_pod_patch_changes_other_than_the_version_label() -> None:
+    from compiler.rollout import pod_reasons
+
+    patch = b"spec:\n  template:\n    metadata:\n      annotations: {meshc.dev/bootstrap-sha256: %s}\n" \
+            b"    spec:\n      initContainers: [{name: meshc-sidecar, image: %s}]\n"
+    a = patch % (b"aa", b"envoy:1")
+    assert pod_reasons("reviews", a, a, None) == []
+    assert pod_reasons("reviews", a, patch % (b"bb", b"envoy:1"), None) == []  # the bootstrap's own restart says why
+    assert pod_reasons("reviews", a, patch % (b"aa", b"envoy:2"), None) == [
+        "its pods' Deployment patch changed (kubernetes/sidecar/patch-reviews.yaml): Kubernetes replaces reviews's "
+        "pods on kubectl apply"]
+    assert pod_reasons("reviews", None, a, None) == []  # a service new to pods: added, or its bootstrap says why
