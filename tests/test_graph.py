@@ -188,6 +188,19 @@ def test_authorization_per_caller() -> None:
     assert tcp["svc_web", "svc_ledger"].label == ("tcp", "mTLS strict", "allowed")
 
 
+def test_rules_for_some_callers_are_labelled_with_them() -> None:
+    # A caller-limited split names its callers, so the picture does not suggest every caller gets it; each
+    # call edge shows only the rules its caller's sidecar has (reviews' 2s timeout is not productpage's).
+    edges = labels(graph(ROOT / "policies" / "callers"))
+    assert edges["svc_ratings", "ver_ratings__v2", "split"] == ("100% from reviews",)
+    assert edges["svc_ratings", "ver_ratings__v1", "split"] == ("100% otherwise",)
+    assert edges["svc_productpage", "ver_productpage__v2", "split"] == ("100% when x-canary: 1 from ingress",)
+    assert edges["svc_reviews", "svc_ratings", "call"][-1] == "timeout 2s / 15s"
+    assert edges["svc_productpage", "svc_ratings", "call"][-1] == "timeout 15s"
+    pods = labels(graph(ROOT / "policies" / "kubernetes-callers"))
+    assert pods["svc_ratings", "ver_ratings__v2", "split"] == ("100% from reviews v3",)
+
+
 def test_mtls_modes_and_plaintext_caller() -> None:
     edges = labels(graph(ROOT / "policies" / "mtls"))
     assert edges["svc_reviews", "svc_ratings", "call"][0] == "mTLS permissive"

@@ -44,8 +44,17 @@ def path_text(path) -> str:
     return f"~ {path.regex}"
 
 
+def callers_text(callers) -> str:
+    """`from reviews v3`, `from ingress or reviews`: the callers a rule is limited to (`match.callers`: only their
+    sidecars have it, and with versions only those versions' pods match it); '' for every caller."""
+    if not callers:
+        return ""
+    texts = {c.service + (f" {'/'.join(sorted(c.versions))}" if c.versions else "") for c in callers}
+    return "from " + " or ".join(sorted(texts))
+
+
 def match_text(match: Match) -> str:
-    """What a rule's requests have in common, '' when it matches every request."""
+    """What a rule's requests have in common, '' when it matches every request from every caller."""
     parts = []
     if match.methods:
         parts.append(",".join(match.methods))
@@ -54,6 +63,8 @@ def match_text(match: Match) -> str:
     parts += [_header(h) for h in match.headers]
     parts += [_cookie(c) for c in match.cookies]
     parts += [_query(q) for q in match.query]
+    if match.callers:
+        parts.append(callers_text(match.callers))
     return " ".join(parts)
 
 

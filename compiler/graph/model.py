@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from compiler.graph.describe import authz_text, rule_effects, rule_texts, transport_text
 from compiler.ir import HttpListener, MeshIR, Sidecar, TcpListener
+from compiler.policy.caller import versions_for
 from compiler.policy.resolved import Resolved
 
 
@@ -82,10 +83,12 @@ def _outbound_cluster(caller: Sidecar | None, callee: str):
 
 
 def _pieces_text(pieces: list[tuple[str, int]]) -> tuple[str, ...]:
-    """One line per rule sending requests to a version: `90%`, `100% when end-user: jason`, `10% otherwise`."""
+    """One line per rule sending requests to a version: `90%`, `100% when end-user: jason`, `10% otherwise`,
+    `100% from reviews v3` (a rule for some callers only)."""
     lines = []
     for cond, pct in pieces:
-        lines.append(f"{pct}% otherwise" if cond == "else" else f"{pct}% when {cond}" if cond else f"{pct}%")
+        when = "" if cond.startswith("from ") else "when "
+        lines.append(f"{pct}% otherwise" if cond == "else" else f"{pct}% {when}{cond}" if cond else f"{pct}%")
     return tuple(lines)
 
 
@@ -185,14 +188,15 @@ class _Builder:
         for dst, texts_ in sorted(mirrors.items()):
             self.edges.append(Edge(src, dst, "mirror", (" · ".join(texts_),), style="dashed"))
 
-    def resilience(self, callee: str) -> list[str]:
-        """Direct answers, faults, retries and timeouts of calls to `callee` (its Route; else the Mesh's default
-        timeout)."""
+    def resilience(self, caller: str, callee: str) -> list[str]:
+        """Direct answers, faults, retries and timeouts of `caller`'s calls to `callee` (its Route's rules that
+        `caller`'s sidecar has: a rule for other callers only is not there; else the Mesh's default timeout)."""
         target = self.view.views.get(callee) or self.view.externals.get(callee)
         if target is None or target.listener == "tcp":
             return []
-        rules = target.route.rules if target.route else []
-        texts = rule_texts(rules)
+        all_rules = target.route.rules if target.route else []
+        texts = [t for r, t in zip(all_rules, rule_texts(all_rules)) if versions_for(r.match.callers, caller) is not None]
+        rules = [r for r in all_rules if versions_for(r.match.callers, caller) is not None]
         retries = []
         for rule, text in zip(rules, texts):
             if rule.retries is not None:
@@ -223,7 +227,7 @@ class _Builder:
             verdict, text = authz_text(inbound.access, principal)
             dry_run = bool(inbound.access and inbound.access.dry_run)
             lines.append(text)
-        lines += self.resilience(callee)
+        lines += self.resilience(caller_name, callee)
         self.edges.append(Edge(src, self.node_of(callee), "call", tuple(lines), verdict=verdict, dry_run=dry_run))
 
 
