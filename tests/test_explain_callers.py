@@ -89,6 +89,8 @@ def test_caller_version_given_decides():
 def test_caller_version_refused_where_it_cannot_decide():
     with pytest.raises(ExplainError, match="reviews has no such version \\(its versions: v1, v2, v3\\)"):
         explain(_example("kubernetes-callers"), Request("reviews", "ratings", caller_version="v9"))
+    with pytest.raises(ExplainError, match="productpage declares no versions whose pods carry a `version` label"):
+        explain(_example("kubernetes-callers"), Request("productpage", "reviews", caller_version="default"))
     with pytest.raises(ExplainError, match="does not run in pods"):
         explain(_example("callers"), Request("reviews", "ratings", caller_version="v1"))
     with pytest.raises(ExplainError, match="is a Gateway, which has no versions"):

@@ -41,7 +41,10 @@ def _pod_versions(caller: Sidecar, version: str | None) -> tuple[str, ...]:
     """The caller's versions in pods, and a check of `--from-version` against them: only a pod's sidecar knows
     its version (from its `version` label); on one host and in Docker the versions share one sidecar."""
     k = caller.kubernetes
-    versions = tuple(v.name for v in k.versions) if k is not None else ()
+    label = (k.version_label or "version") if k is not None else ""
+    # Pods with a version label: not the implicit `default` version, nor one whose instances are not pods
+    versions = tuple(v.name for v in k.versions if not v.explicit_endpoints and any(n == label for n, _ in v.selector)) \
+        if k is not None else ()
     if version is None:
         return versions
     if caller.gateway is not None:
@@ -49,6 +52,9 @@ def _pod_versions(caller: Sidecar, version: str | None) -> tuple[str, ...]:
     if k is None:
         raise ExplainError(f"--from-version {version!r}: {caller.service} does not run in pods, where its versions "
                            "share one sidecar: no route can tell them apart, so the version changes nothing")
+    if not versions:
+        raise ExplainError(f"--from-version {version!r}: {caller.service} declares no versions whose pods carry a "
+                           f"`{label}` label, so no route can tell its pods apart")
     if version not in versions:
         raise ExplainError(f"--from-version {version!r}: {caller.service} has no such version "
                            f"(its versions: {', '.join(versions)})")
