@@ -7,7 +7,9 @@ when a file is moved into its watched folder; it reads bootstrap.yaml only when
 it starts. So:
 
 - `changes` says, per sidecar: added, removed, unchanged, reload (which files),
-  or restart (which bootstrap parts changed, and so why);
+  or restart (which bootstrap parts changed, and so why; in pods also a change
+  of the service's Deployment patch, which makes Kubernetes replace its pods,
+  e.g. when its sidecar first reads its pod's version for caller-version rules);
 - `steps` orders the changed files so that what a change needs downstream
   lands before what uses it, and what a change removes goes last
   (make-before-break):
@@ -39,7 +41,7 @@ KUBERNETES_BASE = "kubernetes/kustomization.yaml"  # compiler.kubernetes.layout.
 KUBERNETES_PATCH = "kubernetes/sidecar/patch-{}.yaml"  # compiler.kubernetes.layout: a service's Deployment patch
 CALLER_VERSION_ENV = "MESHC_VERSION"  # compiler.ir.CALLER_VERSION_ENV
 CALLER_VERSION_KEY = "meshc.caller_version"  # compiler.ir.CALLER_VERSION_KEY
-POD_TEMPLATE_HASH = "meshc.dev/bootstrap-sha256"  # the pod template annotation that follows bootstrap.yaml
+ANNOTATION_BOOTSTRAP = "meshc.dev/bootstrap-sha256"  # compiler.kubernetes.layout: follows bootstrap.yaml
 
 BOOTSTRAP = "bootstrap.yaml"
 CLUSTERS = "clusters.yaml"
@@ -149,7 +151,7 @@ def _without_template_hash(patch):
     out = json.loads(json.dumps(patch))
     annotations = ((out.get("spec") or {}).get("template") or {}).get("metadata", {}).get("annotations")
     if isinstance(annotations, dict):
-        annotations.pop(POD_TEMPLATE_HASH, None)
+        annotations.pop(ANNOTATION_BOOTSTRAP, None)
     return out
 
 

@@ -213,3 +213,13 @@ def test_pod_patch_changes_other_than_the_version_label() -> None:
         "its pods' Deployment patch changed (kubernetes/sidecar/patch-reviews.yaml): Kubernetes replaces reviews's "
         "pods on kubectl apply"]
     assert pod_reasons("reviews", None, a, None) == []  # a service new to pods: added, or its bootstrap says why
+
+
+def test_rollout_names_agree_with_the_writers() -> None:
+    # compiler/rollout.py keeps its own copies (it reads output files, it does not build them).
+    from compiler import ir, rollout
+    from compiler.kubernetes import layout
+
+    assert rollout.KUBERNETES_PATCH.format("x") == f"{layout.COMPONENT_DIR}/{layout.patch_file('x')}"
+    assert rollout.ANNOTATION_BOOTSTRAP == layout.ANNOTATION_BOOTSTRAP
+    assert (rollout.CALLER_VERSION_ENV, rollout.CALLER_VERSION_KEY) == (ir.CALLER_VERSION_ENV, ir.CALLER_VERSION_KEY)
