@@ -352,7 +352,7 @@ def test_headers_and_cors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("http, message", [
     ("- match: [{sourceLabels: {app: x}}]\n  route: [{destination: {host: reviews}}]",
-     "sourceLabels: not yet in meshc (routing on the calling service)"),
+     "sourceLabels app=x: no Deployment or Gateway the import read has these labels: the rule would match no call"),
     ("- match: [{uri: {prefix: /a}, ignoreUriCase: true}]\n  route: [{destination: {host: reviews}}]",
      "ignoreUriCase: meshc compares paths case-sensitively"),
     ("- match: [{method: {regex: 'GET|HEAD'}}]\n  route: [{destination: {host: reviews}}]",
@@ -886,3 +886,203 @@ def test_sidecar_precedence(tmp_path: Path) -> None:
     assert not result.problems, messages(result)
     assert "calls" not in one(result, "Service", "reviews")  # its own Sidecar lists nothing of the mesh
     assert one(result, "Service", "ratings")["calls"] == ["reviews"]  # the root Sidecar: its namespace
+
+
+# ---------------------------------------------------------------- callers: sourceLabels, sourceNamespace, gateways
+
+def ratings_vs(match: str, then: str = "") -> str:
+    """A VirtualService for ratings (called by reviews, which has versions v1 and v2) with one match."""
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: ratings}}
+spec:
+  hosts: [ratings]
+  http:
+    - match: [{match}]
+      route: [{{destination: {{host: ratings}}}}]
+      timeout: 2s
+    - route: [{{destination: {{host: ratings}}}}]
+{then}"""
+
+
+def built_clean(result, tmp_path: Path) -> None:
+    """The import's output passes meshc check's checks and builds (sidecar configs and manifests)."""
+    write_files(result.files, tmp_path / "built")
+    built = build(tmp_path / "built")
+    errors = [f"{d.source}: {d.code} {d.message}" for d in built.diagnostics if d.is_error]
+    assert built.ok and not errors, errors
+
+
+def callers_of_first_rule(result) -> list:
+    return one(result, "Route", "ratings")["rules"][0]["match"]["callers"]
+
+
+def test_source_labels_of_some_versions(tmp_path: Path) -> None:
+    result = run(tmp_path, ratings_vs("{sourceLabels: {app: reviews, version: v2}, headers: {x-a: {exact: '1'}}}"))
+    assert not result.problems, messages(result)
+    assert one(result, "Route", "ratings")["rules"][0]["match"] == {
+        "callers": [{"service": "reviews", "versions": ["v2"]}], "headers": [{"name": "x-a", "exact": "1"}]}
+    assert "# callers from sourceLabels app=reviews, version=v2 (istio.yaml:8): reviews v2 (Deployment " \
+           "reviews-v2; its sidecar reads the pod's version label)" in result.files["ratings.yaml"]
+    built_clean(result, tmp_path)
+
+
+@pytest.mark.parametrize("labels", ["{app: reviews}", "{version: v1}", "{version: v2}"])
+def test_source_labels_of_a_whole_service(tmp_path: Path, labels: str) -> None:
+    """Labels on every Deployment of reviews are reviews (any version); `version: v1` picks reviews v1 only
+    when ratings, the callee itself, is left aside: here reviews has v1 and v2, so only v2 is partial."""
+    result = run(tmp_path, ratings_vs(f"{{sourceLabels: {labels}}}"))
+    assert not result.problems, messages(result)
+    want = {"{app: reviews}": ["reviews"], "{version: v1}": [{"service": "reviews", "versions": ["v1"]}],
+            "{version: v2}": [{"service": "reviews", "versions": ["v2"]}]}[labels]
+    assert callers_of_first_rule(result) == want
+    built_clean(result, tmp_path)
+
+
+def test_source_labels_of_a_service_without_deployments(tmp_path: Path) -> None:
+    """ratings has no Deployment in the input: its pods have at least its Service's selector labels."""
+    result = run(tmp_path, vs("- match: [{sourceLabels: {app: ratings}}]\n"
+                              "  route: [{destination: {host: reviews, subset: v2}}]\n"
+                              "- route: [{destination: {host: reviews, subset: v1}}]"))
+    assert not result.problems, messages(result)
+    assert one(result, "Route", "reviews")["rules"][0] == {"match": {"callers": ["ratings"]}, "to": {"v2": 100}}
+    built_clean(result, tmp_path)
+
+
+def test_source_labels_subset_names_are_the_versions(tmp_path: Path) -> None:
+    """With DestinationRule subsets, a caller's versions are the subsets its pods' labels fall in."""
+    result = run(tmp_path, ratings_vs("{sourceLabels: {version: v2}}", "---" + dr(
+        "subsets: [{name: stable, labels: {version: v1}}, {name: canary, labels: {version: v2}}]")))
+    assert not result.problems, messages(result)
+    assert callers_of_first_rule(result) == [{"service": "reviews", "versions": ["canary"]}]
+    built_clean(result, tmp_path)
+
+
+GATEWAY_TO_RATINGS = """
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge}
+spec:
+  hosts: ["*"]
+  gateways: [ingress]
+  http: [{route: [{destination: {host: ratings}}]}]
+"""
+
+
+def test_source_labels_of_the_ingress_gateway_pods(tmp_path: Path) -> None:
+    result = run(tmp_path, ratings_vs("{sourceLabels: {istio: ingressgateway}}", GATEWAY_TO_RATINGS))
+    assert not result.problems, messages(result)
+    assert callers_of_first_rule(result) == ["ingress"]
+    assert "Gateway ingress (its Istio Gateway selects the pods labelled istio=ingressgateway)" in \
+        result.files["ratings.yaml"]
+    built_clean(result, tmp_path)
+
+
+def test_source_namespace_is_its_services_and_gateways_that_call(tmp_path: Path) -> None:
+    result = run(tmp_path, ratings_vs("{sourceNamespace: default}", GATEWAY_TO_RATINGS))
+    assert not result.problems, messages(result)
+    assert callers_of_first_rule(result) == ["reviews", "ingress"]
+    assert "(the Services and Gateways in namespace default that call ratings)" in result.files["ratings.yaml"]
+    built_clean(result, tmp_path)
+
+
+def test_source_labels_and_namespace_together(tmp_path: Path) -> None:
+    result = run(tmp_path, ratings_vs("{sourceLabels: {app: reviews}, sourceNamespace: shop}"))
+    assert messages(result) == [
+        "istio.yaml:8:15: VirtualService ratings: spec.http[0].match[0]: this match is left out as a whole (a "
+        "condition of it is not imported)",
+        "istio.yaml:8:16: VirtualService ratings: spec.http[0].match[0].sourceLabels: sourceLabels app=reviews and "
+        "sourceNamespace shop: no Deployment or Gateway in namespace shop has these labels: the rule would match no "
+        "call to ratings (a Route rule's callers are Services and Gateways that call it)"]
+    assert one(result, "Route", "ratings")["rules"] == [{"to": {"default": 100}}]  # the match is left out
+
+
+SIDECAR_REVIEWS_CALLS_NOTHING = """
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reviews}
+spec:
+  workloadSelector: {labels: {app: reviews}}
+  egress: [{hosts: ["istio-system/*"]}]
+"""
+
+
+@pytest.mark.parametrize("match, then, message", [
+    ("{sourceLabels: {app: nobody}}", "",
+     "sourceLabels app=nobody: no Deployment or Gateway the import read has these labels: the rule would match no "
+     "call to ratings"),
+    ("{sourceLabels: {app: reviews}}", SIDECAR_REVIEWS_CALLS_NOTHING,
+     "sourceLabels app=reviews: reviews does not call ratings: the rule would match no call to ratings"),
+    ("{sourceNamespace: shop}", "",
+     "sourceNamespace shop: no Service or Gateway the import read is in namespace shop: the rule would match no call"),
+    ("{sourceNamespace: default}", SIDECAR_REVIEWS_CALLS_NOTHING,
+     "sourceNamespace default: reviews does not call ratings: the rule would match no call to ratings"),
+    ("{sourceLabels: {istio: ingressgateway}}", GATEWAY_TO_RATINGS.replace("host: ratings", "host: reviews"),
+     "sourceLabels istio=ingressgateway: Gateway ingress routes nothing to ratings: the rule would match no call"),
+    ("{sourceLabels: x}", "", "spec.http[0].match[0].sourceLabels: labels as a map of label name to value"),
+    ("{gateways: [ingress]}", "", "gateways ingress: no Gateway of these names routes to it"),
+])
+def test_callers_unsupported(tmp_path: Path, match: str, then: str, message: str) -> None:
+    """A match that selects no caller of the service is left out (listed), never imported as matching all."""
+    result = run(tmp_path, ratings_vs(match, then))
+    assert any(message in m for m in messages(result)), messages(result)
+    assert any("this match is left out as a whole" in m for m in messages(result)), messages(result)
+    assert len(one(result, "Route", "ratings")["rules"]) == 1
+
+
+def test_source_labels_of_some_pods_of_a_service_without_versions(tmp_path: Path) -> None:
+    k8s = K8S + "".join(f"""---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: ratings-{n}}}
+spec:
+  template:
+    metadata: {{labels: {{app: ratings, track: {n}}}}}
+    spec: {{containers: [{{name: app, ports: [{{containerPort: 8080}}]}}]}}
+""" for n in ("a", "b"))
+    result = run(tmp_path, vs("- match: [{sourceLabels: {track: a}}]\n"
+                              "  route: [{destination: {host: reviews, subset: v2}}]"), k8s)
+    assert any("sourceLabels track=a: they select only some pods of ratings (Deployment ratings-a), which has no "
+               "versions to name them by: meshc callers are services and their versions" in m
+               for m in messages(result)), messages(result)
+
+
+def test_match_gateways(tmp_path: Path) -> None:
+    """A match's own `gateways`: a gateway's name -> that Gateway as the caller (the rule applies to its calls);
+    `mesh` -> every Service that calls (no Gateway), not written when no Gateway routes to the service."""
+    istio = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: ratings}}
+spec:
+  hosts: [ratings]
+  gateways: [ingress, mesh]
+  http:
+    - match: [{{gateways: [ingress], headers: {{x-a: {{exact: "1"}}}}}}]
+      route: [{{destination: {{host: ratings}}}}]
+    - match: [{{gateways: [mesh], uri: {{prefix: /a}}}}]
+      route: [{{destination: {{host: ratings}}}}]
+    - route: [{{destination: {{host: ratings}}}}]
+---{GATEWAY_TO_RATINGS.split("---")[1]}"""
+    result = run(tmp_path, istio)
+    assert [m for m in messages(result) if "headers: meshc Gateway routes match host and path only" not in m] == []
+    rules = one(result, "Route", "ratings")["rules"]
+    assert [r.get("match", {}).get("callers") for r in rules] == [["ingress"], ["reviews"], None]
+    assert one(result, "Gateway")["routes"] == [{"hosts": ["ratings"], "to": "ratings"}]  # http[1]: not ingress's
+    built_clean(result, tmp_path)
+    alone = run(tmp_path, ratings_vs("{gateways: [mesh], uri: {prefix: /a}}"))  # no Gateway: every caller
+    assert not alone.problems, messages(alone)
+    assert one(alone, "Route", "ratings")["rules"][0]["match"] == {"path": {"prefix": "/a"}}
+    assert "gateways mesh (istio.yaml:8): every caller of ratings (no Gateway routes to it): no callers needed" in \
+        alone.files["ratings.yaml"]
+

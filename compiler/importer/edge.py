@@ -69,6 +69,9 @@ def import_gateway(res: Resource, ctx: Context) -> None:
     body["listeners"] = listeners
     body["routes"] = []
     ctx.edge.append(doc)
+    selector = res.spec.get("selector")
+    if isinstance(selector, dict):
+        ctx.gateway_selectors[name] = {str(k): str(v) for k, v in selector.items()}
 
 
 def gateway_routes(res: Resource, gateways: list[str], ctx: Context) -> None:
@@ -95,6 +98,8 @@ def gateway_routes(res: Resource, gateways: list[str], ctx: Context) -> None:
                 ctx.refuse(res, path + (key,), "meshc Gateway routes only choose a service (put it on the service's "
                            "Route)")
             for j, m in enumerate(http.get("match") or [{}]):
+                if (m or {}).get("gateways") and g not in m["gateways"]:
+                    continue  # the match's own gateways leave this gateway out (Istio: they replace the VS's)
                 uri = (m or {}).get("uri") or {"prefix": "/"}
                 kind, value = next(iter(uri.items()))
                 if kind == "exact":
@@ -104,7 +109,7 @@ def gateway_routes(res: Resource, gateways: list[str], ctx: Context) -> None:
                 if kind != "prefix":
                     ctx.refuse(res, path + ("match", j, "uri"), f"uri {kind}: meshc Gateway routes match a prefix")
                     continue
-                for key in sorted(set(m or {}) - {"uri"}):
+                for key in sorted(set(m or {}) - {"uri", "gateways"}):
                     ctx.refuse(res, path + ("match", j, key), "meshc Gateway routes match host and path only")
                 route: dict = {}
                 if hosts:
@@ -112,7 +117,8 @@ def gateway_routes(res: Resource, gateways: list[str], ctx: Context) -> None:
                 if value != "/":
                     route["path"] = value
                 route["to"] = to
-                doc.body["routes"].append(route)
+                if route not in doc.body["routes"]:  # another match of the same host and path: already there
+                    doc.body["routes"].append(route)
 
 
 def import_service_entry(res: Resource, ctx: Context) -> None:

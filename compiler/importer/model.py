@@ -32,6 +32,10 @@ class Workload:
     service_account: str | None = None
     version_labels: dict[str, dict] = field(default_factory=dict)
     """Deployment version label value -> the Deployment's labels."""
+    pods: list[tuple[str, dict]] = field(default_factory=list)
+    """Each Deployment the Service selects: its name and its pods' labels (what `sourceLabels` match)."""
+    subsets: dict[str, dict] = field(default_factory=dict)
+    """meshc version -> the labels of the DestinationRule subset it came from (empty without subsets)."""
 
 
 @dataclass
@@ -53,6 +57,10 @@ class Context:
         self.docs: dict[str, list[Doc]] = {}
         """Per service name: its Route, TrafficPolicy, AuthorizationPolicy, RequestAuthentication documents."""
         self.edge: list[Doc] = []
+        self.gateway_selectors: dict[str, dict] = {}
+        """meshc Gateway name -> the labels of the pods its Istio Gateway selects (`istio: ingressgateway`)."""
+        self.pending_callers: list = []
+        """Matches on the calling workload, given their `callers` once every document is built (callers.py)."""
         self.problems: list[Problem] = []
         self.notes: list[Problem] = []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from compiler.importer import callers
 from compiler.importer.model import NOT_YET, Context, Doc, duration, percent
 from compiler.importer.read import Resource
 
@@ -16,11 +17,8 @@ GRPC_CODES = {
 RETRY_ON = ("5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "refused-stream",
             "retriable-status-codes")
 _MATCH_UNSUPPORTED = {
-    "sourceLabels": NOT_YET + " (routing on the calling service)",
-    "sourceNamespace": NOT_YET + " (routing on the calling namespace)",
     "authority": "meshc routes are per service: the Host is the service",
     "port": "meshc Services have one port",
-    "gateways": "per-match gateways: meshc routes a gateway's traffic in its Gateway document",
     "withoutHeaders": NOT_YET + " (negated header matches; a header `present: false` is the absent case)",
     "scheme": "meshc matches no scheme",
     "statPrefix": "meshc names its own stats",
@@ -146,7 +144,7 @@ def _http_rule(res: Resource, path: tuple, http: dict, service: str, ctx: Contex
         one = dict(rule)
         if m:
             before = len(ctx.problems)
-            match = _match(res, path + ("match", j), m, ctx)
+            match = _match(res, path + ("match", j), m, service, ctx)
             if len(ctx.problems) > before:  # without one of its conditions the match would take more requests
                 ctx.refuse(res, path + ("match", j), "this match is left out as a whole (a condition of it is not "
                            "imported)")
@@ -186,8 +184,10 @@ def _destinations(res: Resource, path: tuple, routes: list, service: str, ctx: C
     return to
 
 
-def _match(res: Resource, path: tuple, m: dict, ctx: Context) -> dict:
+def _match(res: Resource, path: tuple, m: dict, service: str, ctx: Context) -> dict:
     out: dict = {}
+    if any(key in m for key in callers.KEYS):
+        callers.defer(res, path, m, out, service, ctx)
     for key, why in _MATCH_UNSUPPORTED.items():
         if key in m:
             ctx.refuse(res, path + (key,), why)

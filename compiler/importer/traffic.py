@@ -30,6 +30,7 @@ def import_destination_rule(res: Resource, ctx: Context) -> None:
         for i, subset in enumerate(spec["subsets"]):
             version = name_of(str(subset.get("name")))
             versions[version] = {}
+            wl.subsets[version] = {str(k): str(v) for k, v in (subset.get("labels") or {}).items()}
             if subset.get("trafficPolicy"):
                 own = _traffic_policy(res, ("spec", "subsets", i, "trafficPolicy"), subset["trafficPolicy"], ctx,
                                       version=True)

@@ -53,6 +53,7 @@ def import_service(res: Resource, deployments: list[Resource], ctx: Context) -> 
         account = pod.get("serviceAccountName")
         if account:
             wl.service_account = str(account)
+        wl.pods.append((dep.name, {str(k): str(v) for k, v in labels.items()}))
         version = labels.get("version")
         if version is not None:
             wl.version_labels[str(version)] = dict(labels)
