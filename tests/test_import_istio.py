@@ -180,7 +180,7 @@ def test_cli_exit_codes_and_report(tmp_path: Path, capsys) -> None:
     report = tmp_path / "report.json"
     assert main(["import", "istio", str(tmp_path / "in.yaml"), "-o", str(out), "--partial", "--mesh-name", "shop",
                  "--report", str(report)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["mesh.yaml", "ratings.yaml", "reviews.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [".meshc-import", "mesh.yaml", "ratings.yaml", "reviews.yaml"]
     assert "name: shop" in (out / "mesh.yaml").read_text()
     entries = __import__("json").loads(report.read_text())["not_imported"]
     assert [(e["file"], e["line"]) for e in entries] == [("in.yaml", 43)]
@@ -1086,3 +1086,48 @@ spec:
     assert "gateways mesh (istio.yaml:8): every caller of ratings (no Gateway routes to it): no callers needed" in \
         alone.files["ratings.yaml"]
 
+
+# ---------------------------------------------------------------- importing again into the same folder
+
+def test_reimport_removes_the_earlier_imports_stale_files(tmp_path: Path, capsys) -> None:
+    from compiler.importer.write import RECORD
+
+    out = tmp_path / "out"
+    (tmp_path / "in.yaml").write_text(textwrap.dedent(K8S))
+    assert main(["import", "istio", str(tmp_path / "in.yaml"), "-o", str(out)]) == 0
+    (out / "notes.md").write_text("mine")  # the user's own files are never touched
+    (out / "extra.yaml").write_text("kind: Mesh\nname: x\n")
+    (out / "extra.yaml").unlink()
+    (tmp_path / "in.yaml").write_text(textwrap.dedent(K8S).split("---\napiVersion: v1\nkind: Service\n"
+                                                                  "metadata: {name: ratings}")[0])
+    capsys.readouterr()
+    assert main(["import", "istio", str(tmp_path / "in.yaml"), "-o", str(out)]) == 0
+    assert "removed 1 file(s) of the earlier import that this one does not write: ratings.yaml" in \
+        capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [RECORD, "mesh.yaml", "notes.md", "reviews.yaml"]
+    assert main(["check", str(out)]) == 0
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda out: (out / "ratings.yaml").write_text((out / "ratings.yaml").read_text() + "# mine\n"),
+     "ratings.yaml: written by the earlier import and edited since; this import does not write it"),
+    (lambda out: (out / "reviews.yaml").write_text((out / "reviews.yaml").read_text() + "# mine\n"),
+     "reviews.yaml: edited since the import wrote it; this import would overwrite it"),
+    (lambda out: (out / "old.yaml").write_text((out / "mesh.yaml").read_text()),
+     "old.yaml: written by an earlier import that kept no record of its files"),
+    (lambda out: (out / ".meshc-import").unlink(),
+     "reviews.yaml: not written by `meshc import istio` (or by one that kept no record of its files)"),
+])
+def test_reimport_refuses_to_touch_edited_or_unrecorded_files(tmp_path: Path, capsys, change, message) -> None:
+    out = tmp_path / "out"
+    (tmp_path / "in.yaml").write_text(textwrap.dedent(K8S))
+    assert main(["import", "istio", str(tmp_path / "in.yaml"), "-o", str(out)]) == 0
+    change(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tmp_path / "in.yaml").write_text(textwrap.dedent(K8S).split("---\napiVersion: v1\nkind: Service\n"
+                                                                  "metadata: {name: ratings}")[0])
+    capsys.readouterr()
+    assert main(["import", "istio", str(tmp_path / "in.yaml"), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Nothing written: move or delete those files" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -3,7 +3,9 @@
 Reads Istio resources and the Kubernetes Services and Deployments they name (compiler/importer/), writes one
 policy file per service (plus mesh.yaml, gateways.yaml, external.yaml), with comments where a choice was made.
 What cannot be carried over is listed on stderr with its file:line and the reason; the exit code is then 1
-and nothing is written, unless `--partial` (written anyway, exit 0). The written policies are checked like
+and nothing is written, unless `--partial` (written anyway, exit 0). Importing again into the same folder
+replaces the earlier import: its files this one does not write are removed, unless edited since (then the
+import is refused, see compiler/importer/write.py `replace_files`). The written policies are checked like
 `meshc check` does: errors there are exit 1 too.
 """
 
@@ -19,7 +21,7 @@ def cmd_import(args) -> int:
     from compiler.cli import _error, _print_diags
     from compiler.diagnostics import printable
     from compiler.importer import import_istio
-    from compiler.importer.write import write_files
+    from compiler.importer.write import Refused, replace_files
 
     paths = [Path(p) for p in args.files]
     missing = [p for p in paths if not p.is_file()]
@@ -40,9 +42,19 @@ def cmd_import(args) -> int:
                "--partial writes the rest")
         return 1
     dest = Path(args.output)
-    write_files(result.files, dest)
+    try:
+        removed = replace_files(result.files, dest)
+    except Refused as exc:
+        _error(f"{dest}: {exc}. Nothing written: move or delete those files, or import into a new folder")
+        return 1
+    except OSError as exc:
+        _error(f"{dest}: cannot write the policy files: {exc}")
+        return 1
     print(f"{len(result.files)} policy file(s) -> {dest}; {len(result.problems)} not imported, "
           f"{len(result.notes)} note(s)", file=sys.stderr)
+    if removed:
+        print(f"removed {len(removed)} file(s) of the earlier import that this one does not write: "
+              f"{', '.join(removed)}", file=sys.stderr)
     diags, view = check_policies(dest)
     _print_diags(diags, str(dest))
     return 0 if view is not None else 1
