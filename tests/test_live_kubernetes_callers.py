@@ -19,7 +19,7 @@ import pytest
 from compiler.ir import CALLER_VERSION_ENV
 from compiler.lower import VERSION_HEADER
 from compiler.policy import Mesh
-from harness import compile_policy, load_json_yaml, report, write_policy
+from harness import compile_policy, load_json_yaml, report, wait_until, write_policy
 from harness.manifests import sidecar_spec
 from harness.traffic import failures, tally
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.envoy
 
 PORT = 9080  # every sidecar's inbound port (each pod has its own network)
 APP_PORT = 9081  # where each pod's app listens, behind its sidecar
-N = 100  # calls per case, every one of them must land on the version the rule says
+N = 100  # calls per case; every one must land on the version the rule says
 FORGED = {  # what reviews v1's app could send to pass for v3
     VERSION_HEADER: "v2",
     "x-meshc-caller-version": "v3",
@@ -37,7 +37,7 @@ FORGED = {  # what reviews v1's app could send to pass for v3
 }
 
 
-def _docs(mesh_doc) -> list:
+def _docs(mesh_doc, versions: tuple[str, ...] = ("v3",)) -> list:
     return [
         mesh_doc,
         {"kind": "Service", "name": "productpage", "port": PORT, "app_port": APP_PORT, "calls": ["reviews"]},
@@ -49,7 +49,7 @@ def _docs(mesh_doc) -> list:
             "kind": "Route",
             "service": "ratings",
             "rules": [
-                {"match": {"callers": [{"service": "reviews", "versions": ["v3"]}]}, "to": {"v2": 100}},
+                {"match": {"callers": [{"service": "reviews", "versions": list(versions)}]}, "to": {"v2": 100}},
                 {"to": {"v1": 100}},
             ],
         },
@@ -92,33 +92,70 @@ def test_calls_from_reviews_v3_reach_ratings_v2_and_v1_cannot_pass_for_v3(kube_c
     headers that name v3 or v2 still all by v1's pod. The caller sidecars' own counts (upstream_rq_200 per
     version cluster) agree. Each reviews sidecar runs with MESHC_VERSION = its pod's `version` label."""
     c = kube_cluster
-    c.build(_docs(c.mesh_doc()))
-    c.run_pods([("reviews", "v1", 1), ("reviews", "v3", 1), ("ratings", "v1", 1), ("ratings", "v2", 2)])
-    v1, v3 = c.pod("reviews-v1-0"), c.pod("reviews-v3-0")
-    for caller in (v1, v3):
-        c.wait_routable(caller, "ratings")
+    v1, v3 = _up(c)
     seen_env = {p.name: _process_env(p.envoy.pid).get(CALLER_VERSION_ENV) for p in c.pods.values()}
     assert seen_env == {"reviews-v1-0": "v1", "reviews-v3-0": "v3", "ratings-v1-0": None, "ratings-v2-0": None,
                         "ratings-v2-1": None}, seen_env
     before = {p.name: _answered(p) for p in (v1, v3)}
 
-    def run(caller, **kwargs) -> list:
-        samples = c.load(caller, "ratings", count=N, **kwargs).start().wait().samples()
-        assert len(samples) == N and not failures(samples), (caller.name, len(samples), failures(samples)[:5])
-        return samples
-
-    v3_fresh, v3_kept = run(v3), run(v3, keepalive=True)
-    v1_plain, v1_forged = run(v1), run(v1, headers=FORGED)
+    v3_fresh, v3_kept = _run(c, v3), _run(c, v3, keepalive=True)
+    v1_plain, v1_forged = _run(c, v1), _run(c, v1, headers=FORGED)
     chosen = {p.name: {k: _answered(p)[k] - before[p.name][k] for k in ("v1", "v2")} for p in (v1, v3)}
     v2_pods = {p.name for p in c.pods_of("ratings", "v2")}
     report("caller versions in pods: ratings for reviews v3 only", v3_fresh=tally(v3_fresh),
-           v3_kept_alive=tally(v3_kept), v1=tally(v1_plain), v1_forging=tally(v1_forged), chosen_by_caller_sidecars=chosen, sidecar_env=seen_env)
+           v3_kept_alive=tally(v3_kept), v1=tally(v1_plain), v1_forging=tally(v1_forged),
+           chosen_by_caller_sidecars=chosen, sidecar_env=seen_env)
     for samples in (v3_fresh, v3_kept):
         assert tally(samples, "version") == {"v2": N}, tally(samples, "version")
     assert set(tally(v3_fresh)) == v2_pods, ("every v2 pod answers", tally(v3_fresh))
     for samples in (v1_plain, v1_forged):
         assert tally(samples) == {"ratings-v1-0": N}, tally(samples)
     assert chosen == {"reviews-v3-0": {"v1": 0, "v2": 2 * N}, "reviews-v1-0": {"v1": 2 * N, "v2": 0}}, chosen
+
+
+def test_moving_the_rule_to_v1_reloads_the_routes_without_restart(kube_cluster):
+    """Rebuilt with the rule for reviews v1 instead of v3: the sidecar patch (and its env) stays the same, only
+    reviews' ConfigMap changes; kubelet's volume swap reloads both reviews sidecars' routes (same PIDs), and
+    then v1's 100 calls all reach ratings v2's pods and v3's 100 all v1's pod."""
+    c = kube_cluster
+    v1, v3 = _up(c)
+    pids = {p.name: p.envoy.pid for p in c.pods.values()}
+    patch = c.out / "kubernetes" / "sidecar" / "patch-reviews.yaml"
+    patch_before = patch.read_text()
+    routes = {p.name: p.envoy.dynamic_route_configs()["outbound"]["version_info"] for p in (v1, v3)}
+    c.build(_docs(c.mesh_doc(), versions=("v1",)))
+    assert patch.read_text() == patch_before, "the same patch: no pod restarts for this change"
+    updated = c.sync_volumes()
+    assert sorted(updated) == ["reviews-v1-0", "reviews-v3-0"], updated
+    for p in (v1, v3):
+        wait_until(lambda p=p: p.envoy.dynamic_route_configs()["outbound"]["version_info"] != routes[p.name], 15,
+                   message=f"the new routes in force on {p.name}")
+    from_v1, from_v3 = _run(c, v1), _run(c, v3)
+    report("caller versions in pods: the rule moved from v3 to v1", volumes_updated=updated, v1=tally(from_v1),
+           v3=tally(from_v3))
+    assert tally(from_v1, "version") == {"v2": N}, tally(from_v1)
+    assert tally(from_v3) == {"ratings-v1-0": N}, tally(from_v3)
+    assert {p.name: p.envoy.pid for p in c.pods.values()} == pids, "no sidecar restarted"
+    for p in (v1, v3):
+        assert not p.envoy.config_problems(), (p.name, p.envoy.config_problems())
+
+
+def _up(c):
+    """reviews v1 and v3 (one pod each), ratings v1 (one pod) and v2 (two); returns reviews' pods once both route
+    to every published ratings pod."""
+    c.build(_docs(c.mesh_doc()))
+    c.run_pods([("reviews", "v1", 1), ("reviews", "v3", 1), ("ratings", "v1", 1), ("ratings", "v2", 2)])
+    v1, v3 = c.pod("reviews-v1-0"), c.pod("reviews-v3-0")
+    for caller in (v1, v3):
+        c.wait_routable(caller, "ratings")
+    return v1, v3
+
+
+def _run(c, caller, **kwargs) -> list:
+    """N calls to ratings from the app of `caller` (a pod), every one answered 200."""
+    samples = c.load(caller, "ratings", count=N, **kwargs).start().wait().samples()
+    assert len(samples) == N and not failures(samples), (caller.name, len(samples), failures(samples)[:5])
+    return samples
 
 
 def _answered(pod) -> dict[str, int]:
