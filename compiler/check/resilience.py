@@ -200,7 +200,7 @@ def _timeouts(graph: CallGraph) -> Iterator[Diagnostic]:
         for e in graph.out[outer]:
             if e.mirror or not graph.is_http(e.callee):
                 continue
-            for j, rule in graph.rules_of(e.callee) if graph.route_of(e.callee) else [(-1, None)]:
+            for j, rule in graph.rules_of(e.callee, outer) if graph.route_of(e.callee) else [(-1, None)]:
                 ms, why = _takes(view, rule)
                 inner.append((-ms, e.callee, j, ms, why, tries_of(rule) if rule is not None else 1))
         route = graph.route_of(outer)
