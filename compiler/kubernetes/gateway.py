@@ -10,7 +10,7 @@ Per gateway `<g>`, in its namespace (`kubernetes/<g>/`):
   `config_dir`, the mesh certificate Secret at the certificates folder (mTLS), every edge TLS Secret
   projected into the folders the policy names (compiler/policy/edge_secrets.py), the CA bundles of the
   external hosts its routes mirror to (compiler/policy/external_ca.py), the annotation
-  `meshc.dev/bootstrap-sha256` (only a bootstrap change rolls the pods), Prometheus' annotations, spread
+  `meshc.dev/bootstrap-sha256` (a bootstrap change rolls the pods, as does a change of the Deployment), Prometheus' annotations, spread
   over nodes and zones, rolled one extra pod at a time without ever going below `replicas`;
 - Service `<g>` of type LoadBalancer: one port per listener (port = listener port, named after the
   listener), `externalTrafficPolicy: Local`, so a client's connection reaches a gateway pod on the

@@ -20,8 +20,9 @@ What the patch puts in a pod template (kustomize merges it into every Deployment
 - probes on the readiness listener (`GET /ready` on `probe_port`, answered from Envoy's readiness only;
   the admin interface stays on loopback);
 - graceful shutdown (see `drain_seconds`), `terminationGracePeriodSeconds` = Mesh `shutdown_grace`;
-- pod annotations: `meshc.dev/bootstrap-sha256` (only a bootstrap change rolls pods: the other files
-  reload in place) and, with metrics on, Prometheus' scrape annotations.
+- pod annotations: `meshc.dev/bootstrap-sha256` (a bootstrap change rolls pods, as does a change of this
+  patch, e.g. the `MESHC_VERSION` variable caller-version rules need; the other files reload in place) and,
+  with metrics on, Prometheus' scrape annotations.
 """
 
 from __future__ import annotations
