@@ -1031,6 +1031,8 @@ spec:
      "sourceLabels istio=ingressgateway: Gateway ingress routes nothing to ratings: the rule would match no call"),
     ("{sourceLabels: x}", "", "spec.http[0].match[0].sourceLabels: labels as a map of label name to value"),
     ("{gateways: [ingress]}", "", "gateways ingress: no Gateway of these names routes to it"),
+    ("{gateways: [mesh]}", SIDECAR_REVIEWS_CALLS_NOTHING,
+     "gateways mesh: reviews does not call ratings: the rule would match no call to ratings"),
 ])
 def test_callers_unsupported(tmp_path: Path, match: str, then: str, message: str) -> None:
     """A match that selects no caller of the service is left out (listed), never imported as matching all."""

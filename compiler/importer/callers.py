@@ -1,10 +1,12 @@
-"""VirtualService matches on the calling workload (`sourceLabels`, `sourceNamespace`) -> `match.callers`.
+"""VirtualService matches on the calling workload (`sourceLabels`, `sourceNamespace`, a match's own
+`gateways`) -> `match.callers`.
 
 Istio's control plane leaves such a route out of every proxy whose workload the match does not select; a
 meshc rule with `callers` is likewise left out of every other caller's sidecar (compiler/policy/caller.py).
 The callers are the meshc Services whose pods the match selects (from the Deployments read), only some of
 their versions when the labels select only some of their Deployments, and the meshc Gateways whose Istio
-Gateway selects pods with those labels. Only callers that call the route's service are listed (a Service's
+Gateway selects pods with those labels. A match's `gateways` names Gateways (callers: those Gateways) or
+`mesh` (every sidecar: the Services). Only callers that call the route's service are listed (a Service's
 `calls`, a Gateway's routes), so they are found once every document is built (`resolve`, after `calls`).
 
 A caller's version is matched by the caller's sidecar, which reads its pod's `version` label: that needs the
@@ -39,13 +41,16 @@ class Pending:
 
 
 def defer(res: Resource, path: tuple, m: dict, match: dict, service: str, ctx: Context) -> None:
-    """Keep a match with `sourceLabels` / `sourceNamespace` for `resolve`; `callers` is its first key."""
+    """Keep a match with `sourceLabels`, `sourceNamespace` or its own `gateways` for `resolve`; `callers` is
+    its first key."""
     labels, namespace, gateways = m.get("sourceLabels"), m.get("sourceNamespace"), m.get("gateways")
     if labels is not None and (not isinstance(labels, dict) or not labels):
         ctx.refuse(res, path + ("sourceLabels",), "labels as a map of label name to value")
         return
     if gateways is not None and (not isinstance(gateways, list) or not gateways):
         ctx.refuse(res, path + ("gateways",), "a list of gateway names (or mesh)")
+        return
+    if labels is None and namespace is None and gateways is None:  # written empty: no condition
         return
     match["callers"] = []
     ctx.pending_callers.append(Pending(
@@ -103,6 +108,8 @@ def _nobody(p: Pending) -> str:
         return f"no Deployment or Gateway{where} has these labels"
     if p.namespace is not None:
         return f"no Service or Gateway the import read is in namespace {p.namespace}"
+    if "mesh" in (p.gateways or []):
+        return "no Service calls it and no Gateway of these names routes to it"
     return "no Gateway of these names routes to it"
 
 
