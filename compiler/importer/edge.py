@@ -181,6 +181,8 @@ def import_sidecar(res: Resource, ctx: Context, calls: dict[str, tuple[int, list
                                                                                       ": mesh-wide in meshc"))
     if spec.get("ingress"):
         ctx.refuse(res, ("spec", "ingress"), "meshc sidecars take the Service's port")
+    if not spec.get("egress"):
+        return  # Istio: a Sidecar without egress inherits its namespace's or the root's (else: every host)
     labels = (spec.get("workloadSelector") or {}).get("labels")
     if labels:
         rank, targets = 0, ctx.by_labels(labels, res.namespace)

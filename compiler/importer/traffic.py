@@ -5,6 +5,11 @@ from __future__ import annotations
 from compiler.importer.model import Context, Doc, duration, name_of
 from compiler.importer.read import Resource
 
+POOL_WHERE = ("connection_pool: meshc applies it on each caller's sidecar and also on this service's own inbound "
+              "sidecar (Istio: on callers only), so all callers together share one pool there")
+"""An Istio pool limits each caller alone; meshc's also limits what reaches the service from all callers at once
+(a burst within every caller's limit can still get 503 at the service's side)."""
+
 _LB = {"ROUND_ROBIN": "round_robin", "LEAST_REQUEST": "least_request", "LEAST_CONN": "least_request",
        "RANDOM": "random"}
 
@@ -60,9 +65,10 @@ def import_destination_rule(res: Resource, ctx: Context) -> None:
     if per_version:
         body["versions"] = per_version
     if len(body) > 2:
+        pooled = "connection_pool" in body or any("connection_pool" in v for v in per_version.values())
         ctx.add(target, Doc(f"{target}.yaml", body, [f"from DestinationRule {res.name} ({res.where()})"] + (
             ["versions: the subsets' own trafficPolicy; each field replaces the service's as a whole (as in Istio)"]
-            if per_version else [])))
+            if per_version else []) + ([POOL_WHERE] if pooled else [])))
 
 
 def _traffic_policy(res: Resource, path: tuple, tp: dict, ctx: Context, version: bool = False) -> dict:
