@@ -5,8 +5,10 @@ fixture first. Its output is written for a Kubernetes pod (every Service on port
 the Gateway on port 8080 on every address); the test relocates it to loopback before building - it rewrites
 addresses, nothing else: each Service gets its own loopback address and free ports (`LiveMesh.service`) and each
 version's endpoint is a test app; the Gateway gets a loopback address, a free listener port and an admin port; the
-Mesh gets a trust domain and the certificates `meshc certs` would write. Routes, retries, faults, mirrors,
-traffic and authorization policies are the imported ones, unchanged. Then what the Istio docs say of the original:
+Mesh gets a trust domain and the certificates `meshc certs` would write; the ExternalService www.googleapis.com gets
+the address of an HTTPS server this test starts (a certificate for www.googleapis.com from a test CA) and that CA as
+its bundle (the import chose a CA path to fill in). Routes, retries, faults, mirrors, traffic, egress, JWT and
+authorization policies are the imported ones, unchanged. Then what the Istio docs say of the original:
 
 - traffic shifting: reviews 90/10 v1/v2 (400 requests from productpage; v2 in a binomial band);
 - request routing: `end-user: jason` always goes to reviews v2;
@@ -14,7 +16,12 @@ traffic and authorization policies are the imported ones, unchanged. Then what t
 - mirroring: every request to details is copied to reviews v3;
 - fault injection: ratings aborts jason's requests with HTTP 500, others pass;
 - authorization: productpage answers through the ingress gateway, and 403 when another service calls it directly
-  (reviews), while reviews may call ratings (its own AuthorizationPolicy allows it).
+  (reviews), while reviews may call ratings (its own AuthorizationPolicy allows it);
+- egress ("Consuming External Web Services"): details' app calls http://www.googleapis.com:443 in plain HTTP and
+  gets the external server's answer, which saw TLS with SNI www.googleapis.com; with REGISTRY_ONLY a host without a
+  ServiceEntry (and a mesh service outside details' Sidecar egress) gets 502, meshc's `x-meshc-egress: refused`;
+- JWT (Istio's JWT authorization task, its sample issuer and demo token): productpage's API through the gateway
+  without a token is 403, with a forged token 401, with the valid token 200.
 """
 
 from __future__ import annotations
@@ -25,15 +32,30 @@ import yaml
 
 from compiler import certs
 from compiler.importer import import_istio
+from compiler.lower.external import EGRESS_HEADER, REFUSED_BODY
 
 from harness.client import send_many
 from harness.gateway import start_gateway
+from harness.outside import TlsApp, write_pki
 
 CASE = Path(__file__).parent / "import" / "bookinfo"
 TRUST_DOMAIN = "bookinfo.test"
 GW = "bookinfo-gateway"
 VERSIONS = {"productpage": ["v1"], "details": ["v1"], "reviews": ["v1", "v2", "v3"], "ratings": ["v1"]}
 N = 400
+GOOGLEAPIS = "www.googleapis.com"
+BOOKS = "/books/v1/volumes?q=isbn:0486424618"  # what details v2 asks the Google Books API
+# Istio's sample token (security/tools/jwt/samples/demo.jwt): iss and sub testing@secure.istio.io, signed by the key
+# of the JWKS inlined in the fixture's RequestAuthentication, expires in 2118
+DEMO_JWT = (
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6IkRIRmJwb0lVcXJZOHQyenBBMnFYZkNtcjVWTzVaRXI0UnpIVV8tZW52dlEiLCJ0eXAiOiJKV1QifQ."
+    "eyJleHAiOjQ2ODU5ODk3MDAsImZvbyI6ImJhciIsImlhdCI6MTUzMjM4OTcwMCwiaXNzIjoidGVzdGluZ0BzZWN1cmUuaXN0aW8uaW8iLCJzdWIi"
+    "OiJ0ZXN0aW5nQHNlY3VyZS5pc3Rpby5pbyJ9."
+    "CfNnxWP2tcnR9q0vxyxweaF3ovQYHYZl82hAUsn21bwQd9zP7c-LS9qd_vpdLG4Tn1A15NxfCjp5f7QNBUo-KC9PJqYpgGbaXhaGx7bEdFWjcwv3"
+    "nZzvc7M__ZpaCERdwU7igUmJqYGBYQ51vr2njU9ZimyKkfDe3axcyiBZde7G6dabliUosJvvKOPcKIWPccCgefSj_GNfwIip3-SsFdlR7BtbVUc"
+    "qR-yv-XOxJ3Uc1MI0tz3uMiiZcyPV7sNCU4KRnemRIMHVOfuvHsU60_GhGbiSFzgPTAa9WTltbnarTbxudb_YEOx12JiwYToeX0DCPb43W1tzIBx"
+    "gm8NxUg"
+)
 
 
 def _imported() -> list[dict]:
@@ -44,8 +66,9 @@ def _imported() -> list[dict]:
     return [d for text in result.files.values() for d in yaml.safe_load_all(text) if d]
 
 
-def _relocate(docs: list[dict], live_mesh) -> tuple[list, dict]:
-    """The imported documents with loopback addresses and ports; the apps of every version."""
+def _relocate(docs: list[dict], live_mesh, outside: TlsApp, ca: Path) -> tuple[list, dict]:
+    """The imported documents with loopback addresses and ports; the apps of every version. The external host's
+    address is `outside` and its CA bundle `ca`."""
     apps = {s: {v: live_mesh.upstream(s, v) for v in vs} for s, vs in VERSIONS.items()}
     out: list = []
     for d in docs:
@@ -61,13 +84,25 @@ def _relocate(docs: list[dict], live_mesh) -> tuple[list, dict]:
             port = live_mesh.loopback.port
             listeners = [dict(listener, port=port(address)) for listener in d["listeners"]]
             out.append(dict(d, address=address, admin_port=port(address), listeners=listeners))
+        elif d["kind"] == "ExternalService":
+            assert d["host"] == GOOGLEAPIS and d["port"] == 443 and "endpoints" not in d, d
+            out.append(dict(d, endpoints=[outside.endpoint], tls=dict(d["tls"], ca=str(ca))))
         else:
             out.append(d)
     return out, apps
 
 
 def test_bookinfo_imported_runs_as_istio_says(live_mesh, tmp_path):
-    docs, apps = _relocate(_imported(), live_mesh)
+    ca, cert, key = write_pki(tmp_path / "pki", "googleapis", [GOOGLEAPIS])
+    outside = TlsApp(live_mesh.loopback.address(), cert, key).start()
+    try:
+        _run(live_mesh, tmp_path, outside, ca)
+    finally:
+        outside.stop()
+
+
+def _run(live_mesh, tmp_path, outside: TlsApp, ca: Path) -> None:
+    docs, apps = _relocate(_imported(), live_mesh, outside, ca)
     root = tmp_path / "certs"
     result = live_mesh.build(docs, certs_root=str(root))
     assert result.ok and not [d for d in result.diagnostics if d.is_error], [d.render() for d in result.diagnostics]
@@ -123,3 +158,41 @@ def test_bookinfo_imported_runs_as_istio_says(live_mesh, tmp_path):
     direct = live_mesh.call("reviews", "productpage", "/productpage", 5)
     assert [r.status for r in direct] == [403] * 5
     assert apps["productpage"]["v1"].count == 5  # only the gateway's requests reached the app
+
+    # JWT: productpage's API needs the issuer's token (require-jwt); its pages do not (productpage-viewer)
+    api = "/api/v1/products/0"
+    anonymous = send_many(host, port, 3, api, host_header="bookinfo.example.com")
+    forged = send_many(host, port, 3, api, host_header="bookinfo.example.com",
+                       headers={"Authorization": f"Bearer {DEMO_JWT[:-4]}AAAA"})  # the signature no longer holds
+    valid = send_many(host, port, 3, api, host_header="bookinfo.example.com",
+                      headers={"Authorization": f"Bearer {DEMO_JWT}"})
+    assert [r.status for r in anonymous] == [403] * 3, [(r.status, r.text) for r in anonymous]
+    assert [r.status for r in forged] == [401] * 3, [(r.status, r.text) for r in forged]
+    assert [r.status for r in valid] == [200] * 3, [(r.status, r.text) for r in valid]
+    assert {r.json()["path"] for r in valid} == {api}
+    assert apps["productpage"]["v1"].count == 5 + 3  # only the valid token's requests reached the app
+    print(f"JWT through the gateway: none {anonymous[0].status}, forged {forged[0].status}, valid {valid[0].status}")
+
+    # egress: details' app calls the Google Books API in plain HTTP on port 443; its sidecar originates TLS
+    books = live_mesh.call("details", f"{GOOGLEAPIS}:443", BOOKS, 5)
+    assert [r.status for r in books] == [200] * 5, [(r.status, r.text) for r in books]
+    assert {r.text for r in books} == {"external 200\n"}  # the external server's answer
+    assert [r["path"] for r in outside.requests] == [BOOKS] * 5
+    assert {r["host"] for r in outside.requests} == {GOOGLEAPIS} and {r["tls"] for r in outside.requests} == {"TLSv1.3"}
+    assert outside.handshakes and {h["sni"] for h in outside.handshakes} == {GOOGLEAPIS}, outside.handshakes
+    assert not any(h["peer_cert"] for h in outside.handshakes)  # no mesh certificate goes outside
+    # REGISTRY_ONLY: a host without a ServiceEntry is refused by details' own sidecar, and so is a mesh service
+    # its Sidecar's egress does not list
+    undeclared = live_mesh.call("details", "www.example.com", "/", 3)
+    assert [r.status for r in undeclared] == [502] * 3, [(r.status, r.text) for r in undeclared]
+    assert {r.headers.get(EGRESS_HEADER) for r in undeclared} == {"refused"}
+    assert undeclared[0].text == REFUSED_BODY
+    reviews_before = sum(a.count for a in apps["reviews"].values())
+    unlisted = live_mesh.call("details", "reviews", "/reviews/0", 3)
+    assert [r.status for r in unlisted] == [502] * 3, [(r.status, r.text) for r in unlisted]
+    assert {r.headers.get(EGRESS_HEADER) for r in unlisted} == {"refused"}
+    assert sum(a.count for a in apps["reviews"].values()) == reviews_before
+    assert len(outside.requests) == 5
+    print(f"egress: {len(outside.requests)} requests over {len(outside.handshakes)} TLS handshake(s), SNI "
+          f"{outside.handshakes[0]['sni']}; undeclared host {undeclared[0].status}, reviews from details "
+          f"{unlisted[0].status}")
