@@ -888,6 +888,28 @@ def test_sidecar_precedence(tmp_path: Path) -> None:
     assert one(result, "Service", "ratings")["calls"] == ["reviews"]  # the root Sidecar: its namespace
 
 
+def test_sidecar_without_egress_inherits(tmp_path: Path) -> None:
+    """A Sidecar without `egress` (a root one setting only outboundTrafficPolicy, or a workload's own) inherits
+    the next one's egress, as Istio does: it narrows no service's calls."""
+    result = run(tmp_path, """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: own, namespace: default}
+spec:
+  workloadSelector: {labels: {app: reviews}}
+""")
+    assert not result.problems, messages(result)
+    assert one(result, "Mesh")["egress"] == {"undeclared": "refuse"}
+    assert one(result, "Service", "reviews")["calls"] == ["ratings"]  # every other service, as without a Sidecar
+    assert one(result, "Service", "ratings")["calls"] == ["reviews"]
+
+
 # ---------------------------------------------------------------- callers: sourceLabels, sourceNamespace, gateways
 
 def ratings_vs(match: str, then: str = "") -> str:
