@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from fuzz.edges import UINT32_MAX, Gen
+from fuzz.edges import UINT32_MAX, Gen, rare
 from fuzz.parts import count, dur, rate_limit, rule
+from fuzz.policyparts import traffic_policy
 
 HOSTS = ["shop.example.com", "api.example.com", "*.api.example.com", "*.example.com", "a.b", "x"]
 ODD_HOSTS = ["a" * 63 + ".example", ".".join(["h" * 63] * 3) + "." + "h" * 61, "*.a", "localhost", "1.2.3.4",
@@ -25,12 +26,6 @@ ODD_FILES = ["/..", "//x", "/a/./b", "/a/../b", "/" + "p" * 4000, "/-", "/tls.cr
 
 ODD_ROUTE_PATHS = ["/%", "/%zz", "/a?b=c", "/a#b", "/" + "p" * 5000, "/\\", "//", "/..", "/a/%2F", "/*", "/{x}",
                    "/'\"", "/~", "/a;b"]
-
-
-def rare(g: Gen, n: int) -> bool:
-    """True about once in n+1 draws. Hypothesis favours the first of `sampled_from`, so the rare case goes last
-    (`integers(0, n) == 0` would be true far more often: 0 is its simplest value)."""
-    return g.draw(st.sampled_from([False] * n + [True]))
 
 
 def file_path(g: Gen, tag: str, safe: str) -> str:
@@ -79,8 +74,6 @@ def external_doc(g: Gen, i: int, in_pods: bool, mesh_names: list[str]) -> dict:
 
 def externals(g: Gen, services: list[dict], grpc: list[str], in_pods: bool) -> list[dict]:
     """ExternalServices called by some of `services` (their `calls` are extended), with Routes and TrafficPolicies."""
-    from fuzz.meshgen import traffic_policy
-
     names = [s["name"] for s in services]
     docs: list[dict] = []
     for i in range(g.draw(st.integers(1, 3))):
@@ -99,7 +92,7 @@ def externals(g: Gen, services: list[dict], grpc: list[str], in_pods: bool) -> l
                 route["retry_budget"] = {"percent": g.draw(st.integers(1, 100)), "min_concurrency": g.draw(st.integers(1, 10))}
             docs.append(route)
         if g.draw(st.integers(0, 2)) == 0:
-            tp = traffic_policy(g, e["name"], protocol, grpc)
+            tp = traffic_policy(g, e["name"], protocol, grpc, external=True)
             if not rare(g, 7):  # inbound-only settings on an external: E525, now and then
                 for key in ("rate_limit", "global_rate_limit", "health_check"):
                     tp.pop(key, None)

@@ -7,6 +7,7 @@ slice of `make test`, visibly, instead of deleting it from the generator.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,15 +28,27 @@ class Gen:
     only: str | None = None
     """When set, the one tag (or tag prefix) whose risky values are drawn: isolates an edge's failures."""
     used: set[str] = field(default_factory=set)
+    odds: int | None = None
+    """When set (see `rarely`), risky values come about once in odds+1 draws instead of about one in nine."""
 
     def edge(self, tag: str, safe: st.SearchStrategy, risky: st.SearchStrategy):
         """A value from `safe`, or (sometimes) from `risky`, recording `tag` when the risky one is used."""
         if (known_open(tag) and not self.include_open) or (self.only and not tag.startswith(self.only)):
             return self.draw(safe)
-        if self.only or self.draw(st.integers(0, 11)) == 0:  # rare enough that most meshes build and reach Envoy
-            self.used.add(tag)
+        if self.only or (rare(self, self.odds) if self.odds else self.draw(st.integers(0, 11)) == 0):
+            self.used.add(tag)  # rare enough that most meshes build and reach Envoy
             return self.draw(risky)
         return self.draw(safe)
+
+    @contextmanager
+    def rarely(self, odds: int = 47):
+        """Risky values rarer inside: for parts drawn many times per mesh (a version's settings, the newer
+        connection fields), so that adding them does not drive most meshes into positioned errors."""
+        before, self.odds = self.odds, odds
+        try:
+            yield self
+        finally:
+            self.odds = before
 
     def maybe(self, strategy: st.SearchStrategy, p_none: int = 2):
         """None (left out of the policy) or a value: `p_none` in 1+p_none draws are None."""
@@ -43,6 +56,12 @@ class Gen:
 
     def bool(self) -> bool:
         return self.draw(st.booleans())
+
+
+def rare(g: Gen, n: int) -> bool:
+    """True about once in n+1 draws. Hypothesis favours the first of `sampled_from`, so the rare case goes last
+    (`integers(0, n) == 0` would be true far more often: 0 is its simplest value)."""
+    return g.draw(st.sampled_from([False] * n + [True]))
 
 
 # -- durations -------------------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ import yaml
 from hypothesis import strategies as st
 
 from fuzz.edgeparts import egress, externals, gateway
-from fuzz.edges import EDGE_COUNTS, EDGE_NON_NEGATIVE, EMOJI, TOKEN, Gen, durations, text
-from fuzz.parts import METHODS, count, dur, header_match, jwks, path, rate_limit, rule
+from fuzz.edges import TOKEN, Gen, rare, text
+from fuzz.parts import count, dur, jwks, path, rule, weights
+from fuzz.policyparts import authorization_policy, outlier, pool, traffic_policy
 
 
 @dataclass
@@ -36,28 +37,6 @@ class Drawn:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "mesh.yaml").write_text(self.yaml(), encoding="utf-8")
         return folder
-
-
-def pool(g: Gen) -> dict:
-    keys = ["max_connections", "max_pending_requests", "max_requests", "max_retries"]
-    return {k: count(g, f"pool.{k}") for k in keys if g.bool()}
-
-
-def outlier(g: Gen) -> dict:
-    out: dict = {}
-    for key in ("consecutive_5xx", "consecutive_gateway_errors"):
-        if g.bool():
-            out[key] = g.edge(f"uint32.outlier.{key}", st.integers(0, 20), EDGE_NON_NEGATIVE)
-    if g.draw(st.integers(0, 3)) == 0:
-        out["success_rate"] = {k: count(g, f"success-rate.{k}", 1, 2000)
-                               for k in ("min_hosts", "request_volume", "stdev_factor") if g.bool()}
-    if g.bool():
-        out["interval"] = dur(g, "outlier-interval")
-    if g.bool():
-        out["base_ejection_time"] = dur(g, "outlier-base-ejection")
-    if g.bool():
-        out["max_ejection_percent"] = g.draw(st.integers(0, 100))
-    return out
 
 
 def mesh_doc(g: Gen, in_pods: bool, names: list[str], grpc: list[str], http: list[str]) -> dict:
@@ -177,71 +156,6 @@ def service_doc(g: Gen, i: int, name: str, protocol: str, calls: list[str], in_p
     return s, list(versions) or ["default"]
 
 
-def traffic_policy(g: Gen, name: str, protocol: str, grpc: list[str]) -> dict:
-    t: dict = {"kind": "TrafficPolicy", "service": name}
-    if g.bool():
-        t["connection_pool"] = pool(g)
-    if g.bool():
-        t["outlier_detection"] = outlier(g)
-    lb = g.draw(st.sampled_from(["round_robin", "least_request", "random", "ring_hash", "maglev", None]))
-    if lb:
-        t["load_balancer"] = {"policy": lb}
-        if lb in ("ring_hash", "maglev") and protocol != "tcp":
-            kind = g.draw(st.sampled_from(["header", "cookie", "source_ip"]))
-            hash_on: dict = {"header": {"header": g.draw(TOKEN)}, "source_ip": {"source_ip": True},
-                             "cookie": {"cookie": g.draw(TOKEN)}}[kind]
-            if kind == "cookie" and g.bool():
-                hash_on["cookie_ttl"] = dur(g, "cookie-ttl")
-            t["load_balancer"]["hash_on"] = hash_on
-    if protocol != "tcp":
-        if g.draw(st.integers(0, 2)) == 0:
-            hc: dict = {"path": g.edge("health-check.path", st.just("/healthz"), st.sampled_from(["/h\r\nx", "/\x00", f"/{EMOJI}", "/%"]))}
-            interval = g.draw(st.integers(2, 60)) * 1000
-            hc["interval"] = f"{interval}ms"
-            hc["timeout"] = g.edge("duration.health-check-timeout", st.just(f"{interval // 2}ms"), st.just("0ms"))
-            for key in ("healthy_threshold", "unhealthy_threshold"):
-                if g.bool():
-                    hc[key] = count(g, f"health-check.{key}", 1, 10)
-            t["health_check"] = hc
-        if g.draw(st.integers(0, 2)) == 0:
-            t["rate_limit"] = rate_limit(g)
-        if grpc and g.draw(st.integers(0, 2)) == 0:
-            t["global_rate_limit"] = {
-                "service": g.draw(st.sampled_from(grpc)), "domain": g.draw(st.sampled_from(["shop", "a.b_c-d"])),
-                "descriptors": g.draw(st.lists(st.sampled_from(["remote_address", "path", "method", "destination"]),
-                                               min_size=1, max_size=4, unique=True)),
-                "failure_mode_deny": g.bool(), "timeout": dur(g, "global-rate-limit-timeout"),
-            }
-    return t
-
-
-def authz_rule(g: Gen, callers: list[str], protocol: str, claims: bool) -> dict:
-    r: dict = {}
-    if callers and g.bool():  # callers: only services with mTLS (E242 otherwise)
-        r["from"] = g.draw(st.lists(st.sampled_from(callers), min_size=1, max_size=2, unique=True))
-    if protocol == "tcp":
-        return r
-    if g.bool():
-        r["paths"] = [{"prefix": path(g, "authz.path")} if g.bool() else {"exact": path(g, "authz.path")}]
-    if g.bool():
-        r["methods"] = g.draw(st.lists(st.sampled_from(METHODS), min_size=1, max_size=2, unique=True))
-    if g.draw(st.integers(0, 2)) == 0:
-        r["headers"] = [header_match(g)]
-    if claims and g.bool():
-        r["claims"] = {text(g, "claims.name", st.sampled_from(["sub", "iss", "groups"])): text(g, "claims.value")}
-    return r
-
-
-def authorization_policy(g: Gen, name: str, callers: list[str], protocol: str, claims: bool) -> dict:
-    a: dict = {"kind": "AuthorizationPolicy", "service": name}
-    if g.bool():
-        a["mode"] = g.draw(st.sampled_from(["enforce", "dry_run"]))
-    for key in ("allow", "deny"):
-        if g.bool():
-            a[key] = [authz_rule(g, callers, protocol, claims) for _ in range(g.draw(st.integers(1, 2)))]
-    return a
-
-
 def request_authentication(g: Gen, name: str) -> dict:
     providers = []
     for j in range(g.draw(st.integers(1, 2))):
@@ -299,17 +213,47 @@ def meshes(draw, include_open: bool = True, only: str | None = None) -> Drawn:
                 route["retry_budget"] = {"percent": draw(st.integers(1, 100)),
                                          "min_concurrency": count(g, "retry-budget-min-concurrency", 1, 10)}
             docs.append(route)
+        elif protocol == "tcp" and draw(st.integers(0, 2)) == 0:
+            docs += tcp_canary(g, services[names.index(name)], in_pods)
         if draw(st.integers(0, 2)) == 0:
-            docs.append(traffic_policy(g, name, protocol, grpc))
+            docs.append(traffic_policy(g, name, protocol, grpc, versions[name]))
         jwt = protocol != "tcp" and draw(st.integers(0, 3)) == 0
         if jwt:
             docs.append(request_authentication(g, name))
         if draw(st.integers(0, 3)) == 0:
             mode = lambda s: s.get("mtls") or docs[0].get("mtls", {}).get("mode", "disable")
             callers = [s["name"] for s in services if s["name"] != name and mode(s) != "disable"] + ([gw] if gw else [])
-            docs.append(authorization_policy(g, name, callers if mode(services[names.index(name)]) != "disable" else [],
+            spaces, addresses = namespaces_and_addresses(g, services, edge_docs)
+            mtls = mode(services[names.index(name)]) != "disable"
+            docs.append(authorization_policy(g, name, callers if mtls else [], spaces if mtls else [], addresses,
                                              protocol, jwt))
     return Drawn(docs + edge_docs, g.used)
+
+
+def tcp_canary(g: Gen, service: dict, in_pods: bool) -> list[dict]:
+    """A Route for a tcp service: one rule, weights per connection. In pods only versions without endpoints of
+    their own (a caller reaches a version by its headless Service: E229 otherwise, now and then); now and then
+    a second rule or a request field (E208)."""
+    versions = service.get("versions") or {"default": {}}
+    pods = [v for v, spec in versions.items() if not spec.get("endpoints")]
+    choices = pods if in_pods and not rare(g, 15) else list(versions)
+    if not choices:
+        return []
+    r: dict = {"to": weights(g, choices)}
+    if rare(g, 23):
+        key = g.draw(st.sampled_from(["timeout", "match"]))
+        r[key] = "1s" if key == "timeout" else {"path": {"prefix": "/"}}
+    rules = [r] + ([{"to": {choices[0]: 100}}] if rare(g, 31) else [])
+    return [{"kind": "Route", "service": service["name"], "rules": rules}]
+
+
+def namespaces_and_addresses(g: Gen, services: list[dict], edge_docs: list[dict]) -> tuple[list[str], list[str]]:
+    """The namespaces of the mesh's services and gateways (and one no one is in: W247), and their sidecars'
+    and gateways' loopback addresses (none in pods), for authorization rules."""
+    sides = services + [d for d in edge_docs if d["kind"] == "Gateway"]
+    spaces = sorted({d.get("namespace", "default") for d in sides}) + (["elsewhere"] if rare(g, 7) else [])
+    addresses = [d["sidecar"]["address"] if "sidecar" in d else d.get("address", "") for d in sides]
+    return spaces, [a for a in addresses if a.count(".") == 3 and a != "0.0.0.0"]
 
 
 def edge(g: Gen, mesh: dict, services: list[dict], names: list[str], protocols: list[str], grpc: list[str], in_pods: bool,

@@ -92,11 +92,42 @@ def header_changes(g: Gen) -> dict:
     return out
 
 
+STEPS = 1_000_000
+"""Steps of 0.0001 in 0-100: a percentage has at most 4 decimals (Envoy counts fractions in millionths)."""
+
+ODD_PERCENTS = st.sampled_from([0.0001, 99.9999, 0.00001, 50.00005, 100.0001, -0.0001, 1e-9, float("nan"), float("inf")])
+"""The smallest and largest fractions, a fifth decimal, beyond 100 or below 0, NaN and infinity (the model
+refuses all but the first two, positioned)."""
+
+
+def as_percent(steps: int) -> int | float:
+    """`steps` ten-thousandths of a percent as the language writes it: whole (10) or with decimals (0.1)."""
+    return steps // 10_000 if steps % 10_000 == 0 else round(steps / 10_000, 4)
+
+
+def percent(g: Gen, tag: str) -> int | float:
+    """A percentage: whole (the common case), or with up to 4 decimals, or (risky) a value the model refuses."""
+    if g.draw(st.sampled_from([True, True, False])):
+        return g.draw(st.integers(0, 100))
+    with g.rarely():
+        return g.edge(f"percent.{tag}", st.integers(0, STEPS).map(as_percent), ODD_PERCENTS)
+
+
 def weights(g: Gen, versions: list[str]) -> dict:
+    """Weights adding up to 100: whole, or (a third of the time) with up to 4 decimals (`{v1: 99.9, v2: 0.1}`);
+    risky: a total off by 0.0001 (E210) or a fifth decimal."""
     chosen = g.draw(st.lists(st.sampled_from(versions), min_size=1, max_size=len(versions), unique=True))
-    cuts = sorted(g.draw(st.lists(st.integers(0, 100), min_size=len(chosen) - 1, max_size=len(chosen) - 1)))
-    parts = [b - a for a, b in zip([0] + cuts, cuts + [100])]
-    return dict(zip(chosen, parts))
+    fine = g.draw(st.sampled_from([False, False, True]))
+    total, unit = (STEPS, 1) if fine else (100, 10_000)
+    cuts = sorted(g.draw(st.lists(st.integers(0, total), min_size=len(chosen) - 1, max_size=len(chosen) - 1)))
+    parts = [(b - a) * unit for a, b in zip([0] + cuts, cuts + [total])]
+    with g.rarely():
+        if fine and g.edge("weights.fraction-off", st.just(False), st.just(True)):
+            parts[-1] += g.draw(st.sampled_from([1, -1])) if parts[-1] else 1
+        out = dict(zip(chosen, map(as_percent, parts)))
+        if fine and g.edge("weights.fifth-decimal", st.just(False), st.just(True)):
+            out[chosen[0]] = out[chosen[0]] + 0.00001
+    return out
 
 
 def retries(g: Gen) -> dict:
@@ -122,10 +153,10 @@ def retries(g: Gen) -> dict:
 def fault(g: Gen) -> dict:
     out: dict = {}
     if g.bool():
-        out["delay"] = {"fixed": dur(g, "fault-delay"), "percent": g.draw(st.integers(0, 100))}
+        out["delay"] = {"fixed": dur(g, "fault-delay"), "percent": percent(g, "fault-delay")}
     if g.bool() or not out:
         abort = {"status": g.draw(st.integers(200, 599))} if g.bool() else {"grpc_status": g.draw(st.integers(0, 16))}
-        abort["percent"] = g.draw(st.integers(0, 100))
+        abort["percent"] = percent(g, "fault-abort")
         out["abort"] = abort
     if g.bool():
         out["headers"] = [header_match(g)]
@@ -206,7 +237,7 @@ def rule(g: Gen, versions: list[str], mirror_targets: list[tuple[str | None, str
         r["to"] = weights(g, versions)
         if mirror_targets and g.draw(st.integers(0, 3)) == 0:
             service, version = g.draw(st.sampled_from(mirror_targets))
-            m = {"to": version, "percent": g.draw(st.integers(0, 100))}
+            m = {"to": version, "percent": percent(g, "mirror")}
             if service:
                 m["service"] = service
             r["mirror"] = [m]
