@@ -85,7 +85,7 @@ def externals(g: Gen, services: list[dict], grpc: list[str], in_pods: bool) -> l
             s["calls"] = list(s.get("calls", [])) + [e["name"]]
         protocol = e.get("protocol", "http")
         if protocol != "tcp" and g.draw(st.integers(0, 2)) == 0:
-            rules = [rule(g, ["default"], [(None, "default")], last=(j == last))
+            rules = [rule(g, ["default"], [(None, "default")], last=(j == last), callers=[(s["name"], []) for s in callers])
                      for last in [g.draw(st.integers(0, 2))] for j in range(last + 1)]
             route: dict = {"kind": "Route", "service": e["name"], "rules": rules}
             if any("retries" in r for r in rules) and g.bool():

@@ -23,8 +23,11 @@ YAML_VALUES = [
     '"\\e[31mred\\e[0m"', '"\\r\\n"', '"\\0"', '"a\\x00b"', "'%s%d%%'", "'{{ x }}'", "'${HOME}'", "*nowhere",
     "&a x", "'" + "x" * 100_000 + "'", "|\n  block", ">-\n  folded", "? complex\n: key", "1:2:3", "2001-12-14",
     "'../../etc/passwd'", "'/dev/null'", "'\U0010FFFF'", "'\\ud800'", '"\\ud83d\\ude00"', "!!int", "=", "<<: *x",
+    "0.00001", "99.99995", "100.0001", "1e-4", "-0.0", "1500ms", "4294967296s", "10.0.0.1/8", "::/129", "[v1, {service: x}]",
 ]
-"""Values that replace a YAML scalar: explicit tags with bad values, huge integers, non-BMP text, escapes..."""
+"""Values that replace a YAML scalar: explicit tags with bad values, huge integers, non-BMP text, escapes, and
+the values issue 15's fields refuse or must take exactly (a fifth decimal, keepalive not in whole seconds, a CIDR
+with host bits, a caller list with odd entries)."""
 
 CONTROL = ["\x00", "\x01", "\x07", "\x1b", "\x1b[2J", "\r", "\x7f", "\x85", "\u2028", "\ufeff", "\t", "\x0b"]
 UNICODE = ["\U0001F600", "\u00e9", "\u03bb", "\u200b", "\U0010FFFF", "\ufffd", "\u202e", "e\u0301"]

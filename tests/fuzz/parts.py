@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from fuzz.edges import (
-    ODD_TEXT, UNICODE_TEXT, EDGE_COUNTS, EDGE_DURATIONS, EDGE_NON_NEGATIVE, EMOJI, TOKEN, UINT32_MAX, Gen, durations, regex, text,
+    ODD_TEXT, UNICODE_TEXT, EDGE_COUNTS, EDGE_DURATIONS, EDGE_NON_NEGATIVE, EMOJI, TOKEN, UINT32_MAX, Gen, durations, rare,
+    regex, text,
 )
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
@@ -227,10 +228,34 @@ def redirect(g: Gen, path_kind: str | None) -> dict:
     return out
 
 
-def rule(g: Gen, versions: list[str], mirror_targets: list[tuple[str | None, str]], last: bool) -> dict:
+def callers_match(g: Gen, callers: list[tuple[str, list[str]]]) -> list:
+    """`match.callers`: some of the services (and gateways) that call this one, by name or as `{service}`, or
+    (in pods) `{service, versions}`; `callers` gives each caller's versions that may be named (none on one
+    host). Now and then one that cannot be: not a caller (E255, E256), an unknown version (E257), versions of
+    a caller on one host (E258)."""
+    chosen = g.draw(st.lists(st.sampled_from(callers), min_size=1, max_size=min(2, len(callers)), unique_by=lambda c: c[0]))
+    out: list = []
+    for name, versions in chosen:
+        form = g.draw(st.sampled_from(["name", "name", "service", "versions"]))
+        if form == "versions" and versions:
+            out.append({"service": name, "versions": g.draw(st.lists(st.sampled_from(versions), min_size=1,
+                                                                       max_size=len(versions), unique=True))})
+        else:
+            out.append(name if form == "name" else {"service": name})
+    if rare(g, 31):
+        odd = g.draw(st.sampled_from(["nobody", "versions", "v9"]))
+        out.append({"nobody": "s9", "versions": {"service": chosen[0][0], "versions": ["v1"]},
+                    "v9": {"service": chosen[0][0], "versions": ["v9"]}}[odd])
+    return out
+
+
+def rule(g: Gen, versions: list[str], mirror_targets: list[tuple[str | None, str]], last: bool,
+         callers: list[tuple[str, list[str]]] = ()) -> dict:
     r: dict = {}
     if not last or g.draw(st.integers(0, 3)) == 0:  # a catch-all before the last rule: E218
         r["match"] = match(g)
+    if callers and g.draw(st.integers(0, 3)) == 0:
+        r.setdefault("match", {})["callers"] = callers_match(g, list(callers))
     path_kind = next(iter(r.get("match", {}).get("path", {"prefix": "/"})), None)
     action = g.draw(st.sampled_from(["to", "to", "to", "redirect", "respond"]))
     if action == "to":

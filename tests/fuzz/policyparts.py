@@ -59,7 +59,8 @@ def pool(g: Gen, protocol: str | None = None, websockets: bool = False) -> dict:
         # http2 from the Mesh's defaults meets every service's WebSockets (E239): now and then only
         choices = (["http2", "client"] if protocol == "grpc" else ["http1", "client"] if websockets or protocol is None
                    else ["http1", "http2", "client"])
-        out["upstream_protocol"] = g.draw(st.sampled_from(choices)) if not rare(g, 15) else "http2" if websockets or protocol is None else "http1"
+        wrong = "http2" if websockets or protocol is None else "http1"  # E239; for grpc E238 (http: fine)
+        out["upstream_protocol"] = wrong if rare(g, 15) else g.draw(st.sampled_from(choices))
     return out
 
 
@@ -81,7 +82,8 @@ def outlier(g: Gen) -> dict:
 
 
 def health_check(g: Gen) -> dict:
-    hc: dict = {"path": g.edge("health-check.path", st.just("/healthz"), st.sampled_from(["/h\r\nx", "/\x00", f"/{EMOJI}", "/%"]))}
+    hc: dict = {"path": g.edge("health-check.path", st.just("/healthz"),
+                               st.sampled_from(["/h\r\nx", "/\x00", f"/{EMOJI}", "/%"]))}
     interval = g.draw(st.integers(2, 60)) * 1000
     hc["interval"] = f"{interval}ms"
     hc["timeout"] = g.edge("duration.health-check-timeout", st.just(f"{interval // 2}ms"), st.just("0ms"))
