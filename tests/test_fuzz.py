@@ -95,3 +95,36 @@ def test_fixed_fuzz_findings_build_what_envoy_accepts(finding: str, tmp_path: Pa
     outcome, out = build_drawn(drawn, tmp_path)
     assert outcome == "ok" and out is not None, outcome
     assert validate_output(out) == []
+
+
+REFUSED = {
+    # F17: an ip_blocks entry with a zone (`fe80::1%eth0/128`, drawn by the fuzzer's odd CIDRs) was refused as
+    # "has bits set after its prefix: write fe80::1%eth0/128", naming the input itself as the fix.
+    "ip-block-with-zone": ("""
+kind: Mesh
+name: m
+mtls: {mode: strict}
+---
+kind: Service
+name: web
+port: 9080
+app_port: 20001
+sidecar: {address: 127.0.99.1}
+---
+kind: AuthorizationPolicy
+service: web
+deny:
+  - ip_blocks: [fe80::1%eth0/128]
+""", "E104", "names a zone"),
+}
+
+
+@pytest.mark.parametrize("finding", sorted(REFUSED))
+def test_fixed_fuzz_findings_are_refused_with_their_reason(finding: str, tmp_path: Path):
+    from compiler.build import build
+
+    text, code, reason = REFUSED[finding]
+    result = build(Drawn([d for d in yaml.safe_load_all(text) if d]).write(tmp_path))
+    errors = [d for d in result.diagnostics if d.is_error]
+    assert [d.code for d in errors] == [code] and reason in errors[0].message, errors
+    assert errors[0].source is not None and errors[0].source.line > 1

@@ -40,6 +40,11 @@ class Mtls(PolicyModel):
 
 def _cidr(value: Any) -> str:
     """`10.1.0.0/16`, `fd00::/8`, or one address (`10.1.2.3` is `10.1.2.3/32`); normalised; no host bits."""
+    if isinstance(value, str) and "%" in value:  # Python reads `fe80::1%eth0` as a scoped address; Envoy cannot
+        raise PydanticCustomError(
+            "cidr_zone", "'{value}' names a zone ('%' and an interface): Envoy matches the peer's address only; "
+            "leave the zone out", {"value": value},
+        )
     try:
         net = ipaddress.ip_network(value, strict=False)
     except ValueError:
