@@ -206,7 +206,7 @@ def meshes(draw, include_open: bool = True, only: str | None = None) -> Drawn:
             mirror_targets = [(None, v) for v in versions[name]] + [
                 (s, v) for s, p in zip(names, protocols) if s != name and p != "tcp" for v in versions[s]] + [
                 (e["name"], "default") for e in edge_docs if e["kind"] == "ExternalService" and e.get("protocol") != "tcp"]
-            callers = callers_of(name, services, edge_docs, in_pods)
+            callers = callers_of(name, services, edge_docs, in_pods and "kubernetes" in docs[0])
             rules = [rule(g, versions[name], mirror_targets, last=(j == last), callers=callers)
                      for last in [draw(st.integers(0, 3))] for j in range(last + 1)]
             route: dict = {"kind": "Route", "service": name, "rules": rules}
@@ -250,7 +250,8 @@ def tcp_canary(g: Gen, service: dict, in_pods: bool) -> list[dict]:
 
 def callers_of(name: str, services: list[dict], edge_docs: list[dict], in_pods: bool) -> list[tuple[str, list[str]]]:
     """Who calls `name`, for `match.callers`: services that list it in `calls` (with the versions a rule may
-    name: in pods those that have pods, on one host none) and gateways that route to it."""
+    name: in pods with the Mesh's `kubernetes` settings those that have pods, else none) and gateways that
+    route to it."""
     out = [(s["name"], [v for v, spec in (s.get("versions") or {}).items() if in_pods and not spec.get("endpoints")])
            for s in services if name in s.get("calls", [])]
     return out + [(d["name"], []) for d in edge_docs

@@ -1,7 +1,7 @@
 """`make fuzz`: mutated example policies and generated meshes, with the figures of what happened.
 
     .venv/bin/python tests/fuzz/run.py [--mutations 10000] [--meshes 1000] [--seed 1] [--jobs 2]
-                                       [--workdir /tmp/meshc-fuzz] [--exclude-known-open]
+                                       [--workdir /tmp/meshc-fuzz] [--exclude-known-open] [--only TAG]
 
 Prints inputs tried and outcomes per class (ok, positioned error by code, traceback, exit 3, Envoy
 rejection with its reason, ...), keeps one failing input per class under the work folder, and exits 1
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="Envoy processes at once")
     p.add_argument("--workdir", default="/tmp/meshc-fuzz", help="scratch folder; failing inputs are kept here")
     p.add_argument("--exclude-known-open", action="store_true", help="leave known-open generator branches out")
+    p.add_argument("--only", metavar="TAG", help="risky values only from edges whose tag starts so (e.g. keepalive. or "
+                   "percent.; a tag no edge has, e.g. none, gives valid values only: most meshes then reach Envoy)")
     args = p.parse_args(argv)
     warnings.simplefilter("ignore", DeprecationWarning)
     work = Path(args.workdir)
@@ -51,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     meshes = Tally()
     print(f"mesh generator: at least {args.meshes} meshes and {args.built} built, Envoy validation on {args.jobs} "
-          "processes", flush=True)
+          "processes" + (f", risky values only from edges {args.only}*" if args.only else ""), flush=True)
     tried_g = run_generated(args.meshes, meshes, work / "meshes", include_open=not args.exclude_known_open,
-                            jobs=args.jobs, progress=lambda s: print(s, flush=True), built=args.built)
+                            jobs=args.jobs, progress=lambda s: print(s, flush=True), built=args.built, only=args.only)
     t_g = time.monotonic() - started - t_m
 
     print()
