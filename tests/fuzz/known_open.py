@@ -17,7 +17,10 @@ KNOWN_OPEN: dict[str, str] = {
     # respond.body, JWKS, tracing tags, regexes, an empty metrics prefix, an empty match prefix), F12 (a token
     # header prefix with NUL/CR/LF) and F13 (an empty claim name) are fixed. Issue 13's kinds (edgeparts.py): F14
     # (gateway trusted_hops, limits.max_request_bytes and max_connections beyond uint32: Envoy refused the config;
-    # replicas beyond int32) is fixed, kept as tests/errors/edge_ranges.
+    # replicas beyond int32) is fixed, kept as tests/errors/edge_ranges. Issue 15's fields (policyparts.py): F15 (a
+    # tcp service's per-version load_balancer: traceback in the E234 check), F16 (Mesh-default connection settings
+    # with egress allow: Envoy refused the forward proxy's cluster) and F17 (a CIDR with a zone refused with a
+    # suggestion equal to the input) are fixed, kept in tests/test_fuzz.py.
 }
 
 
