@@ -70,7 +70,7 @@ class Loopback:
         rng = random.Random(seed)
         self._prefix = f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}"
         self._next_host = 2
-        self._given: set[tuple[str, int]] = set()
+        self._given: set[int] = set()
         self._lock = threading.Lock()
         self.multi = _can_bind(f"{self._prefix}.2")
 
@@ -86,14 +86,16 @@ class Loopback:
         return host
 
     def port(self, host: str = "127.0.0.1") -> int:
-        """A TCP port that is free on `host` right now and was not handed out before by this instance."""
+        """A TCP port that is free on `host` right now and whose number this instance never handed out before,
+        on any address: a tcp service's port is also the port of the outbound listener on each caller's
+        address, so two services' numbers must differ even on different addresses."""
         for _ in range(50):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.bind((host, 0))
                 port = s.getsockname()[1]
             with self._lock:
-                if (host, port) not in self._given:
-                    self._given.add((host, port))
+                if port not in self._given:
+                    self._given.add(port)
                     return port
         raise HarnessError(f"Loopback: no free port on {host}")
 
