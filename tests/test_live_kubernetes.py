@@ -146,7 +146,8 @@ def test_a_terminating_pod_drains_without_failing_requests(kube_cluster):
     c.build(_docs(c, rules=[{"to": {"v1": 100}}]))
     caller = _up(c, v1=3, v2=1)
     gone = c.pod("reviews-v1-0")
-    with c.load(caller, "reviews", count=20_000, seconds=60, concurrency=4, keepalive=True) as load:
+    # 4 keep-alive streams answer thousands a second: the count must outlast the deletion (the seconds bound it)
+    with c.load(caller, "reviews", count=200_000, seconds=60, concurrency=4, keepalive=True) as load:
         load.wait_for(200)
         # Kubernetes: out of DNS at once; the app (its own preStop: 2s) gets SIGTERM before the sidecar, whose
         # preStop sleep (the Component's: callers' dns_refresh + a margin) keeps it serving until then.

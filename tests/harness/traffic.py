@@ -128,8 +128,18 @@ class PodLoad:
         return [s for s in self.samples() if s.at >= start and (end is None or s.at <= end)]
 
     def wait_for(self, n: int, timeout: float = 10.0) -> None:
-        """Until at least `n` answers are recorded (bounded)."""
-        wait_until(lambda: len(self.samples()) >= n, timeout, message=lambda: f"{n} requests from {self.pod.name}")
+        """Until at least `n` answers are recorded (bounded). A load that ended (its count or seconds used up)
+        before `n` is an error at once, saying so, rather than a wait that cannot succeed."""
+
+        def enough() -> bool:
+            if len(self.samples()) >= n:
+                return True
+            if self.proc is not None and self.proc.poll() is not None and len(self.samples()) < n:
+                raise HarnessError(f"podload in {self.pod.name} ended after {len(self.samples())} requests, "
+                                   f"before the {n} waited for: give it a larger count")
+            return False
+
+        wait_until(enough, timeout, message=lambda: f"{n} requests from {self.pod.name}")
 
     def __enter__(self) -> "PodLoad":
         return self.start()
