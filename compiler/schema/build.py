@@ -20,7 +20,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from compiler.policy import models as policy_models
-from compiler.policy.route import _OneOf, RouteRule
+from compiler.policy.match import _OneOf
+from compiler.policy.route import RouteRule
 from compiler.policy.security import JwtProvider
 from compiler.policy.traffic import HashOn
 from compiler.schema.docs import class_doc, field_docs

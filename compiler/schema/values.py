@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from compiler.policy import kubernetes, observability, regex, route, traffic, types
+from compiler.policy import kubernetes, match, observability, regex, traffic, types
 from compiler.policy.types import MAX_DURATION_MS, Duration, Endpoint
 
 _UNITS = "(ms|s|m|h)"
@@ -67,8 +67,8 @@ _VALIDATORS: dict[Callable, dict] = {
     types._not_empty: {"minLength": 1},
     types._positive: {"pattern": POSITIVE_DURATION, "patternErrorMessage": "Expected a duration longer than 0, e.g. 250ms.",
                       "description": "A duration longer than 0 (Envoy refuses 0)."},
-    route._header_value: {"pattern": NO_NUL_CR_LF, "patternErrorMessage": "A header value cannot hold NUL, CR or LF."},
-    route._changeable: {"pattern": "^(?!:|host$)", "patternErrorMessage": "Envoy refuses to change host and :-prefixed "
+    match._header_value: {"pattern": NO_NUL_CR_LF, "patternErrorMessage": "A header value cannot hold NUL, CR or LF."},
+    match._changeable: {"pattern": "^(?!:|host$)", "patternErrorMessage": "Envoy refuses to change host and :-prefixed "
                         "headers (use rewrite.host for the Host)."},
     traffic._request_path: {"pattern": rf"^[^\u0000-\u0008\u000a-\u001f\u007f]*{_END}",
                             "patternErrorMessage": "A path cannot hold control characters (but tab)."},
