@@ -710,8 +710,6 @@ def test_gateway_and_bound_virtual_service(tmp_path: Path) -> None:
     (("mode: MUTUAL", "mode: PASSTHROUGH"), "PASSTHROUGH: a meshc Gateway terminates TLS"),
     (("hosts: [shop.example]\n      tls", "hosts: ['*']\n      tls"), "a meshc certificate names its hosts"),
     (("{prefix: /ratings}", "{regex: /r.*}"), "uri regex: meshc Gateway routes match a prefix"),
-    (("route: [{destination: {host: ratings}}]", "route: [{destination: {host: ratings, subset: v1}}]"),
-     "subsets at the gateway"),
     (("gateways: [gw, mesh]", "gateways: [other]"), "gateway other: no Istio Gateway of that name"),
 ])
 def test_gateway_unsupported(tmp_path: Path, change, message: str) -> None:
@@ -719,10 +717,129 @@ def test_gateway_unsupported(tmp_path: Path, change, message: str) -> None:
     assert any(message in m for m in messages(result)), messages(result)
 
 
-def test_gateway_exact_uri_is_a_prefix(tmp_path: Path) -> None:
-    result = run(tmp_path, GATEWAY.replace("{prefix: /ratings}", "{exact: /ratings}"))
+def test_gateway_exact_uri_is_a_prefix_and_the_gateway_rule_exact(tmp_path: Path) -> None:
+    result = run(tmp_path, GATEWAY.replace("{prefix: /ratings}", "{exact: /ratings}").replace("[gw, mesh]", "[gw]"))
     assert one(result, "Gateway")["routes"][0] == {"hosts": ["shop.example"], "path": "/ratings", "to": "ratings"}
-    assert "exact /ratings: a meshc Gateway route matches a prefix" in str(result.notes[0])
+    assert one(result, "Route", "ratings")["rules"] == [
+        {"match": {"callers": ["gw"], "path": {"exact": "/ratings"}}, "to": {"default": 100}},
+        {"match": {"callers": ["gw"]}, "respond": {"status": 404}},  # /ratings/x: Istio's gateway answers 404
+        {"to": {"default": 100}}]  # every other caller, as without a Route
+    assert not result.problems, messages(result)
+    built_clean(result, tmp_path)
+
+
+REVIEWS_AT_THE_GATEWAY = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+    - match: [{headers: {end-user: {exact: jason}}}]
+      route: [{destination: {host: reviews, subset: v2}}]
+    - route:
+        - {destination: {host: reviews, subset: v1}, weight: 90}
+        - {destination: {host: reviews, subset: v2}, weight: 10}
+      timeout: 3s
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+"""
+
+
+def _routes_to(built, caller: str, service: str) -> list[tuple]:
+    """The built route table of `caller`'s proxy towards `service`: (headers, {version: weight}) in order."""
+    sidecar = next(s for s in built.ir.sidecars if s.service == caller)
+    out = []
+    for listener in sidecar.listeners:
+        for vh in getattr(listener, "routes", None).virtual_hosts if hasattr(listener, "routes") else ():
+            for r in vh.routes:
+                if r.targets and r.targets[0].cluster.service == service:
+                    out.append(({h.name: h.value for h in r.headers},
+                                {t.cluster.version: t.weight for t in r.targets}))
+    return out
+
+
+def test_gateway_only_virtual_service_is_rules_for_that_gateway(tmp_path: Path) -> None:
+    result = run(tmp_path, REVIEWS_AT_THE_GATEWAY)
+    assert not result.problems, messages(result)
+    assert one(result, "Gateway")["routes"] == [{"to": "reviews"}]
+    assert one(result, "Route", "reviews")["rules"] == [
+        {"match": {"callers": ["gw"], "headers": [{"name": "end-user", "exact": "jason"}]}, "to": {"v2": 100}},
+        {"match": {"callers": ["gw"]}, "to": {"v1": 90, "v2": 10}, "timeout": "3s"},  # every request from gw
+        {"to": {"v1": 100}}]  # the mesh VirtualService: no 404 for gw needed, the rule above takes the rest
+    assert "rules 1-2: from VirtualService edge (istio.yaml:8), bound to Gateway gw only" in \
+        result.files["reviews.yaml"]
+    write_files(result.files, tmp_path / "built")
+    built = build(tmp_path / "built")
+    assert built.ok, [str(d) for d in built.diagnostics if d.is_error]
+    assert _routes_to(built, "gw", "reviews")[:2] == [({"end-user": "jason"}, {"v2": 100}),
+                                                      ({}, {"v1": 90, "v2": 10})]  # then the mesh rule: never reached
+    assert _routes_to(built, "ratings", "reviews") == [({}, {"v1": 100})]  # a mesh caller: never the gateway's
+
+
+def test_gateway_rules_end_with_a_404_before_the_mesh_rules(tmp_path: Path) -> None:
+    only_r = "- match: [{uri: {prefix: /r}}]\n      route:\n"
+    result = run(tmp_path, REVIEWS_AT_THE_GATEWAY.replace("- route:\n", only_r))
+    assert not result.problems, messages(result)
+    assert one(result, "Gateway")["routes"] == [{"to": "reviews"}]  # /r: the route above sends it to reviews too
+    rules = one(result, "Route", "reviews")["rules"]
+    assert rules[1]["match"] == {"callers": ["gw"], "path": {"prefix": "/r"}}
+    assert rules[2:] == [{"match": {"callers": ["gw"]}, "respond": {"status": 404}}, {"to": {"v1": 100}}]
+    assert "rule 3: 404 for the other requests through Gateway gw: Istio applies only the VirtualServices bound " \
+           "to a gateway there" in result.files["reviews.yaml"]
+    built_clean(result, tmp_path)
+
+
+def test_gateway_only_virtual_service_for_a_service_without_route(tmp_path: Path) -> None:
+    mesh_vs = REVIEWS_AT_THE_GATEWAY.index("---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                                           "metadata: {name: reviews}")
+    result = run(tmp_path, REVIEWS_AT_THE_GATEWAY[:mesh_vs])
+    assert not result.problems, messages(result)
+    rules = one(result, "Route", "reviews")["rules"]
+    assert rules[-1] == {"to": {"v1": 100}}  # mesh callers keep the default version, as before the import
+    assert "rule 3: every other caller goes to v1, as without a Route" in result.files["reviews.yaml"]
+    built_clean(result, tmp_path)
+    built = build(tmp_path / "built")
+    assert _routes_to(built, "ratings", "reviews") == [({}, {"v1": 100})]
+
+
+def test_gateway_plain_route_to_a_service_without_route_writes_no_route(tmp_path: Path) -> None:
+    result = run(tmp_path, GATEWAY.replace("[gw, mesh]", "[gw]"))
+    assert not result.problems, messages(result)
+    assert not docs(result, "Route", "reviews")  # every request from gw to the default version: as without a Route
+
+
+def test_gateway_and_mesh_virtual_service_keeps_subsets_and_headers(tmp_path: Path) -> None:
+    result = run(tmp_path, REVIEWS_AT_THE_GATEWAY.split("---\napiVersion: networking.istio.io/v1\nkind: Virtual")[0]
+                 + "---\n" + vs("""
+    - match: [{headers: {end-user: {exact: jason}}}]
+      route: [{destination: {host: reviews, subset: v2}}]
+      timeout: 2s
+    - route: [{destination: {host: reviews, subset: v1}}]
+""").replace("  hosts: [reviews]\n", "  hosts: [reviews]\n  gateways: [gw, mesh]\n"))
+    assert not result.problems, messages(result)
+    assert one(result, "Gateway")["routes"] == [{"hosts": ["reviews"], "to": "reviews"}]
+    assert one(result, "Route", "reviews")["rules"][0] == {
+        "match": {"headers": [{"name": "end-user", "exact": "jason"}]}, "to": {"v2": 100}, "timeout": "2s"}
+    built_clean(result, tmp_path)
+
+
+def test_gateway_only_source_labels_are_refused(tmp_path: Path) -> None:
+    result = run(tmp_path, REVIEWS_AT_THE_GATEWAY.replace("[{headers:", "[{sourceLabels: {app: x}, headers:"))
+    assert any("sourceLabels or sourceNamespace in a VirtualService bound to gateways only" in m
+               for m in messages(result)), messages(result)
 
 
 def test_other_kubernetes_kinds_are_notes(tmp_path: Path) -> None:
@@ -1001,7 +1118,9 @@ spec:
 
 
 def test_source_labels_of_the_ingress_gateway_pods(tmp_path: Path) -> None:
-    result = run(tmp_path, ratings_vs("{sourceLabels: {istio: ingressgateway}}", GATEWAY_TO_RATINGS))
+    bound = ratings_vs("{sourceLabels: {istio: ingressgateway}}", GATEWAY_TO_RATINGS.split("---\napiVersion: "
+                       "networking.istio.io/v1\nkind: VirtualService")[0])
+    result = run(tmp_path, bound.replace("  hosts: [ratings]\n", "  hosts: [ratings]\n  gateways: [ingress, mesh]\n"))
     assert not result.problems, messages(result)
     assert callers_of_first_rule(result) == ["ingress"]
     assert "Gateway ingress (its Istio Gateway selects the pods labelled istio=ingressgateway)" in \
@@ -1012,9 +1131,18 @@ def test_source_labels_of_the_ingress_gateway_pods(tmp_path: Path) -> None:
 def test_source_namespace_is_its_services_and_gateways_that_call(tmp_path: Path) -> None:
     result = run(tmp_path, ratings_vs("{sourceNamespace: default}", GATEWAY_TO_RATINGS))
     assert not result.problems, messages(result)
-    assert callers_of_first_rule(result) == ["reviews", "ingress"]
-    assert "(the Services and Gateways in namespace default that call ratings)" in result.files["ratings.yaml"]
+    rules = one(result, "Route", "ratings")["rules"]
+    assert rules[0] == {"match": {"callers": ["ingress"]}, "to": {"default": 100}}  # the gateway's own VirtualService
+    assert rules[1]["match"]["callers"] == ["reviews"]  # Istio applies a mesh VirtualService at sidecars only
+    assert "(the Services and Gateways in namespace default that call ratings); left out: Gateway ingress: the " \
+           "VirtualService is not bound to it" in result.files["ratings.yaml"]
     built_clean(result, tmp_path)
+
+
+def test_source_labels_of_the_gateway_pods_in_a_mesh_virtual_service(tmp_path: Path) -> None:
+    result = run(tmp_path, ratings_vs("{sourceLabels: {istio: ingressgateway}}", GATEWAY_TO_RATINGS))
+    assert any("Gateway ingress: the VirtualService is not bound to it (Istio applies it at sidecars only)" in m
+               for m in messages(result)), messages(result)
 
 
 def test_source_labels_and_namespace_together(tmp_path: Path) -> None:
@@ -1099,7 +1227,7 @@ spec:
     - route: [{{destination: {{host: ratings}}}}]
 ---{GATEWAY_TO_RATINGS.split("---")[1]}"""
     result = run(tmp_path, istio)
-    assert [m for m in messages(result) if "headers: meshc Gateway routes match host and path only" not in m] == []
+    assert not result.problems, messages(result)  # the header match at the gateway: the Route's rule for ingress
     rules = one(result, "Route", "ratings")["rules"]
     assert [r.get("match", {}).get("callers") for r in rules] == [["ingress"], ["reviews"], None]
     assert one(result, "Gateway")["routes"] == [{"hosts": ["ratings"], "to": "ratings"}]  # http[1]: not ingress's

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from compiler.importer import callers, edge, routes, security, traffic, workloads
+from compiler.importer import callers, edge, gateway_rules, routes, security, traffic, workloads
 from compiler.importer.model import Context, Doc
 from compiler.importer.read import Problem, read_files
 from compiler.importer.write import render
@@ -45,6 +45,7 @@ def import_istio(paths: list[Path], mesh_name: str = "mesh") -> ImportResult:
     for kind, step in steps:
         for res in (r for r in resources if r.kind == kind):
             _guarded(res, ctx, lambda r=res, s=step: s(r, ctx) if kind != "Service" else s(r, deployments, ctx))
+    gateway_rules.merge(ctx)  # every VirtualService read: the gateway rules go before the mesh rules
     _calls(ctx, calls)
     callers.resolve(ctx)  # needs every Service's calls and every Gateway's routes
     _mesh_defaults(ctx)

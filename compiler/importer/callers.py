@@ -5,8 +5,9 @@ Istio's control plane leaves such a route out of every proxy whose workload the 
 meshc rule with `callers` is likewise left out of every other caller's sidecar (compiler/policy/caller.py).
 The callers are the meshc Services whose pods the match selects (from the Deployments read), only some of
 their versions when the labels select only some of their Deployments, and the meshc Gateways whose Istio
-Gateway selects pods with those labels. A match's `gateways` names Gateways (callers: those Gateways) or
-`mesh` (every sidecar: the Services). Only callers that call the route's service are listed (a Service's
+Gateway selects pods with those labels, if the VirtualService is bound to them (Istio applies a VirtualService
+without `gateways` at sidecars only). A match's `gateways` names Gateways (callers: those Gateways) or `mesh`
+(every sidecar: the Services). Only callers that call the route's service are listed (a Service's
 `calls`, a Gateway's routes), so they are found once every document is built (`resolve`, after `calls`).
 
 A caller's version is matched by the caller's sidecar, which reads its pod's `version` label: that needs the
@@ -156,6 +157,9 @@ def _callers(p: Pending, ctx: Context) -> tuple[list, str]:
         if not any(r.get("to") == p.service for r in gw.get("routes") or []):
             skipped.append(f"Gateway {name} routes nothing to {p.service}")
             continue
+        if p.gateways is None and name not in _bound(p.res):
+            skipped.append(f"Gateway {name}: the VirtualService is not bound to it (Istio applies it at sidecars only)")
+            continue
         found.append(name)
         said.append(f"Gateway {name}" + (f" (its Istio Gateway selects the pods labelled "
                                           f"{', '.join(f'{k}={v}' for k, v in selector.items())})"
@@ -168,6 +172,11 @@ def _callers(p: Pending, ctx: Context) -> tuple[list, str]:
     if skipped:
         text += "; left out: " + "; ".join(skipped)
     return found, text
+
+
+def _bound(res: Resource) -> set[str]:
+    """The meshc Gateways a VirtualService is bound to (its `gateways`; none: only `mesh`, every sidecar)."""
+    return {name_of(str(g).split("/")[-1]) for g in res.spec.get("gateways") or ["mesh"] if g != "mesh"}
 
 
 def _service_entry(wl: Workload, labels: dict | None):

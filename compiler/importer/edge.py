@@ -74,9 +74,13 @@ def import_gateway(res: Resource, ctx: Context) -> None:
         ctx.gateway_selectors[name] = {str(k): str(v) for k, v in selector.items()}
 
 
-def gateway_routes(res: Resource, gateways: list[str], ctx: Context) -> None:
-    """A VirtualService bound to gateways: its http rules become the Gateway's routes to mesh services."""
+def gateway_routes(res: Resource, gateways: list[str], ctx: Context) -> list[tuple[str, int, str, dict]]:
+    """A VirtualService bound to gateways: its http rules become the Gateway's routes to mesh services (host and
+    path prefix). What else a rule says (subsets, headers, timeouts...) is carried by the service's Route: the
+    mesh rules when the VirtualService is also bound to `mesh`, else rules for that Gateway only (routes.py).
+    Returns each carried rule as (gateway, http index, service, the rule with only that gateway's matches)."""
     hosts = [str(h) for h in res.spec.get("hosts") or [] if h != "*"]
+    carried: list[tuple[str, int, str, dict]] = []
     for g in gateways:
         doc = _gateway_doc(ctx, name_of(g.split("/")[-1]))
         if doc is None:
@@ -88,37 +92,47 @@ def gateway_routes(res: Resource, gateways: list[str], ctx: Context) -> None:
             dests = http.get("route") or []
             services = {ctx.resolve(str((d.get("destination") or {}).get("host", "")), res.namespace) for d in dests}
             if len(services) != 1 or None in services:
-                ctx.refuse(res, path + ("route",), "a gateway route goes to one mesh service (versions are the "
-                           "service's own Route)")
+                ctx.refuse(res, path + ("route",), "a gateway route goes to one mesh service (its versions are "
+                           "chosen by the service's Route)")
                 continue
             to = services.pop()
-            if any((d.get("destination") or {}).get("subset") for d in dests):
-                ctx.refuse(res, path + ("route",), "subsets at the gateway: the service's own Route chooses versions")
-            for key in sorted(set(http) - {"match", "route", "name"}):
-                ctx.refuse(res, path + (key,), "meshc Gateway routes only choose a service (put it on the service's "
-                           "Route)")
+            kept = []
             for j, m in enumerate(http.get("match") or [{}]):
                 if (m or {}).get("gateways") and g not in m["gateways"]:
                     continue  # the match's own gateways leave this gateway out (Istio: they replace the VS's)
                 uri = (m or {}).get("uri") or {"prefix": "/"}
                 kind, value = next(iter(uri.items()))
-                if kind == "exact":
-                    ctx.note(res, path + ("match", j, "uri"), f"exact {value}: a meshc Gateway route matches a "
-                             f"prefix, so {value} and longer paths go to {to}")
-                    kind = "prefix"
-                if kind != "prefix":
+                if kind not in ("prefix", "exact"):
                     ctx.refuse(res, path + ("match", j, "uri"), f"uri {kind}: meshc Gateway routes match a prefix")
                     continue
-                for key in sorted(set(m or {}) - {"uri", "gateways"}):
-                    ctx.refuse(res, path + ("match", j, key), "meshc Gateway routes match host and path only")
                 route: dict = {}
                 if hosts:
                     route["hosts"] = hosts
                 if value != "/":
-                    route["path"] = value
-                route["to"] = to
-                if route not in doc.body["routes"]:  # another match of the same host and path: already there
-                    doc.body["routes"].append(route)
+                    route["path"] = value  # an exact path: the Route's rule matches it exactly
+                other = next((r for r in doc.body["routes"] if {**r, "to": to} == {**route, "to": to}), None)
+                if other is not None and other["to"] != to:
+                    ctx.refuse(res, path + ("match", j), f"the host and path already go to {other['to']}: meshc "
+                               "Gateway routes choose a service by host and path only")
+                    continue
+                if other is None and not _covered(doc.body["routes"], route, to):
+                    doc.body["routes"].append({**route, "to": to})
+                kept.append({k: v for k, v in m.items() if k != "gateways"} if m else m)
+            if kept:
+                carried.append((g, i, to, {**http, "match": kept} if http.get("match") else http))
+    return carried
+
+
+def _covered(routes: list[dict], route: dict, to: str) -> bool:
+    """An earlier route of the same hosts already sends this path to the same service (its Route tells the
+    requests apart): the Gateway needs no second route (it would never match)."""
+    path = route.get("path", "/")
+    for r in routes:
+        if r.get("hosts") == route.get("hosts") and r["to"] == to:
+            earlier = r.get("path", "/")
+            if earlier in ("/", path) or path.startswith(earlier.rstrip("/") + "/"):
+                return True
+    return False
 
 
 def import_service_entry(res: Resource, ctx: Context) -> None:

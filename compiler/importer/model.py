@@ -59,6 +59,8 @@ class Context:
         self.edge: list[Doc] = []
         self.gateway_selectors: dict[str, dict] = {}
         """meshc Gateway name -> the labels of the pods its Istio Gateway selects (`istio: ingressgateway`)."""
+        self.gateway_rules: dict[str, list] = {}
+        """Per service: the Route rules of VirtualServices bound to gateways only (gateway_rules.py)."""
         self.pending_callers: list = []
         """Matches on the calling workload, given their `callers` once every document is built (callers.py)."""
         self.problems: list[Problem] = []

@@ -33,10 +33,12 @@ def import_virtual_service(res: Resource, ctx: Context) -> None:
     gateways = [g for g in spec.get("gateways") or ["mesh"]]
     hosts = spec.get("hosts") or []
     if any(g != "mesh" for g in gateways):
+        from compiler.importer import gateway_rules
         from compiler.importer.edge import gateway_routes
 
-        gateway_routes(res, [g for g in gateways if g != "mesh"], ctx)
+        carried = gateway_routes(res, [g for g in gateways if g != "mesh"], ctx)
         if "mesh" not in gateways:
+            gateway_rules.collect(res, carried, ctx)
             return
     if spec.get("tls"):
         ctx.refuse(res, ("spec", "tls"), "tls routes: meshc routes no TLS by SNI")
