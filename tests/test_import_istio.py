@@ -781,6 +781,8 @@ def test_gateway_only_virtual_service_is_rules_for_that_gateway(tmp_path: Path) 
         {"to": {"v1": 100}}]  # the mesh VirtualService: no 404 for gw needed, the rule above takes the rest
     assert "rules 1-2: from VirtualService edge (istio.yaml:8), bound to Gateway gw only" in \
         result.files["reviews.yaml"]
+    assert "# rule 3 on: the mesh VirtualService's rules (the next comment)\n# from VirtualService reviews" in \
+        result.files["reviews.yaml"]
     write_files(result.files, tmp_path / "built")
     built = build(tmp_path / "built")
     assert built.ok, [str(d) for d in built.diagnostics if d.is_error]

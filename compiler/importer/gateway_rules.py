@@ -108,5 +108,6 @@ def merge(ctx: Context) -> None:
             ctx.add(service, Doc(f"{service}.yaml", {"kind": "Route", "service": service, "rules": rules + mesh_rules},
                                  comments))
         else:
+            comments.append(f"rule {len(rules) + 1} on: the mesh VirtualService's rules (the next comment)")
             route.body["rules"] = rules + mesh_rules
             route.comments[:0] = comments
