@@ -1,9 +1,10 @@
 """`meshc explain` predicts what real Envoy sidecars do, request by request.
 
 The mesh (tests/harness/agreement_mesh.py) exercises every decision explain makes: strict mTLS, the Mesh's
-default deny, route rules of every match kind, splits, faults at 100% and 0%, a redirect, a direct response,
-a rewrite, a mirror, JWT with an inline JWKS at the callee and at a gateway, enforcing and dry-run
-authorization, rate limits, an ExternalService, the egress catch-all, and a gateway with an https redirect.
+default deny, route rules of every match kind, rules for some callers only (one on the gateway, one on
+frontend's sidecar), splits, faults at 100% and 0%, a redirect, a direct response, a rewrite, a mirror, JWT
+with an inline JWKS at the callee and at a gateway, enforcing and dry-run authorization, rate limits, an
+ExternalService, the egress catch-all, and a gateway with an https redirect.
 
 Per Mesh `paths` setting (escaped slashes reject / decode with case-insensitive security paths / redirect /
 keep), 500 requests are drawn with a fixed seed over callers, services, hosts, methods, paths (dot segments,
@@ -15,9 +16,10 @@ the outside client at the gateway); each app answers 200 with `x-served-by: <ser
 (harness/agreement.py `disagreement`): same status (and a redirect's Location); when forwarded, the app of
 the predicted service answered, with a version the prediction gives p > 0. Disagreements are printed as a
 table with both sides. And the comparison has teeth: explain reading policies that each differ from the
-running one in a single decision (a route target, an abort's percentage, a deny rule, a token requirement,
-the audience check, the Mesh's default) disagrees with the same observations (`mutants`). A tcp service is
-checked too: explain's verdict on each caller's connection (forwarded / unreachable) against the echo app.
+running one in a single decision (a route target, an abort's percentage, a rule's callers, a deny rule, a
+token requirement, the audience check, the Mesh's default) disagrees with the same observations (`mutants`).
+A tcp service is checked too: explain's verdict on each caller's connection (forwarded / unreachable) against
+the echo app.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ def vocabulary(signer: Signer) -> Vocabulary:
             "x-group": ["beta", "beta-2", "alpha", "Beta"],
             "x-debug": ["123", "abc", "12a", " 123", "123 "],
             "x-canary": ["1"],
+            "x-edge": ["1", "0"],  # reviews' rule for the gateway only
+            "x-inside": ["1"],  # reviews' rule for frontend only
             "x-legacy": ["yes"],
             "x-block": ["1"],
             "x-tenant": ["acme", "umbrella"],
@@ -162,6 +166,12 @@ def curated(tokens: dict[str, str]) -> list[Case]:
         Case(GW, None, "GET", "/secure/x", bearer("valid"), host=SHOP, token="valid"),
         Case(GW, None, "GET", "/secure/x", bearer("expired"), host=SHOP, token="expired"),
         Case(GW, None, "GET", "/public/p?x=1", host=SHOP, listener="tohttps"),
+        # Rules for some callers only, whatever the draw: each from its own caller (it decides) and from the
+        # other one (its sidecar does not have the rule: the request goes on down the list).
+        Case(GW, None, "GET", "/public/p", (("x-edge", "1"),), host=SHOP),
+        Case("frontend", "reviews", "GET", "/x", (("x-edge", "1"),)),
+        Case("frontend", "reviews", "GET", "/x", (("x-inside", "1"),)),
+        Case(GW, None, "GET", "/public/p", (("x-inside", "1"),), host=SHOP),
     ]
 
 
@@ -182,6 +192,10 @@ RULES = {f"AuthorizationPolicy/reviews/deny[{i}]" for i in range(5)} | {
     f"AuthorizationPolicy/reviews/allow[{i}]" for i in range(7)
 }
 """reviews' authorization rules: each must have decided some request."""
+LIMITED = {"Route/reviews/rules[0]": (GW, "x-edge", "1"), "Route/reviews/rules[1]": ("frontend", "x-inside", None)}
+"""reviews' rules for some callers only: anchor -> (the caller they are for, the header they match, its value or
+None for any). Each must match some request from its caller, and be absent for some request from the other caller
+that carries the header (that caller's sidecar walked reviews' rules without it)."""
 ANSWERS = {200, 301, 401, 403, 404, 502, 503, "reviews/v1", "reviews/v2", "reviews/v3", "ratings/default",
            "weather/external"}
 """What the sidecars answered (a status, or the app that answered): each must occur (and 400 for escaped
@@ -208,6 +222,7 @@ def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_pat
     assert len(set(cases)) == len(cases) >= COUNT
 
     rows, paths, answers, steps, rules, kinds = [], Counter(), Counter(), Counter(), Counter(), Counter()
+    limited = Counter()  # (anchor, "matched" or "absent") of reviews' rules for some callers
     splits: dict[tuple, Counter] = {}  # a forwarded prediction's versions -> the versions that answered
     observed = []
     for case in cases:
@@ -225,6 +240,7 @@ def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_pat
             steps[(step.side, step.what)] += 1
             if step.what == "authorization" and " matches" in step.decision and step.source:
                 rules[step.source.split(" ", 1)[-1]] += 1
+        limited.update(_limited_rules(case, said.steps))
         why = disagreement(said.outcome, seen, case.service, redirect_location(said))
         if why is not None:
             rows.append((case, predicted(said.outcome), seen, why))
@@ -234,12 +250,16 @@ def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_pat
     report(
         f"explain-agreement[{mode}]", requests=len(cases), disagreements=len(rows), decision_paths=len(paths),
         seconds=round(elapsed, 1), predictions=tally(kinds), answers=tally(answers), rules=tally(rules),
+        caller_rules=tally(limited),
     )
     assert not rows, f"{len(rows)} of {len(cases)} requests disagree:\n{table(rows)}"
     expected = ANSWERS | {"reject": {400}, "redirect": {307}}.get(mode, set())
     assert not expected - set(answers), (sorted(map(str, expected - set(answers))), tally(answers))
     assert not STEPS - set(steps), (sorted(STEPS - set(steps)), tally(steps))
     assert not RULES - set(rules), (sorted(RULES - set(rules)), tally(rules))
+    wanted = {(anchor, how) for anchor in LIMITED for how in ("matched", "absent")}
+    assert not wanted - set(limited), (sorted(wanted - set(limited)), tally(limited))
+    assert not {how for _, how in limited} - {"matched", "absent"}, tally(limited)
     assert len(paths) >= 80, len(paths)
     # Weights are probabilities both ways: each version explain gives at least 25% answered some request of a
     # split seen 20 times or more (missing one by chance: below 1e-6 per split).
@@ -252,6 +272,22 @@ def test_explain_agrees_with_envoy_on_every_generated_request(live_mesh, tmp_pat
         caught = {name: sum(1 for case, seen in observed if _differs(m, case, seen)) for name, m in irs.items()}
         report("explain-agreement[mutants]", **{k.replace(" ", "_").replace("/", ""): v for k, v in caught.items()})
         assert all(caught.values()), caught
+
+
+def _limited_rules(case: Case, steps) -> list[tuple[str, str]]:
+    """Which of reviews' rules for some callers (LIMITED) this explanation shows matched (from its caller, or
+    wrongly from another one), or absent: the request came from another caller with the rule's header and
+    walked reviews' rules, none of them that one."""
+    routes = [(s.source.split(" ", 1)[-1], s.data.get("matched")) for s in steps if s.what == "route" and s.source]
+    anchors = {a for a, _ in routes}
+    matched = [(a, "matched" if case.caller == LIMITED[a][0] else "matched from another caller")
+               for a, hit in routes if a in LIMITED and hit]
+    walked = any(a.startswith("Route/reviews/rules[") for a in anchors)
+    headers = dict(case.headers)
+    absent = [(a, "absent") for a, (owner, name, value) in LIMITED.items()
+              if case.caller != owner and walked and a not in anchors and name in headers
+              and value in (None, headers[name])]
+    return matched + absent
 
 
 def _differs(ir, case: Case, seen) -> bool:

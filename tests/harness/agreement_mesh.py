@@ -9,7 +9,8 @@ One mesh that exercises every decision `meshc explain` makes (strict mTLS, the M
   ingress   Gateway: `web` (plain HTTP) routes shop.example/ratings… to ratings and shop.example/… to reviews;
             `tohttps` redirects to `secure` (HTTPS); its own RequestAuthentication (a token required on
             /ratings, checked and then removed on /secure) and a rate limit that never empties here
-  reviews   Route: a direct response, a redirect, path exact/prefix/regex, methods, headers exact/prefix/
+  reviews   Route: rules for some callers only (x-edge from the gateway -> v3, x-inside from frontend -> v2),
+            a direct response, a redirect, path exact/prefix/regex, methods, headers exact/prefix/
             regex/present/absent, query exact/prefix/regex/present, cookies, deterministic splits (100, 100/0),
             a 100% and a 0% fault abort, a prefix rewrite with a mirror and CORS, a 50/50 weighted split last;
             RequestAuthentication (inline JWKS; /public and /items optional, /secure required, elsewhere no
@@ -53,6 +54,10 @@ def reviews_route() -> dict:
         "kind": "Route",
         "service": "reviews",
         "rules": [
+            # Rules for some callers only (match.callers): the first is on the gateway's routes alone, the second
+            # on frontend's sidecar alone; the other caller's requests with the same header go on down the list.
+            {"match": {"callers": [GW], "headers": [{"name": "x-edge", "exact": "1"}]}, "to": {"v3": 100}},
+            {"match": {"callers": ["frontend"], "headers": [{"name": "x-inside", "present": True}]}, "to": {"v2": 100}},
             {"match": {"path": {"exact": "/healthz"}}, "respond": {"status": 200, "body": "ok\n"}},
             {"match": {"path": {"prefix": "/old/"}}, "redirect": {"prefix": "/new/", "code": 301}},
             {"match": {"path": {"regex": "/items/[0-9]+"}, "methods": ["GET", "HEAD"]}, "to": {"v2": 100}},
@@ -257,8 +262,9 @@ def mutants(docs: list[dict]) -> dict[str, list[dict]]:
         return out
 
     return {
-        "jason to v2": edit("Route", lambda d: d["rules"][3].update(to={"v2": 100}), "reviews"),
-        "abort never": edit("Route", lambda d: d["rules"][5]["fault"]["abort"].update(percent=0), "reviews"),
+        "jason to v2": edit("Route", lambda d: d["rules"][5].update(to={"v2": 100}), "reviews"),
+        "abort never": edit("Route", lambda d: d["rules"][7]["fault"]["abort"].update(percent=0), "reviews"),
+        "x-edge to v3 from every caller": edit("Route", lambda d: d["rules"][0]["match"].pop("callers"), "reviews"),
         "no deny of /admin": edit("AuthorizationPolicy", lambda d: d["deny"].pop(0), "reviews"),
         "PATCH denied from every address": edit(
             "AuthorizationPolicy", lambda d: d["deny"][3].pop("not_ip_blocks"), "reviews"
